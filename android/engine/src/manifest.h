@@ -1,0 +1,63 @@
+// The subset of the mobdistill manifest (docs/manifest.md, schema_version 1) the engine reads.
+#ifndef MOBDISTILL_ENGINE_MANIFEST_H_
+#define MOBDISTILL_ENGINE_MANIFEST_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "status.h"
+
+namespace mobdistill {
+
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string dtype;   // "float32"
+  std::string layout;  // "NHWC" | "raw"
+  std::string role;    // "frame" | "mask" | "logits" | "state" | "memory" | ...
+  int64_t NumElements() const;
+};
+
+struct SignatureSpec {
+  std::string name;
+  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> outputs;
+  const TensorSpec* Input(const std::string& n) const;
+  const TensorSpec* Output(const std::string& n) const;
+  const TensorSpec* InputWithRole(const std::string& role) const;
+};
+
+struct MemorySpec {
+  int queue_length = 0;
+  std::string init_signature;
+  std::string step_signature;
+  std::vector<std::pair<std::string, std::string>> carry;  // (output, input)
+};
+
+struct Manifest {
+  static constexpr int kSchemaVersion = 1;
+  std::string path;  // the manifest file; artifacts are relative to its folder
+  std::string model_name;
+  int height = 0, width = 0;
+  std::string tflite_file;    // absolute or relative to the process cwd (resolved)
+  std::string tflite_sha256;  // lowercase hex
+  std::vector<SignatureSpec> signatures;
+  double input_lo = 0.0, input_hi = 255.0;  // preprocessing.input_range
+  std::string output_name = "logits";
+  int num_classes = 0;
+  bool has_memory = false;
+  MemorySpec memory;
+
+  const SignatureSpec* Signature(const std::string& name) const;
+};
+
+// Parses manifest text; `dir` resolves relative artifact paths.
+Status ParseManifest(const std::string& text, const std::string& dir, Manifest* out);
+Status LoadManifest(const std::string& path, Manifest* out);
+Status ReadFileBytes(const std::string& path, std::vector<uint8_t>* out);
+
+}  // namespace mobdistill
+
+#endif  // MOBDISTILL_ENGINE_MANIFEST_H_

@@ -1,0 +1,234 @@
+#include "model_slot.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "sha256.h"
+
+namespace mobdistill {
+
+void ModelSlot::Report(void* self, const char* format, va_list args) {
+  char buf[1024];
+  std::vsnprintf(buf, sizeof(buf), format, args);
+  auto* slot = static_cast<ModelSlot*>(self);
+  std::lock_guard<std::mutex> lock(slot->errors_mu_);
+  if (!slot->errors_.empty()) slot->errors_ += "; ";
+  slot->errors_ += buf;
+}
+
+std::string ModelSlot::TakeErrors() {
+  std::lock_guard<std::mutex> lock(errors_mu_);
+  std::string e;
+  e.swap(errors_);
+  return e.empty() ? "" : " (TFLite: " + e + ")";
+}
+
+Status ModelSlot::Create(const TfLiteApi* api, const SlotConfig& config,
+                         std::vector<uint8_t> bytes, int32_t version,
+                         std::unique_ptr<ModelSlot>* out) {
+  std::unique_ptr<ModelSlot> slot(new ModelSlot(api));
+  slot->bytes_ = std::move(bytes);
+  slot->version_ = version;
+  MD_RETURN_IF_ERROR(slot->Build(config));
+  *out = std::move(slot);
+  return Status::Ok();
+}
+
+void ModelSlot::DestroyInterpreter() {
+  for (auto& kv : runners_) api_->RunnerDelete(kv.second);
+  runners_.clear();
+  if (interpreter_) api_->InterpreterDelete(interpreter_);
+  interpreter_ = nullptr;
+  if (options_) api_->OptionsDelete(options_);
+  options_ = nullptr;
+}
+
+ModelSlot::~ModelSlot() {
+  DestroyInterpreter();  // interpreter before the delegate it uses
+  if (delegate_ && delegate_delete_) delegate_delete_(delegate_);
+  if (model_) api_->ModelDelete(model_);
+}
+
+Status ModelSlot::BuildInterpreter(const SlotConfig& config, TfLiteDelegate* delegate,
+                                   bool* delegated) {
+  options_ = api_->OptionsCreate();
+  if (!options_) return Status::Error("TfLiteInterpreterOptionsCreate failed");
+  api_->OptionsSetNumThreads(options_, config.num_threads);
+  api_->OptionsSetErrorReporter(options_, &ModelSlot::Report, this);
+  if (config.use_nnapi && api_->OptionsSetUseNNAPI) api_->OptionsSetUseNNAPI(options_, true);
+  interpreter_ = api_->InterpreterCreate(model_, options_);
+  if (!interpreter_) return Status::Error("TfLiteInterpreterCreate failed" + TakeErrors());
+  *delegated = false;
+  if (delegate != nullptr) {
+    *delegated = api_->InterpreterModifyGraphWithDelegate(interpreter_, delegate) == kTfLiteOk;
+  }
+  for (const std::string& sig : config.signatures) {
+    TfLiteSignatureRunner* r = api_->InterpreterGetSignatureRunner(interpreter_, sig.c_str());
+    if (!r) {
+      std::string have;
+      const int32_t n = api_->InterpreterGetSignatureCount(interpreter_);
+      for (int32_t i = 0; i < n; ++i) {
+        have += (i ? ", " : "") + std::string(api_->InterpreterGetSignatureKey(interpreter_, i));
+      }
+      return Status::Error("model has no signature '" + sig + "' (it has: " + have + ")");
+    }
+    runners_[sig] = r;
+    if (api_->RunnerAllocateTensors(r) != kTfLiteOk) {
+      return Status::Error("AllocateTensors failed for signature '" + sig + "'" + TakeErrors());
+    }
+  }
+  signature_order_ = config.signatures;
+  input_refs_ = config.inputs;
+  io_sizes_.clear();
+  for (const auto& ref : config.inputs) {
+    TfLiteSignatureRunner* r = runner(ref.first);
+    const TfLiteTensor* t = r ? api_->RunnerGetInputTensor(r, ref.second.c_str()) : nullptr;
+    if (!t) return Status::Error("signature '" + ref.first + "' has no input '" + ref.second +
+                                 "' (the manifest names it)");
+    if (api_->TensorType(t) != kTfLiteFloat32) {
+      return Status::Error("input " + ref.first + "." + ref.second + " is not float32");
+    }
+    io_sizes_.push_back(api_->TensorByteSize(t));
+  }
+  for (const auto& ref : config.outputs) {
+    TfLiteSignatureRunner* r = runner(ref.first);
+    const TfLiteTensor* t = r ? api_->RunnerGetOutputTensor(r, ref.second.c_str()) : nullptr;
+    if (!t) return Status::Error("signature '" + ref.first + "' has no output '" + ref.second +
+                                 "' (the manifest names it)");
+    if (api_->TensorType(t) != kTfLiteFloat32) {
+      return Status::Error("output " + ref.first + "." + ref.second + " is not float32");
+    }
+    io_sizes_.push_back(api_->TensorByteSize(t));
+  }
+  return Status::Ok();
+}
+
+Status ModelSlot::Build(const SlotConfig& config) {
+  model_ = api_->ModelCreate(bytes_.data(), bytes_.size());
+  if (!model_) {
+    return Status::Error("TfLiteModelCreate rejected the model (" +
+                         std::to_string(bytes_.size()) +
+                         " bytes): not a valid .tflite flatbuffer? Re-export it");
+  }
+  std::string requested = "cpu";
+  if (config.use_gpu) {
+    requested = "gpu";
+    if (api_->GpuCreate) {
+      delegate_ = api_->GpuCreate(nullptr);
+      delegate_delete_ = api_->GpuDelete;
+    }
+    if (!delegate_) warnings_.push_back("GPU delegate unavailable (pass --delegate_lib with "
+                                        "TfLiteGpuDelegateV2Create); running on CPU");
+  } else if (config.use_xnnpack) {
+    requested = "xnnpack";
+    if (api_->XNNPackCreate && api_->XNNPackOptionsDefault && api_->XNNPackOptionsLayoutSafe()) {
+      TfLiteXNNPackDelegateOptions opts = api_->XNNPackOptionsDefault();
+      // Same rule as TFLite's own default XNNPACK: no thread pool for a single thread.
+      opts.num_threads = config.num_threads > 1 ? config.num_threads : 0;
+      delegate_ = api_->XNNPackCreate(&opts);
+      delegate_delete_ = api_->XNNPackDelete;
+    }
+    if (!delegate_) warnings_.push_back("XNNPACK delegate could not be created; running on CPU");
+  } else if (config.use_nnapi) {
+    requested = "nnapi";
+  }
+  bool delegated = false;
+  MD_RETURN_IF_ERROR(BuildInterpreter(config, delegate_, &delegated));
+  if (delegate_ && !delegated) {
+    warnings_.push_back(requested + " delegate refused the graph" + TakeErrors() +
+                        "; fell back to CPU");
+    DestroyInterpreter();  // a failed ModifyGraph may leave the interpreter unusable: rebuild
+    MD_RETURN_IF_ERROR(BuildInterpreter(config, nullptr, &delegated));
+  }
+  if (delegated) {
+    delegate_used_ = requested;
+  } else if (requested == "nnapi") {
+    delegate_used_ = "nnapi";  // requested through options; the runtime decides per op
+  } else {
+    delegate_used_ = "cpu";
+  }
+  return Status::Ok();
+}
+
+TfLiteSignatureRunner* ModelSlot::runner(const std::string& signature) const {
+  auto it = runners_.find(signature);
+  return it == runners_.end() ? nullptr : it->second;
+}
+
+Status ModelSlot::Warm() {
+  for (const auto& ref : input_refs_) {  // defined inputs: zeros
+    const TfLiteTensor* t = api_->RunnerGetInputTensor(runners_.at(ref.first), ref.second.c_str());
+    if (t && api_->TensorData(t)) std::memset(api_->TensorData(t), 0, api_->TensorByteSize(t));
+  }
+  for (const std::string& sig : signature_order_) {
+    TfLiteSignatureRunner* r = runners_.at(sig);
+    if (api_->RunnerInvoke(r) != kTfLiteOk) {
+      return Status::Error("warm-up invoke of '" + sig + "' failed" + TakeErrors());
+    }
+  }
+  return Status::Ok();
+}
+
+Engine::~Engine() { WaitForBuilder(); }
+
+void Engine::WaitForBuilder() {
+  if (builder_.joinable()) builder_.join();
+}
+
+Status Engine::Load(std::vector<uint8_t> bytes, int32_t version) {
+  MD_RETURN_IF_ERROR(ModelSlot::Create(api_, config_, std::move(bytes), version, &active_));
+  io_sizes_ = active_->IoByteSizes();
+  return Status::Ok();
+}
+
+Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
+  if (building_.load()) return Status::Error("a model swap is already being prepared");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pending_ready_) return Status::Error("a prepared model swap has not been applied yet");
+  }
+  WaitForBuilder();  // a finished thread may still be joinable
+  const int32_t version = active_->version() + 1;
+  building_.store(true);
+  builder_ = std::thread([this, version, bytes = std::move(new_model_bytes)]() mutable {
+    const auto t0 = std::chrono::steady_clock::now();
+    SwapEvent event;
+    event.version = version;
+    event.sha256 = Sha256Hex(bytes.data(), bytes.size());
+    std::unique_ptr<ModelSlot> slot;
+    Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, &slot);
+    if (s.ok()) s = slot->Warm();
+    if (s.ok() && slot->IoByteSizes() != io_sizes_) {
+      s = Status::Error("swapped-in model has different signatures than the running one");
+    }
+    event.build_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_status_ = s;
+      if (s.ok()) pending_ = std::move(slot);
+      pending_event_ = event;
+      pending_ready_ = true;
+    }
+    building_.store(false);
+  });
+  return Status::Ok();
+}
+
+bool Engine::ApplyPendingSwap(SwapEvent* event, Status* failure) {
+  std::unique_ptr<ModelSlot> retired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!pending_ready_) return false;
+    pending_ready_ = false;
+    *failure = pending_status_;
+    *event = pending_event_;
+    if (!pending_status_.ok()) return false;
+    retired = std::move(active_);
+    active_ = std::move(pending_);
+  }
+  return true;  // `retired` (the old slot) is destroyed here, outside the lock
+}
+
+}  // namespace mobdistill

@@ -1,0 +1,124 @@
+// ModelSlot: one loaded model (its bytes, TFLite model, delegate, interpreter and signature
+// runners) and Engine: the double buffer that hot-swaps slots between frames.
+//
+// Why a second slot instead of patching in place: XNNPACK packs weights when the interpreter is
+// built/first invoked, so changing the flatbuffer under a live interpreter changes nothing. An
+// update therefore goes into new bytes; PrepareSwap builds and warms a new slot on a builder
+// thread while frames keep running on the old one, and the frame thread adopts it between two
+// frames (ApplyPendingSwap). A frame therefore always runs entirely on one slot.
+#ifndef MOBDISTILL_ENGINE_MODEL_SLOT_H_
+#define MOBDISTILL_ENGINE_MODEL_SLOT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "status.h"
+#include "tflite_c_api.h"
+
+namespace mobdistill {
+
+struct SlotConfig {
+  int32_t num_threads = 1;
+  bool use_xnnpack = true;
+  bool use_gpu = false;
+  bool use_nnapi = false;
+  std::vector<std::string> signatures;  // must all exist in the model
+  // (signature, tensor name) the engine reads or writes; each must exist. Their byte sizes
+  // fingerprint the I/O contract a swapped-in model has to keep.
+  std::vector<std::pair<std::string, std::string>> inputs, outputs;
+};
+
+class ModelSlot {
+ public:
+  static Status Create(const TfLiteApi* api, const SlotConfig& config,
+                       std::vector<uint8_t> bytes, int32_t version,
+                       std::unique_ptr<ModelSlot>* out);
+  ~ModelSlot();
+  ModelSlot(const ModelSlot&) = delete;
+  ModelSlot& operator=(const ModelSlot&) = delete;
+
+  TfLiteSignatureRunner* runner(const std::string& signature) const;
+  // Invokes every signature once with zeroed inputs (pays XNNPACK packing and first-run costs).
+  Status Warm();
+  // Byte sizes of SlotConfig's inputs then outputs, in order.
+  std::vector<size_t> IoByteSizes() const { return io_sizes_; }
+
+  int32_t version() const { return version_; }
+  const std::string& delegate_used() const { return delegate_used_; }
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  const std::vector<uint8_t>& bytes() const { return bytes_; }
+
+ private:
+  explicit ModelSlot(const TfLiteApi* api) : api_(api) {}
+  Status Build(const SlotConfig& config);
+  Status BuildInterpreter(const SlotConfig& config, TfLiteDelegate* delegate, bool* delegated);
+  void DestroyInterpreter();
+  std::string TakeErrors();
+  static void Report(void* self, const char* format, va_list args);
+
+  const TfLiteApi* api_;
+  std::vector<uint8_t> bytes_;  // TfLiteModelCreate does not copy: must outlive model_
+  int32_t version_ = 0;
+  TfLiteModel* model_ = nullptr;
+  TfLiteInterpreterOptions* options_ = nullptr;
+  TfLiteInterpreter* interpreter_ = nullptr;
+  TfLiteDelegate* delegate_ = nullptr;
+  void (*delegate_delete_)(TfLiteDelegate*) = nullptr;
+  std::map<std::string, TfLiteSignatureRunner*> runners_;
+  std::vector<std::string> signature_order_;
+  std::vector<size_t> io_sizes_;
+  std::vector<std::pair<std::string, std::string>> input_refs_;
+  std::string delegate_used_ = "cpu";
+  std::vector<std::string> warnings_;
+  std::mutex errors_mu_;
+  std::string errors_;  // text from the TFLite error reporter
+};
+
+struct SwapEvent {
+  int32_t version = 0;
+  double build_ms = 0;     // builder thread: create + allocate + warm
+  std::string sha256;
+};
+
+class Engine {
+ public:
+  Engine(const TfLiteApi* api, SlotConfig config) : api_(api), config_(std::move(config)) {}
+  ~Engine();
+
+  Status Load(std::vector<uint8_t> bytes, int32_t version);  // synchronous, first slot
+  ModelSlot& active() { return *active_; }
+
+  // Builds and warms a slot from `new_model_bytes` on a builder thread; returns at once.
+  // Fails if another swap is still being prepared. The new slot gets version active+1.
+  Status PrepareSwap(std::vector<uint8_t> new_model_bytes);
+  // Called by the frame thread between frames: adopts a ready slot. Returns true if swapped.
+  // A failed build is reported through `*failure` (and the old slot stays active).
+  bool ApplyPendingSwap(SwapEvent* event, Status* failure);
+  // Blocks until the builder thread (if any) is done.
+  void WaitForBuilder();
+  bool swap_in_flight() const { return building_.load(); }
+
+ private:
+  const TfLiteApi* api_;
+  SlotConfig config_;
+  std::unique_ptr<ModelSlot> active_;
+  std::vector<size_t> io_sizes_;
+  std::vector<std::pair<std::string, std::string>> input_refs_;
+  std::thread builder_;
+  std::atomic<bool> building_{false};
+  std::mutex mu_;  // guards pending_*
+  std::unique_ptr<ModelSlot> pending_;
+  Status pending_status_;
+  bool pending_ready_ = false;
+  SwapEvent pending_event_;
+};
+
+}  // namespace mobdistill
+
+#endif  // MOBDISTILL_ENGINE_MODEL_SLOT_H_

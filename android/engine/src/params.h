@@ -1,0 +1,49 @@
+// Engine parameters: every default is declared once, here (benchmark_model's DefaultParams()
+// idea, but typed fields instead of string keys, so a typo is a compile error).
+#ifndef MOBDISTILL_ENGINE_PARAMS_H_
+#define MOBDISTILL_ENGINE_PARAMS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "status.h"
+
+namespace mobdistill {
+
+struct Params {
+  std::string manifest;        // --manifest (required)
+  std::string graph;           // --graph: override the manifest's tflite file (same sha256 rule)
+  std::string runtime_lib;     // --runtime_lib (required): library exporting the TFLite C API
+  std::string delegate_lib;    // --delegate_lib: optional library with TfLiteGpuDelegateV2Create
+  // benchmark_model defaults to -1 ("runtime decides"); we default to 1 so numbers are
+  // reproducible across devices; -1 is accepted and passed through.
+  int32_t num_threads = 1;
+  int32_t warmup_runs = 1;
+  int32_t num_runs = 50;
+  double run_delay = 0.0;      // --run_delay seconds between runs (benchmark_model's flag)
+  std::string frames;          // raw uint8 RGB HxWx3 frames, concatenated, cycled
+  bool random_input = false;   // deterministic random frames (the default when --frames is absent)
+  std::string init_mask;       // raw uint8 HxW label map for the stateful init (0 = background)
+  bool use_xnnpack = true;
+  bool use_gpu = false;
+  bool use_nnapi = false;
+  std::string jsonl;           // --jsonl (required): one JSON line per frame
+  std::string summary;         // --summary (required): one JSON object
+  int32_t model_version = 0;
+  std::string output_masks;    // uint8 argmax masks, HxW per run, concatenated
+  std::string output_logits;   // float32 logits per run, concatenated (for tests)
+  std::string swap_graph;      // hot-swap demo/test: model bytes to swap in ...
+  int32_t swap_after_run = -1; // ... prepared after this run index finishes
+  bool help = false;
+
+  Status Validate() const;
+};
+
+// Parses --flag=value / --flag value. Unknown flags are errors naming the flag.
+Status ParseFlags(int argc, const char* const* argv, Params* params);
+std::string Usage();
+
+}  // namespace mobdistill
+
+#endif  // MOBDISTILL_ENGINE_PARAMS_H_

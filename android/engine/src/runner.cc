@@ -1,0 +1,221 @@
+#include "runner.h"
+
+#include <sys/resource.h>
+#include <sys/utsname.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#ifndef MOBDISTILL_ENGINE_VERSION
+#define MOBDISTILL_ENGINE_VERSION "0.0.0"
+#endif
+
+namespace mobdistill {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Us(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+nlohmann::json StatsJson(const LatencyStats& s) {
+  return {{"count", s.count}, {"min_us", s.min_us},   {"p50_us", s.p50_us},
+          {"p90_us", s.p90_us}, {"p99_us", s.p99_us}, {"max_us", s.max_us},
+          {"mean_us", s.mean_us}, {"std_us", s.std_us}};
+}
+
+nlohmann::json HostJson() {
+  nlohmann::json host;
+  struct utsname u;
+  if (uname(&u) == 0) {
+    host = {{"sysname", u.sysname}, {"release", u.release}, {"machine", u.machine},
+            {"nodename", u.nodename}};
+  }
+  host["cpu_count"] = std::thread::hardware_concurrency();
+  return host;
+}
+
+double PeakRssMb() {  // ru_maxrss is in kilobytes on Linux and Android
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+}  // namespace
+
+const char* PhaseName(Phase phase) { return phase == Phase::kWarmup ? "warmup" : "measure"; }
+
+Results::Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<SwapRecord> swaps)
+    : info_(std::move(info)), frames_(std::move(frames)), swaps_(std::move(swaps)) {
+  std::vector<double> inv, pre, post, warm;
+  for (const FrameRecord& f : frames_) {
+    if (f.phase == Phase::kMeasure) {
+      inv.push_back(f.invoke_us);
+      pre.push_back(f.preprocess_us);
+      post.push_back(f.postprocess_us);
+    } else {
+      warm.push_back(f.invoke_us);
+    }
+    final_model_version_ = f.model_version;
+  }
+  invoke_ = ComputeStats(inv);
+  preprocess_ = ComputeStats(pre);
+  postprocess_ = ComputeStats(post);
+  if (!frames_.empty()) first_inference_us_ = frames_.front().invoke_us;
+  warmup_avg_us_ = ComputeStats(warm).mean_us;
+}
+
+Status Runner::Run() {
+  MD_RETURN_IF_ERROR(Init());
+  MD_RETURN_IF_ERROR(PrepareInputs());
+  const RunInfo start_info = Info();
+  for (Listener* l : listeners_) l->OnStart(start_info);
+  std::vector<FrameRecord> frames;
+  const int64_t total = int64_t(warmup_runs_) + num_runs_;
+  frames.reserve(static_cast<size_t>(total));
+  for (int64_t run = 0; run < total; ++run) {
+    FrameRecord rec;
+    rec.run = run;
+    rec.phase = run < warmup_runs_ ? Phase::kWarmup : Phase::kMeasure;
+    MD_RETURN_IF_ERROR(BeforeRun(run, &rec));
+    const auto t0 = Clock::now();
+    MD_RETURN_IF_ERROR(Preprocess());
+    const auto t1 = Clock::now();
+    MD_RETURN_IF_ERROR(RunImpl());
+    const auto t2 = Clock::now();
+    MD_RETURN_IF_ERROR(Postprocess());
+    const auto t3 = Clock::now();
+    rec.preprocess_us = Us(t0, t1);
+    rec.invoke_us = Us(t1, t2);
+    rec.postprocess_us = Us(t2, t3);
+    for (Listener* l : listeners_) l->OnFrame(rec);
+    frames.push_back(rec);
+    MD_RETURN_IF_ERROR(AfterRun(run));
+    if (run_delay_s_ > 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(run_delay_s_));
+    }
+  }
+  const Results results(Info(), std::move(frames), Swaps());
+  for (Listener* l : listeners_) l->OnEnd(results);
+  return Status::Ok();
+}
+
+void Runner::NotifySwap(const SwapRecord& s) {
+  for (Listener* l : listeners_) l->OnSwap(s);
+}
+
+JsonLinesReporter::~JsonLinesReporter() {
+  if (file_) std::fclose(file_);
+}
+
+Status JsonLinesReporter::Open(const std::string& path) {
+  file_ = std::fopen(path.c_str(), "w");
+  if (!file_) return Status::Error("cannot write --jsonl " + path);
+  return Status::Ok();
+}
+
+void JsonLinesReporter::OnFrame(const FrameRecord& r) {
+  if (!file_) return;
+  std::fprintf(file_,
+               "{\"run\":%lld,\"frame\":%lld,\"phase\":\"%s\",\"preprocess_us\":%.3f,"
+               "\"invoke_us\":%.3f,\"postprocess_us\":%.3f,\"model_version\":%d}\n",
+               static_cast<long long>(r.run), static_cast<long long>(r.frame_index),
+               PhaseName(r.phase), r.preprocess_us, r.invoke_us, r.postprocess_us,
+               r.model_version);
+  std::fflush(file_);
+}
+
+void LogReporter::OnStart(const RunInfo& i) {
+  std::fprintf(stderr,
+               "mobdistill-engine: model %s (%s), runtime %s, threads %d, delegate %s (requested "
+               "%s), %s, warmup %d, runs %d\n",
+               i.model_name.c_str(), i.graph_path.c_str(), i.runtime_version.c_str(),
+               i.num_threads, i.delegate_used.c_str(), i.delegate_requested.c_str(),
+               i.stateful ? ("stateful Q=" + std::to_string(i.queue_length)).c_str()
+                          : "stateless",
+               i.warmup_runs, i.num_runs);
+  for (const std::string& w : i.warnings) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
+}
+
+void LogReporter::OnSwap(const SwapRecord& s) {
+  if (s.error.empty()) {
+    std::fprintf(stderr, "swap: model_version %d active before run %lld (built in %.2f ms)\n",
+                 s.version, static_cast<long long>(s.applied_before_run), s.build_ms);
+  } else {
+    std::fprintf(stderr, "WARNING: swap to model_version %d failed: %s\n", s.version,
+                 s.error.c_str());
+  }
+}
+
+void LogReporter::OnEnd(const Results& r) {
+  const RunInfo& i = r.info();
+  const LatencyStats& s = r.invoke();
+  std::fprintf(stderr,
+               "Init: model load %.3f ms, init signature %.3f ms\n"
+               "First inference: %.1f us, warmup avg %.1f us\n"
+               "Inference (us): count=%zu min=%.1f p50=%.1f p90=%.1f p99=%.1f max=%.1f "
+               "avg=%.1f std=%.1f\n",
+               i.model_load_ms, i.init_ms, r.first_inference_us(), r.warmup_avg_us(), s.count,
+               s.min_us, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.std_us);
+}
+
+void SummaryWriter::OnEnd(const Results& r) {
+  const RunInfo& i = r.info();
+  nlohmann::json swaps = nlohmann::json::array();
+  for (const SwapRecord& s : r.swaps()) {
+    swaps.push_back({{"version", s.version},
+                     {"applied_before_run", s.applied_before_run},
+                     {"build_ms", s.build_ms},
+                     {"sha256", s.sha256},
+                     {"error", s.error}});
+  }
+  int64_t warm = 0, meas = 0;
+  for (const FrameRecord& f : r.frames()) (f.phase == Phase::kWarmup ? warm : meas)++;
+  nlohmann::json j = {
+      {"ok", true},
+      {"engine_version", MOBDISTILL_ENGINE_VERSION},
+      {"runtime_version", i.runtime_version},
+      {"model", i.model_name},
+      {"graph", i.graph_path},
+      {"stateful", i.stateful},
+      {"queue_length", i.queue_length},
+      {"num_threads", i.num_threads},
+      {"warmup_runs", i.warmup_runs},
+      {"num_runs", i.num_runs},
+      {"frames", {{"warmup", warm}, {"measure", meas}, {"source_frames", i.num_source_frames}}},
+      {"input_source", i.input_source},
+      {"delegate_requested", i.delegate_requested},
+      {"delegate_used", i.delegate_used},
+      {"warnings", i.warnings},
+      {"runtime_load_ms", i.runtime_load_ms},
+      {"model_load_ms", i.model_load_ms},
+      {"init_ms", i.init_ms},
+      {"first_inference_us", r.first_inference_us()},
+      {"warmup_avg_us", r.warmup_avg_us()},
+      {"invoke", StatsJson(r.invoke())},
+      {"preprocess", StatsJson(r.preprocess())},
+      {"postprocess", StatsJson(r.postprocess())},
+      {"model_version", r.final_model_version()},
+      {"swaps", swaps},
+      {"peak_rss_mb", PeakRssMb()},
+      {"host", HostJson()},
+  };
+  const std::string tmp = path_ + ".part";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out) {
+      status_ = Status::Error("cannot write --summary " + path_);
+      return;
+    }
+  }
+  if (std::rename(tmp.c_str(), path_.c_str()) != 0) {
+    status_ = Status::Error("cannot write --summary " + path_);
+  }
+}
+
+}  // namespace mobdistill

@@ -1,0 +1,35 @@
+// Status: the one error type of the engine. Nothing throws across module, C API or JNI
+// boundaries; every fallible step returns a Status, passed up with MD_RETURN_IF_ERROR.
+#ifndef MOBDISTILL_ENGINE_STATUS_H_
+#define MOBDISTILL_ENGINE_STATUS_H_
+
+#include <string>
+#include <utility>
+
+namespace mobdistill {
+
+class Status {
+ public:
+  Status() = default;  // ok
+  static Status Ok() { return Status(); }
+  static Status Error(std::string message) { return Status(std::move(message)); }
+
+  bool ok() const { return !failed_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  explicit Status(std::string message) : failed_(true), message_(std::move(message)) {}
+  bool failed_ = false;
+  std::string message_;
+};
+
+}  // namespace mobdistill
+
+// Evaluates `expr` (a Status) once and returns it from the calling function if it failed.
+#define MD_RETURN_IF_ERROR(expr)                              \
+  do {                                                        \
+    ::mobdistill::Status md_status_ = (expr);                 \
+    if (!md_status_.ok()) return md_status_;                  \
+  } while (0)
+
+#endif  // MOBDISTILL_ENGINE_STATUS_H_

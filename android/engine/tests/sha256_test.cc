@@ -1,0 +1,36 @@
+// FIPS 180-4 / NIST example vectors for SHA-256.
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "sha256.h"
+
+using mobdistill::Sha256;
+using mobdistill::Sha256Hex;
+
+static std::string H(const std::string& s) {
+  return Sha256Hex(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+int main() {
+  CHECK_EQ(H(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK_EQ(H("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK_EQ(H("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+           "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  // one million 'a', fed in uneven chunks through the streaming interface
+  Sha256 s;
+  std::string chunk(997, 'a');
+  size_t left = 1000000;
+  while (left > 0) {
+    size_t n = left < chunk.size() ? left : chunk.size();
+    s.Update(reinterpret_cast<const uint8_t*>(chunk.data()), n);
+    left -= n;
+  }
+  CHECK_EQ(s.HexDigest(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  // 55/56/64-byte boundaries of the padding logic
+  CHECK_EQ(H(std::string(55, 'x')).size(), 64u);
+  CHECK(H(std::string(56, 'x')) != H(std::string(57, 'x')));
+  CHECK_EQ(H(std::string(64, 'a')),
+           "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb");
+  return TEST_MAIN_RETURN();
+}

@@ -1,0 +1,114 @@
+// Decoder and applier for mobdistill sparse-update packets (wire format "MDUP" version 1,
+// docs/wire-format.md). Portable C++17, no exceptions cross this API: every call returns a Status.
+//
+// Typical use on the update thread (never on the frame thread):
+//   UpdatePacket packet;
+//   Status s = DecodeUpdatePacket(bytes, size, base_sha256, key, key_size, last_sequence, &packet);
+//   std::vector<uint8_t> copy = pristine_or_current_model_bytes;   // see packet.mode
+//   if (s.ok()) s = ApplyPatches(&copy, table, packet);
+//   if (s.ok()) { rebuild + warm an interpreter from `copy`, swap between frames,
+//                 last_sequence = packet.sequence; }
+#ifndef MOBDISTILL_UPDATE_UPDATE_H_
+#define MOBDISTILL_UPDATE_UPDATE_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace mobdistill {
+namespace update {
+
+inline constexpr uint8_t kWireVersion = 1;
+inline constexpr size_t kSha256Bytes = 32;
+inline constexpr uint64_t kMaxRawPayloadBytes = 64ull << 20;
+
+enum class StatusCode : int {
+  kOk = 0,
+  kInvalidArgument,  // null pointers, bad caller input
+  kBadMagic,
+  kBadVersion,       // wire version or unknown flags
+  kTruncated,        // packet shorter or longer than its header says, payload overrun
+  kBadChecksum,      // CRC32 mismatch
+  kBadHmac,          // HMAC missing, unexpected, or wrong
+  kBaseMismatch,     // packet made for another base model
+  kReplay,           // sequence not after the last applied one (or a cumulative gap)
+  kMalformed,        // inconsistent records, bad codings, trailing bytes, corrupt deflate
+  kOutOfRange,       // index outside the tensor, tensor unknown or outside the model file
+  kNonFinite,        // NaN or Inf values
+  kUnsupported,      // e.g. a non-float32 tensor
+};
+
+struct Status {
+  StatusCode code = StatusCode::kOk;
+  std::string message;
+  bool ok() const { return code == StatusCode::kOk; }
+  static Status Ok() { return Status{}; }
+};
+
+// Stable name of a code ("ok", "bad_magic", ...), as used by the test vectors.
+const char* StatusCodeName(StatusCode code);
+
+#define MOBDISTILL_UPDATE_RETURN_IF_ERROR(expr)      \
+  do {                                               \
+    ::mobdistill::update::Status _st = (expr);       \
+    if (!_st.ok()) return _st;                       \
+  } while (0)
+
+enum class Mode : uint8_t { kBaseRelative = 0, kCumulative = 1 };
+
+struct TensorPatch {
+  uint32_t tensor_index = 0;   // manifest parameter_map[].tensor_index
+  uint64_t numel = 0;          // elements in the deployed tensor
+  std::vector<uint64_t> indices;  // flat, strictly increasing, < numel
+  std::vector<float> values;      // decoded float32 values, same length as indices
+};
+
+struct UpdatePacket {
+  uint8_t version = 0;
+  Mode mode = Mode::kBaseRelative;
+  uint64_t sequence = 0;
+  std::array<uint8_t, kSha256Bytes> base_sha256{};
+  bool authenticated = false;
+  std::vector<TensorPatch> tensors;  // strictly increasing tensor_index
+};
+
+// Validates and decodes one packet.
+//  expected_base_sha256: 32 bytes, sha256 of the deployed base .tflite (required).
+//  hmac_key/hmac_key_size: the per-deployment key; nullptr/0 when the deployment has none.
+//    With a key, unauthenticated packets are refused; without, authenticated ones are.
+//  last_sequence: sequence of the last applied packet (0 = none). Base-relative packets need
+//    sequence > last_sequence; cumulative packets need sequence == last_sequence + 1.
+// On error *packet is left cleared.
+Status DecodeUpdatePacket(const uint8_t* data, size_t size, const uint8_t* expected_base_sha256,
+                          const uint8_t* hmac_key, size_t hmac_key_size, uint64_t last_sequence,
+                          UpdatePacket* packet);
+
+enum class DType : uint8_t { kFloat32 = 0, kOther = 1 };
+
+struct TensorLocation {
+  uint64_t buffer_offset = 0;  // manifest parameter_map[].buffer_offset
+  uint64_t buffer_size = 0;    // bytes, manifest parameter_map[].buffer_size
+  DType dtype = DType::kFloat32;
+};
+
+using TensorTable = std::unordered_map<uint32_t, TensorLocation>;
+
+// Scatters the packet's values (little-endian float32) into *model_bytes, a COPY of the model:
+// the pristine base for Mode::kBaseRelative, the currently deployed bytes for Mode::kCumulative.
+// Every range is checked before the first write, so on error *model_bytes is unchanged.
+Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
+                    const UpdatePacket& packet);
+
+// Building blocks, exposed for tests.
+std::array<uint8_t, kSha256Bytes> Sha256(const uint8_t* data, size_t size);
+std::array<uint8_t, kSha256Bytes> HmacSha256(const uint8_t* key, size_t key_size,
+                                             const uint8_t* data, size_t size);
+float HalfToFloat(uint16_t half);
+
+}  // namespace update
+}  // namespace mobdistill
+
+#endif  // MOBDISTILL_UPDATE_UPDATE_H_

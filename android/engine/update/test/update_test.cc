@@ -1,0 +1,89 @@
+// CTest: the committed vectors in tests/vectors (made by tests/vectors/make_vectors.py from the
+// Python reference decoder) must give the same status and the same patched bytes here.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "../tools/common.h"
+
+namespace mu = mobdistill::update;
+
+namespace {
+
+int failures = 0;
+
+void Expect(bool condition, const std::string& what) {
+  if (!condition) {
+    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+    ++failures;
+  }
+}
+
+void TestPrimitives() {
+  const char* abc = "abc";
+  const auto digest = mu::Sha256(reinterpret_cast<const uint8_t*>(abc), 3);
+  Expect(mu::ToHex(digest.data(), 32) ==
+             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "sha256(abc)");
+  const std::string key = "Jefe", msg = "what do ya want for nothing?";  // RFC 4231 case 2
+  const auto mac = mu::HmacSha256(reinterpret_cast<const uint8_t*>(key.data()), key.size(),
+                                  reinterpret_cast<const uint8_t*>(msg.data()), msg.size());
+  Expect(mu::ToHex(mac.data(), 32) ==
+             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", "hmac rfc4231");
+  Expect(mu::HalfToFloat(0x3C00) == 1.0f && mu::HalfToFloat(0xC000) == -2.0f, "half normal");
+  Expect(mu::HalfToFloat(0x0001) == std::ldexp(1.0f, -24), "half subnormal");
+  Expect(std::isinf(mu::HalfToFloat(0x7C00)) && std::isnan(mu::HalfToFloat(0x7E00)), "half inf/nan");
+}
+
+void TestVector(const std::string& dir, const std::string& line, const std::vector<uint8_t>& base,
+                const mu::TensorTable& table) {
+  std::istringstream fields(line);
+  std::string name, expected, key_hex, patched_sha;
+  unsigned long long last = 0;
+  fields >> name >> expected >> last >> key_hex >> patched_sha;
+  std::vector<uint8_t> packet_bytes, key;
+  Expect(mu::ReadFile(dir + "/" + name + ".mdup", &packet_bytes), name + ": readable");
+  Expect(mu::ParseHex(key_hex, &key), name + ": key hex");
+  const auto base_sha = mu::Sha256(base.data(), base.size());
+  mu::UpdatePacket packet;
+  mu::Status s = mu::DecodeUpdatePacket(packet_bytes.data(), packet_bytes.size(), base_sha.data(),
+                                        key.data(), key.size(), last, &packet);
+  std::vector<uint8_t> model = base;
+  if (s.ok()) s = mu::ApplyPatches(&model, table, packet);
+  Expect(expected == mu::StatusCodeName(s.code),
+         name + ": expected " + expected + ", got " + mu::StatusCodeName(s.code) + " (" + s.message + ")");
+  if (!s.ok()) {
+    Expect(model == base, name + ": a refused packet must leave the model untouched");
+    return;
+  }
+  const auto got = mu::Sha256(model.data(), model.size());
+  Expect(mu::ToHex(got.data(), 32) == patched_sha, name + ": patched bytes differ");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: mobdistill_update_test VECTORS_DIR\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  TestPrimitives();
+  std::vector<uint8_t> base;
+  mu::TensorTable table;
+  if (!mu::ReadFile(dir + "/base.bin", &base) || !mu::ReadTable(dir + "/table.txt", &table)) {
+    std::fprintf(stderr, "cannot read %s/base.bin or table.txt\n", dir.c_str());
+    return 2;
+  }
+  std::ifstream list(dir + "/vectors.txt");
+  std::string line;
+  int count = 0;
+  while (std::getline(list, line)) {
+    if (!line.empty()) { TestVector(dir, line, base, table); ++count; }
+  }
+  Expect(count >= 10, "at least 10 vectors");
+  std::printf("%d vectors, %d failures\n", count, failures);
+  return failures == 0 ? 0 : 1;
+}

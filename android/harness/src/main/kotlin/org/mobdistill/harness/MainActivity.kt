@@ -1,0 +1,96 @@
+package org.mobdistill.harness
+
+import android.Manifest
+import android.content.pm.PackageManager
+import android.graphics.Bitmap
+import android.os.Bundle
+import android.widget.TextView
+import androidx.appcompat.app.AppCompatActivity
+import androidx.camera.core.CameraSelector
+import androidx.camera.core.ImageAnalysis
+import androidx.camera.core.ImageProxy
+import androidx.camera.core.Preview
+import androidx.camera.lifecycle.ProcessCameraProvider
+import androidx.camera.view.PreviewView
+import androidx.core.content.ContextCompat
+import java.io.File
+import java.nio.ByteBuffer
+import java.util.concurrent.Executors
+import org.mobdistill.Delegate
+import org.mobdistill.MobdistillEngine
+
+/**
+ * CameraX preview with the live mask overlay. The model is `files/models/<model>.manifest.json`
+ * (push it with `mobdistill` or `adb push` + `run-as`); `-e model NAME -e delegate gpu` on
+ * `am start` pick another one.
+ */
+class MainActivity : AppCompatActivity() {
+    private val analyzer = Executors.newSingleThreadExecutor()
+    private var engine: MobdistillEngine? = null
+
+    override fun onCreate(savedInstanceState: Bundle?) {
+        super.onCreate(savedInstanceState)
+        setContentView(R.layout.activity_main)
+        if (ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA)
+            == PackageManager.PERMISSION_GRANTED) start() else requestPermissions(arrayOf(Manifest.permission.CAMERA), 1)
+    }
+
+    override fun onRequestPermissionsResult(code: Int, permissions: Array<out String>, results: IntArray) {
+        super.onRequestPermissionsResult(code, permissions, results)
+        if (results.firstOrNull() == PackageManager.PERMISSION_GRANTED) start() else status("camera permission denied")
+    }
+
+    private fun start() {
+        val model = intent.getStringExtra("model") ?: "mobilevos"
+        val delegate = Delegate.parse(intent.getStringExtra("delegate") ?: "xnnpack")
+        val manifest = File(filesDir, "models/$model.manifest.json")
+        val runtime = File(applicationInfo.nativeLibraryDir, RUNTIME_LIB).path
+        engine = try {
+            MobdistillEngine.open(manifest.path, runtime, delegate, numThreads = 4)
+        } catch (err: RuntimeException) {
+            status("cannot load $manifest: ${err.message}")
+            return
+        }
+        val providerFuture = ProcessCameraProvider.getInstance(this)
+        providerFuture.addListener({ bind(providerFuture.get()) }, ContextCompat.getMainExecutor(this))
+    }
+
+    private fun bind(provider: ProcessCameraProvider) {
+        val preview = Preview.Builder().build().also {
+            it.surfaceProvider = findViewById<PreviewView>(R.id.preview).surfaceProvider
+        }
+        val analysis = ImageAnalysis.Builder()
+            .setBackpressureStrategy(ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST)  // drop, never queue
+            .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888)
+            .build()
+        analysis.setAnalyzer(analyzer) { image -> image.use { analyze(it) } }
+        provider.unbindAll()
+        provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, preview, analysis)
+    }
+
+    private fun analyze(image: ImageProxy) {
+        val engine = engine ?: return
+        val (h, w) = engine.info.height to engine.info.width
+        val frame = Bitmap.createScaledBitmap(image.toBitmap(), w, h, true)  // rotation: TODO per device
+        val argb = IntArray(w * h).also { frame.getPixels(it, 0, w, 0, 0, w, h) }
+        val rgb = ByteBuffer.allocateDirect(w * h * 3)
+        for (p in argb) { rgb.put((p shr 16).toByte()); rgb.put((p shr 8).toByte()); rgb.put(p.toByte()) }
+        val mask = ByteBuffer.allocateDirect(w * h)
+        val invokeUs = engine.segment(rgb, w * 3, mask)
+        val ids = ByteArray(w * h).also { mask.get(it) }
+        runOnUiThread {
+            findViewById<MaskOverlayView>(R.id.overlay).show(ids, w, h)
+            status("${engine.delegateUsed}  ${invokeUs / 1000.0} ms")
+        }
+    }
+
+    private fun status(text: String) {
+        findViewById<TextView>(R.id.status).text = text
+    }
+
+    override fun onDestroy() {
+        analyzer.execute { engine?.close() }  // after the last analyze() on that thread
+        analyzer.shutdown()
+        super.onDestroy()
+    }
+}

@@ -1,0 +1,55 @@
+// The narrow C API the JNI bridge calls; the engine (android/engine) implements it in
+// mobdistill_engine_core. Plain C so nothing is thrown across it, errors come back as a non-zero
+// return plus a message in a caller-owned buffer (the engine's Status text, with the fix).
+#ifndef MOBDISTILL_ENGINE_FACADE_H_
+#define MOBDISTILL_ENGINE_FACADE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct MdEngine MdEngine;
+
+// Same meaning and defaults as the mobdistill-engine flags of the same name.
+typedef struct MdEngineOptions {
+  const char* manifest;      // --manifest: path to <name>.manifest.json (required)
+  const char* runtime_lib;   // --runtime_lib: library exporting the TFLite C API (required)
+  const char* delegate_lib;  // --delegate_lib: GPU delegate library, or NULL
+  const char* delegate;      // "cpu", "xnnpack", "gpu" or "nnapi"; NULL = "xnnpack"
+  int32_t num_threads;       // --num_threads; <= 0 means 1
+} MdEngineOptions;
+
+typedef struct MdModelInfo {
+  int32_t height;            // frame input H (manifest model.resolution[0])
+  int32_t width;             // frame input W
+  int32_t num_classes;       // output.num_classes
+  int32_t queue_length;      // memory.queue_length, 0 for stateless models
+} MdModelInfo;
+
+// Loads and verifies the manifest (sha256), builds the interpreter. 0 on success.
+int32_t md_engine_create(const MdEngineOptions* options, MdEngine** out, char* error,
+                         size_t error_size);
+void md_engine_destroy(MdEngine* engine);
+int32_t md_engine_info(const MdEngine* engine, MdModelInfo* info);
+// The delegate that actually runs ("xnnpack", "gpu", ...): may differ from the one requested.
+const char* md_engine_delegate_used(const MdEngine* engine);
+// Starts a new video: the first frame after reset runs `init` (stateful models).
+void md_engine_reset(MdEngine* engine);
+// One frame: `rgb` is uint8 RGB of exactly width x height (info), rows `row_stride` bytes apart.
+// Writes width*height class ids (argmax of the logits) to `mask`; `invoke_us` gets the time of
+// the interpreter invoke alone. 0 on success.
+int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
+                          uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size);
+// The benchmark: exactly `mobdistill-engine argv...` (same flags, same JSONL and summary files),
+// in-process. argv[0] is ignored. Returns the executable's exit code.
+int32_t md_engine_benchmark_main(int32_t argc, const char* const* argv, char* error,
+                                 size_t error_size);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif
+
+#endif  // MOBDISTILL_ENGINE_FACADE_H_

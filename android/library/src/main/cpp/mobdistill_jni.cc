@@ -1,0 +1,156 @@
+// The one JNI file: org.mobdistill.MobdistillEngine's native methods over engine_facade.h.
+// Nothing is thrown across JNI: a facade error becomes a pending Java MobdistillException
+// (env->ThrowNew) and the function returns a neutral value. Handles are jlong pointers owned by
+// the Kotlin object (close() destroys them exactly once).
+#include <jni.h>
+
+#include <string>
+#include <vector>
+
+#include "engine_facade.h"
+
+namespace {
+
+constexpr size_t kErrorSize = 1024;
+constexpr char kExceptionClass[] = "org/mobdistill/MobdistillException";
+
+void Throw(JNIEnv* env, const char* message) {
+  jclass cls = env->FindClass(kExceptionClass);
+  if (cls == nullptr) return;  // NoClassDefFoundError is already pending
+  env->ThrowNew(cls, message);
+  env->DeleteLocalRef(cls);
+}
+
+// A Java string as UTF-8 for the duration of one call; null stays null.
+class Utf {
+ public:
+  Utf(JNIEnv* env, jstring text) : env_(env), text_(text) {
+    chars_ = text == nullptr ? nullptr : env->GetStringUTFChars(text, nullptr);
+  }
+  ~Utf() {
+    if (chars_ != nullptr) env_->ReleaseStringUTFChars(text_, chars_);
+  }
+  Utf(const Utf&) = delete;
+  Utf& operator=(const Utf&) = delete;
+  const char* get() const { return chars_; }
+
+ private:
+  JNIEnv* env_;
+  jstring text_;
+  const char* chars_;
+};
+
+MdEngine* FromHandle(JNIEnv* env, jlong handle) {
+  if (handle == 0) Throw(env, "the engine is closed; open a new MobdistillEngine");
+  return reinterpret_cast<MdEngine*>(handle);
+}
+
+}  // namespace
+
+extern "C" {
+
+JNIEXPORT jlong JNICALL Java_org_mobdistill_MobdistillEngine_nativeCreate(
+    JNIEnv* env, jclass, jstring manifest, jstring runtime_lib, jstring delegate_lib,
+    jstring delegate, jint num_threads) {
+  Utf manifest_utf(env, manifest), runtime_utf(env, runtime_lib);
+  Utf delegate_lib_utf(env, delegate_lib), delegate_utf(env, delegate);
+  MdEngineOptions options{manifest_utf.get(), runtime_utf.get(), delegate_lib_utf.get(),
+                          delegate_utf.get(), num_threads};
+  MdEngine* engine = nullptr;
+  char error[kErrorSize] = {0};
+  if (md_engine_create(&options, &engine, error, sizeof(error)) != 0 || engine == nullptr) {
+    Throw(env, error[0] ? error : "md_engine_create failed without a message");
+    return 0;
+  }
+  return reinterpret_cast<jlong>(engine);
+}
+
+JNIEXPORT void JNICALL Java_org_mobdistill_MobdistillEngine_nativeDestroy(JNIEnv*, jclass,
+                                                                          jlong handle) {
+  if (handle != 0) md_engine_destroy(reinterpret_cast<MdEngine*>(handle));
+}
+
+// [height, width, num_classes, queue_length]
+JNIEXPORT jintArray JNICALL Java_org_mobdistill_MobdistillEngine_nativeInfo(JNIEnv* env, jclass,
+                                                                           jlong handle) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine == nullptr) return nullptr;
+  MdModelInfo info{};
+  if (md_engine_info(engine, &info) != 0) {
+    Throw(env, "md_engine_info failed");
+    return nullptr;
+  }
+  const jint values[4] = {info.height, info.width, info.num_classes, info.queue_length};
+  jintArray out = env->NewIntArray(4);
+  if (out != nullptr) env->SetIntArrayRegion(out, 0, 4, values);
+  return out;
+}
+
+JNIEXPORT jstring JNICALL Java_org_mobdistill_MobdistillEngine_nativeDelegateUsed(
+    JNIEnv* env, jclass, jlong handle) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine == nullptr) return nullptr;
+  const char* used = md_engine_delegate_used(engine);
+  return env->NewStringUTF(used != nullptr ? used : "unknown");
+}
+
+JNIEXPORT void JNICALL Java_org_mobdistill_MobdistillEngine_nativeReset(JNIEnv* env, jclass,
+                                                                        jlong handle) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine != nullptr) md_engine_reset(engine);
+}
+
+// rgb and mask are direct ByteBuffers (no copy); returns the invoke time in microseconds.
+JNIEXPORT jlong JNICALL Java_org_mobdistill_MobdistillEngine_nativeSegment(
+    JNIEnv* env, jclass, jlong handle, jobject rgb, jint row_stride, jobject mask) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine == nullptr) return -1;
+  MdModelInfo info{};
+  md_engine_info(engine, &info);
+  auto* rgb_ptr = static_cast<const uint8_t*>(env->GetDirectBufferAddress(rgb));
+  auto* mask_ptr = static_cast<uint8_t*>(env->GetDirectBufferAddress(mask));
+  const jlong rgb_size = env->GetDirectBufferCapacity(rgb);
+  const jlong mask_size = env->GetDirectBufferCapacity(mask);
+  if (rgb_ptr == nullptr || mask_ptr == nullptr) {
+    Throw(env, "segment needs direct ByteBuffers (ByteBuffer.allocateDirect)");
+    return -1;
+  }
+  const jlong rows = info.height, cols = info.width;
+  if (row_stride < cols * 3 || rgb_size < (rows - 1) * row_stride + cols * 3 ||
+      mask_size < rows * cols) {
+    std::string message = "segment buffers too small for a " + std::to_string(rows) + "x" +
+                          std::to_string(cols) + " frame: resize the frame to the model input";
+    Throw(env, message.c_str());
+    return -1;
+  }
+  int64_t invoke_us = -1;
+  char error[kErrorSize] = {0};
+  if (md_engine_segment(engine, rgb_ptr, row_stride, mask_ptr, &invoke_us, error,
+                        sizeof(error)) != 0) {
+    Throw(env, error[0] ? error : "md_engine_segment failed without a message");
+    return -1;
+  }
+  return static_cast<jlong>(invoke_us);
+}
+
+// The benchmark with the executable's flags; returns its exit code.
+JNIEXPORT jint JNICALL Java_org_mobdistill_MobdistillEngine_nativeBenchmark(JNIEnv* env, jclass,
+                                                                           jobjectArray args) {
+  const jsize count = args == nullptr ? 0 : env->GetArrayLength(args);
+  std::vector<std::string> storage{"mobdistill-engine"};
+  for (jsize i = 0; i < count; ++i) {
+    auto item = static_cast<jstring>(env->GetObjectArrayElement(args, i));
+    Utf utf(env, item);
+    storage.emplace_back(utf.get() != nullptr ? utf.get() : "");
+    env->DeleteLocalRef(item);
+  }
+  std::vector<const char*> argv;
+  for (const auto& arg : storage) argv.push_back(arg.c_str());
+  char error[kErrorSize] = {0};
+  const int32_t code = md_engine_benchmark_main(static_cast<int32_t>(argv.size()), argv.data(),
+                                                error, sizeof(error));
+  if (code != 0 && error[0] != 0) Throw(env, error);
+  return code;
+}
+
+}  // extern "C"

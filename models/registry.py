@@ -1,0 +1,263 @@
+"""The model registry: name -> `ModelEntry` (build, signatures, memory, references).
+
+Signature shapes are deployment shapes (see models/spec.py): frames, masks and logits are NHWC,
+memory tensors "raw". `torch_shape()` maps a spec to the shape the PyTorch method takes.
+Preprocessing is read as x_norm = (x / 255 - mean) / std, done inside the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mobdistill.errors import UsageError
+
+from . import deeplabv3_mnv2, jitnet, mobilevos
+from .blocks import IMAGENET_MEAN, IMAGENET_STD
+from .spec import (
+    MemoryQueueSpec,
+    ModelEntry,
+    Preprocessing,
+    Reference,
+    SignatureSpec,
+    TensorSpec,
+)
+
+# Config fields that change neither parameters nor per-frame architecture; ignored when deciding
+# whether a reference figure applies to a configuration.
+RUNTIME_FIELDS = frozenset({"queue_length"})
+
+
+def feature_size(size: int, stride: int) -> int:
+    """Spatial size after `log2(stride)` 3x3 stride-2 convs with padding 1 (ceil halving)."""
+    while stride > 1:
+        size, stride = (size + 1) // 2, stride // 2
+    return size
+
+
+def _image(name: str, height: int, width: int, channels: int, role: Any) -> TensorSpec:
+    return TensorSpec(name, (1, height, width, channels), "NHWC", role)
+
+
+def _stateless_signatures(num_classes: int, height: int, width: int) -> tuple[SignatureSpec, ...]:
+    return (
+        SignatureSpec(
+            name="serving_default",
+            method="forward",
+            inputs=(_image("frame", height, width, 3, "frame"),),
+            outputs=(_image("logits", height, width, num_classes, "logits"),),
+        ),
+    )
+
+
+def _mobilevos_signatures(
+    config: mobilevos.Config, height: int, width: int
+) -> tuple[SignatureSpec, ...]:
+    h, w = feature_size(height, 16), feature_size(width, 16)
+    q, n = config.queue_length, config.num_objects
+    frame = _image("frame", height, width, 3, "frame")
+    key = TensorSpec("key", (1, h, w, config.key_dim), "raw", "state")
+    value = TensorSpec("value", (1, n, h, w, config.value_dim), "raw", "state")
+    init = SignatureSpec(
+        "init", "init", (frame, _image("mask", height, width, n, "mask")), (key, value)
+    )
+    memory = (
+        TensorSpec("memory_keys", (q, h, w, config.key_dim), "raw", "memory"),
+        TensorSpec("memory_values", (q, n, h, w, config.value_dim), "raw", "memory"),
+    )
+    logits = _image("logits", height, width, n + 1, "logits")
+    step = SignatureSpec("step", "step", (frame, *memory), (logits, key, value))
+    return (init, step)
+
+
+_JITNET = ModelEntry(
+    name="jitnet",
+    summary="JITNet online-distillation student (Mullapudi et al.), logits at full resolution",
+    config_type=jitnet.Config,
+    paper_config=jitnet.paper_config,
+    tiny_config=jitnet.tiny_config,
+    build=jitnet.build,
+    signatures=lambda c, h, w: _stateless_signatures(c.num_classes, h, w),
+    default_resolution=(720, 1280),
+    tiny_resolution=(64, 128),
+    stride=32,
+    preprocessing=Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    references=(
+        Reference("JITNet m=0.5 u=1, 23 classes", {}, (720, 1280), 750_000, 0.03, 15.2e9),
+        Reference(
+            "JITNet m=1 u=1, 23 classes", {"width_multiplier": 1.0}, (720, 1280),
+            2_980_000, 0.03, 47.9e9,
+        ),
+        Reference(
+            "JITNet m=1 u=2, 81 classes",
+            {"width_multiplier": 1.0, "units": 2, "num_classes": 81},
+            (720, 1280), 5_750_000, 0.03, 92.0e9,
+        ),
+    ),
+)
+
+_DEEPLAB = ModelEntry(
+    name="deeplab",
+    summary="DeepLabV3-MobileNetV2 (output stride 16, 2-branch ASPP), the AMS student",
+    config_type=deeplabv3_mnv2.Config,
+    paper_config=deeplabv3_mnv2.paper_config,
+    tiny_config=deeplabv3_mnv2.tiny_config,
+    build=deeplabv3_mnv2.build,
+    signatures=lambda c, h, w: _stateless_signatures(c.num_classes, h, w),
+    default_resolution=(256, 512),
+    tiny_resolution=(64, 128),
+    stride=16,
+    preprocessing=Preprocessing(mean=deeplabv3_mnv2.TF_MEAN, std=deeplabv3_mnv2.TF_STD),
+    references=(
+        Reference(
+            "AMS DeepLabV3-MNV2, 19 classes", {}, (257, 513), 2_113_043, 0.005,
+            macs=1.40e9, macs_rel_tol=0.06,
+        ),
+    ),
+)
+
+_MOBILEVOS = ModelEntry(
+    name="mobilevos",
+    summary="MobileVOS student: STCN with MobileNetV2 encoders, memory queue, init/step graphs",
+    config_type=mobilevos.Config,
+    paper_config=mobilevos.paper_config,
+    tiny_config=mobilevos.tiny_config,
+    build=mobilevos.build,
+    signatures=_mobilevos_signatures,
+    default_resolution=(480, 864),
+    tiny_resolution=(64, 64),
+    stride=16,
+    preprocessing=Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    memory=lambda c: MemoryQueueSpec(queue_length=c.queue_length),
+    references=(
+        Reference(
+            "MobileVOS MNV2 with ASPP (Table 4)", {"aspp": True}, (480, 864), 2_500_000, 0.10
+        ),
+        Reference(
+            "MobileVOS MNV2 without ASPP (Table 4)", {"aspp": False}, (480, 864), 1_900_000, 0.10
+        ),
+    ),
+)
+
+_ENTRIES = {entry.name: entry for entry in (_DEEPLAB, _JITNET, _MOBILEVOS)}
+
+
+def names() -> tuple[str, ...]:
+    """Registered model names, sorted."""
+    return tuple(sorted(_ENTRIES))
+
+
+def get(name: str) -> ModelEntry:
+    """Returns the entry of `name`.
+
+    Raises:
+        UsageError: `name` is not registered (the message lists valid names).
+    """
+    try:
+        return _ENTRIES[name]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(names())}") from None
+
+
+def configure(entry: ModelEntry, *, tiny: bool = False, **overrides: Any) -> Any:
+    """The paper (or tiny) config of `entry` with `overrides` applied via `dataclasses.replace`.
+
+    Raises:
+        UsageError: An override names no config field or has an invalid value.
+    """
+    base = entry.tiny_config() if tiny else entry.paper_config()
+    valid = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise UsageError(
+            f"{entry.name} has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(sorted(valid))}"
+        )
+    try:
+        return dataclasses.replace(base, **overrides)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"invalid {entry.name} option: {err}") from None
+
+
+def reference_config(entry: ModelEntry, reference: Reference) -> Any:
+    """The configuration a reference figure was measured with."""
+    return dataclasses.replace(entry.paper_config(), **reference.config_overrides)
+
+
+def reference_applies(entry: ModelEntry, reference: Reference, config: Any) -> bool:
+    """True when `config` equals the reference's configuration (runtime-only fields ignored)."""
+    ref = reference_config(entry, reference)
+    return all(
+        getattr(ref, f.name) == getattr(config, f.name)
+        for f in dataclasses.fields(ref)
+        if f.name not in RUNTIME_FIELDS
+    )
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """Parses "HxW" (e.g. "480x864") into (H, W).
+
+    Raises:
+        UsageError: The text is not two positive integers separated by 'x'.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None or 0 in (int(match[1]), int(match[2])):
+        raise UsageError(
+            f"bad resolution {text!r}: write HEIGHTxWIDTH with positive integers, e.g. 480x864"
+        )
+    return int(match[1]), int(match[2])
+
+
+def check_resolution(
+    entry: ModelEntry, height: int, width: int, *, require_divisible: bool = True
+) -> None:
+    """Checks that (H, W) suits `entry`: at least its stride, and (export) divisible by it.
+
+    Raises:
+        UsageError: The resolution is too small or not a multiple of the model's stride.
+    """
+    stride = entry.stride
+    if height < stride or width < stride:
+        raise UsageError(f"{entry.name} needs a resolution of at least {stride}x{stride}")
+    if require_divisible and (height % stride or width % stride):
+        raise UsageError(
+            f"{entry.name} exports need height and width divisible by {stride}; "
+            f"got {height}x{width}, try {height // stride * stride}x{width // stride * stride}"
+        )
+
+
+def torch_shape(spec: TensorSpec) -> tuple[int, ...]:
+    """The PyTorch (NCHW) shape of a deployment tensor spec."""
+    if spec.layout == "NHWC":
+        n, h, w, c = spec.shape
+        return (n, c, h, w)
+    return spec.shape
+
+
+def sample_inputs(
+    signature: SignatureSpec, *, device: torch.device | None = None, seed: int = 0
+) -> dict[str, Tensor]:
+    """Random PyTorch inputs for `signature`'s method, keyed by input name.
+
+    Frames are uniform in [0, 255], masks in [0, 1], memory standard normal. On the meta device
+    the tensors are empty (shape only, for FLOP counting).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for spec in signature.inputs:
+        shape = torch_shape(spec)
+        if device is not None and device.type == "meta":
+            out[spec.name] = torch.empty(shape, device=device)
+            continue
+        if spec.role == "frame":
+            x = torch.rand(shape, generator=generator) * 255
+        elif spec.role == "mask":
+            x = torch.rand(shape, generator=generator)
+        else:
+            x = torch.randn(shape, generator=generator)
+        out[spec.name] = x if device is None else x.to(device)
+    return out

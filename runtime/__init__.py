@@ -1,0 +1,1 @@
+"""What runs exported models: devices, the engine driver, streaming, teachers."""

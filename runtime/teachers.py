@@ -1,0 +1,206 @@
+"""Teachers: what labels the frames a student is distilled on.
+
+Every teacher maps one RGB frame (``uint8 [H, W, 3]``) to per-pixel class probabilities
+``float32 [C, h, w]`` at a requested size; `Teacher.labels` takes the argmax. Backends: a PyTorch
+module, a TFLite file, an ONNX file, or any Python callable. The built-in ``selfie`` teacher is the
+MediaPipe selfie segmenter (Apache-2.0), extracted from the ``mediapipe==0.10.21`` wheel into a
+cache without installing mediapipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import zipfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mobdistill.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+ENV_CACHE = "MOBDISTILL_CACHE"
+SELFIE_WHEEL = "mediapipe==0.10.21"
+SELFIE_MEMBER = "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite"
+SELFIE_SHA256 = "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"
+SELFIE_CLASSES = ("background", "person")
+
+
+def cache_dir() -> Path:
+    """``$MOBDISTILL_CACHE/teachers``, default ``~/.cache/mobdistill/teachers``."""
+    root = os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "mobdistill"
+    return Path(root) / "teachers"
+
+
+def _resize(chw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(chw.shape[-2:]) == tuple(size):
+        return chw
+    return F.interpolate(chw[None], size=size, mode="bilinear", align_corners=False,
+                         antialias=chw.shape[-2] > size[0])[0]
+
+
+class Teacher(ABC):
+    """Per-pixel class probabilities for one frame."""
+
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @abstractmethod
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        """float32 [C, h', w'] probabilities at the backend's own resolution."""
+
+    def probabilities(self, frame: np.ndarray, *, size: tuple[int, int] | None = None) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise UsageError(f"a teacher takes one RGB frame [H, W, 3], got {frame.shape}")
+        probs = self._infer(frame)
+        return _resize(probs, size or frame.shape[:2]).numpy()
+
+    def labels(self, frame: np.ndarray, *, size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.probabilities(frame, size=size).argmax(0).astype(np.int64)
+
+
+def _frame_input(frame: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float32 [1, 3, h, w] in [0, 255]."""
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()
+    return (_resize(x, size) if size else x)[None]
+
+
+def _as_probabilities(out: torch.Tensor, activation: str) -> torch.Tensor:
+    """[1, C, h, w] raw output -> [C, h, w] probabilities; C == 1 means P(foreground)."""
+    out = out[0].float()
+    if activation == "softmax":
+        return out.softmax(0)
+    if activation == "sigmoid":
+        out = out.sigmoid()
+    if out.shape[0] == 1:
+        return torch.cat([1 - out, out]).clamp(0, 1)
+    return out
+
+
+class TorchTeacher(Teacher):
+    """A module taking NCHW RGB in [0, 255] and returning logits [1, C, h, w] (or probabilities)."""
+
+    def __init__(self, module: torch.nn.Module, *, class_names: tuple[str, ...],
+                 input_size: tuple[int, int] | None = None, activation: str = "softmax") -> None:
+        self.module, self.class_names = module.eval(), tuple(class_names)
+        self.input_size, self.activation = input_size, activation
+
+    @torch.no_grad()
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        return _as_probabilities(self.module(_frame_input(frame, self.input_size)), self.activation)
+
+
+class TFLiteTeacher(Teacher):
+    """A .tflite taking NHWC RGB ``x * input_scale`` at its own input size."""
+
+    def __init__(self, path: Path | str, *, class_names: tuple[str, ...],
+                 input_scale: float = 1 / 255, activation: str = "none",
+                 num_threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.class_names, self.input_scale = tuple(class_names), input_scale
+        self.activation = activation
+
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        _, h, w, _ = self.input["shape"]
+        x = _frame_input(frame, (int(h), int(w))).permute(0, 2, 3, 1) * self.input_scale
+        self.interpreter.set_tensor(self.input["index"], x.numpy().astype(np.float32))
+        self.interpreter.invoke()
+        out = torch.from_numpy(self.interpreter.get_tensor(self.output["index"]).copy())
+        return _as_probabilities(out.permute(0, 3, 1, 2), self.activation)
+
+
+class OnnxTeacher(Teacher):
+    """An ONNX model taking NCHW RGB in [0, 255] at ``input_size`` and returning [1, C, h, w]."""
+
+    def __init__(self, path: Path | str, *, class_names: tuple[str, ...],
+                 input_size: tuple[int, int], activation: str = "softmax") -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.class_names, self.input_size = tuple(class_names), input_size
+        self.activation = activation
+
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        x = _frame_input(frame, self.input_size).numpy()
+        (out, *_) = self.session.run(None, {self.input_name: x})
+        return _as_probabilities(torch.from_numpy(out), self.activation)
+
+
+class CallableTeacher(Teacher):
+    """Wraps ``fn(frame) -> probabilities [C, h, w] or labels [h, w] (int)``."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], *,
+                 class_names: tuple[str, ...]) -> None:
+        self.fn, self.class_names = fn, tuple(class_names)
+
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        out = np.asarray(self.fn(frame))
+        if out.ndim == 2:  # hard labels -> one-hot probabilities
+            labels = torch.from_numpy(out.astype(np.int64))
+            return F.one_hot(labels, self.num_classes).permute(2, 0, 1).float()
+        return torch.from_numpy(out.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- selfie teacher
+def fetch_selfie_model(*, cache: Path | None = None, timeout_s: float = 600.0) -> Path:
+    """The selfie segmenter .tflite, downloaded (wheel, ``--no-deps``) and extracted once."""
+    cache = cache or cache_dir()
+    target = cache / "selfie_segmentation.tflite"
+    if target.exists() and _sha256(target) == SELFIE_SHA256:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(cache.glob("mediapipe-0.10.21-*.whl"))
+    if not wheels:
+        log.info("downloading %s into %s (the wheel only, mediapipe is not installed)",
+                 SELFIE_WHEEL, cache)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", SELFIE_WHEEL, "-d", str(cache)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        wheels = sorted(cache.glob("mediapipe-0.10.21-*.whl"))
+        if done.returncode or not wheels:
+            raise UsageError(f"could not download {SELFIE_WHEEL}: {done.stderr[-500:]}; put the "
+                             f"wheel in {cache} by hand or set {ENV_CACHE}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        data = wheel.read(SELFIE_MEMBER)
+    if hashlib.sha256(data).hexdigest() != SELFIE_SHA256:
+        raise UsageError(f"{wheels[0].name} holds an unexpected {SELFIE_MEMBER}; delete it")
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def selfie_teacher(*, cache: Path | None = None) -> TFLiteTeacher:
+    """MediaPipe selfie segmenter: [1,256,256,3] RGB/255 -> [1,256,256,1] P(person)."""
+    return TFLiteTeacher(fetch_selfie_model(cache=cache), class_names=SELFIE_CLASSES,
+                         input_scale=1 / 255, activation="none")
+
+
+BUILTIN_TEACHERS: dict[str, Callable[[], Teacher]] = {"selfie": selfie_teacher}
+
+
+def get_teacher(name: str) -> Teacher:
+    if name not in BUILTIN_TEACHERS:
+        raise UsageError(f"unknown teacher {name!r}; built-in teachers: {sorted(BUILTIN_TEACHERS)}")
+    return BUILTIN_TEACHERS[name]()

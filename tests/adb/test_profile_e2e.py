@@ -1,0 +1,56 @@
+"""End to end: the real host engine profiled through AdbDevice over the loopback ADB peer.
+
+The peer reports ro.product.cpu.abi=x86_64, so runtime/engine.py stages the host build of
+mobdistill-engine and liblitert-lm.so (~130 MB, a few seconds over loopback) into the peer's
+sandbox and runs it there with /bin/sh, exactly as it would on a phone over `shell:`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from adb_peer import AdbPeer
+
+from mobdistill.cli import COMMANDS, main
+from mobdistill.runtime.adb_device import AdbDevice, AdbOptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+
+HAS_ENGINE = importlib.util.find_spec("mobdistill.runtime.engine") is not None
+pytestmark = pytest.mark.skipif(not HAS_ENGINE, reason="runtime/engine.py (run_engine) missing")
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import tiny_models
+
+    return tiny_models.build_stateless(tmp_path_factory.mktemp("tiny") / "stateless")
+
+
+def test_run_engine_over_adb(peer: AdbPeer, options: AdbOptions, tiny_manifest: Path,
+                             tmp_path: Path) -> None:
+    from mobdistill.runtime.engine import run_engine
+
+    with AdbDevice.open(peer.serial, options=options) as phone:
+        result = run_engine(phone, tiny_manifest, num_runs=5, warmup_runs=1, timeout_s=120,
+                            out_dir=tmp_path / "run")
+    assert len(result.frames) >= 5
+    assert result.summary
+    assert result.device["kind"] == "adb" and result.device["soc"] == "LB1000"
+    assert Path(result.jsonl_path).is_file() and Path(result.summary_path).is_file()
+    staged = peer.host_path("/data/local/tmp/mobdistill")
+    assert staged is not None and (staged / "mobdistill-engine").is_file()
+
+
+@pytest.mark.skipif("profile" not in COMMANDS, reason="`mobdistill profile` not registered yet")
+def test_profile_cli_over_adb(peer: AdbPeer, home: Path, tiny_manifest: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["profile", "--artifact", str(tiny_manifest), "--device", peer.serial,
+                 "--out", str(tmp_path / "profile"), "--json"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert peer.serial in out or "LB1000" in out or json.loads(out)

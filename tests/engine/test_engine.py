@@ -1,0 +1,195 @@
+"""The C++ engine on the host, through runtime/engine.py and a LocalDevice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tiny_models
+from mobdistill.errors import EngineError, UsageError
+from mobdistill.runtime.engine import BUILD_DIR, EngineRunError, run_engine, runtime_library
+
+H, W = 16, 24
+
+
+def _interpreter(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path), num_threads=1)
+
+
+def test_ctest_unit_tests_pass(engine_binary):
+    done = subprocess.run(["ctest", "--test-dir", str(BUILD_DIR), "--output-on-failure"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_stateless_run_and_stats(engine_binary, stateless_manifest, device, tmp_path):
+    frames = tiny_models.random_frames(tmp_path / "f.rgb", 5, (H, W))
+    result = run_engine(device, stateless_manifest, warmup_runs=2, num_runs=12,
+                        frames_path=frames, output_masks=True, timeout_s=60)
+    s = result.summary
+    assert [f.phase for f in result.frames] == ["warmup"] * 2 + ["measure"] * 12
+    assert [f.frame for f in result.frames] == [i % 5 for i in range(14)]
+    inv = s["invoke"]
+    assert inv["count"] == 12 and inv["min_us"] <= inv["p50_us"] <= inv["max_us"]
+    assert inv["p50_us"] <= inv["p90_us"] <= inv["p99_us"] <= inv["max_us"]
+    assert np.isclose(inv["p50_us"], np.percentile(result.measured_invoke_us(), 50), rtol=1e-6)
+    assert s["frames"] == {"warmup": 2, "measure": 12, "source_frames": 5}
+    assert s["delegate_requested"] == "xnnpack" and s["delegate_used"] == "xnnpack"
+    assert s["runtime_version"].startswith("2.") and s["host"]["cpu_count"] >= 1
+    # masks = argmax of the reference interpreter's logits on the same frames
+    runner = _interpreter(stateless_manifest.parent / "tiny_stateless.tflite") \
+        .get_signature_runner("serving_default")
+    raw = np.fromfile(frames, np.uint8).reshape(5, H, W, 3)
+    masks = np.fromfile(result.output_masks_path, np.uint8).reshape(14, H, W)
+    for i, f in enumerate(result.frames):
+        ref = runner(frame=raw[f.frame][None].astype(np.float32))["logits"][0]
+        assert (masks[i] == ref.argmax(-1)).mean() > 0.999
+
+
+def test_stateful_memory_matches_python_reference(engine_binary, stateful_manifest, device,
+                                                  tmp_path):
+    """init on frame 0 + mask, then step with slot 0 = first frame, FIFO, repeat-oldest pad."""
+    from mobdistill.models.memory_queue import MemoryQueue
+
+    n = 7
+    frames = tiny_models.random_frames(tmp_path / "f.rgb", n, (H, W), seed=3)
+    labels = np.zeros((H, W), np.uint8)
+    labels[3:11, 5:17] = 1
+    labels.tofile(tmp_path / "mask.u8")
+    result = run_engine(device, stateful_manifest, warmup_runs=1, num_runs=9,
+                        frames_path=frames, init_mask=tmp_path / "mask.u8",
+                        output_logits=True, timeout_s=60)
+    assert result.summary["stateful"] and result.summary["queue_length"] == 3
+    assert result.summary["init_ms"] > 0
+    got = np.fromfile(result.output_logits_path, np.float32).reshape(10, H, W, 2)
+
+    interp = _interpreter(stateful_manifest.parent / "tiny_stateful.tflite")
+    init, step = interp.get_signature_runner("init"), interp.get_signature_runner("step")
+    raw = np.fromfile(frames, np.uint8).reshape(n, H, W, 3).astype(np.float32)
+    queue = MemoryQueue(3)
+    queue.reset(init(frame=raw[0][None], mask=labels[None, :, :, None].astype(np.float32)))
+    for i, f in enumerate(result.frames):
+        assert f.frame == (1 + i) % n
+        slots = queue.slots()
+        out = step(frame=raw[f.frame][None],
+                   memory_keys=np.concatenate([s["key"] for s in slots], 0),
+                   memory_values=np.concatenate([s["value"] for s in slots], 0))
+        np.testing.assert_allclose(got[i], out["logits"][0], rtol=1e-5, atol=1e-5)
+        queue.push({"key": out["key"], "value": out["value"]})
+
+
+def test_sha256_mismatch_names_both_digests(engine_binary, stateless_manifest, device,
+                                            tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(stateless_manifest.parent, folder)
+    manifest = folder / stateless_manifest.name
+    data = json.loads(manifest.read_text())
+    good = data["artifacts"][0]["sha256"]
+    data["artifacts"][0]["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(EngineError) as err:
+        run_engine(device, manifest, num_runs=2, timeout_s=60)
+    assert "sha256 mismatch" in str(err.value)
+    assert "0" * 64 in str(err.value) and good in str(err.value)
+
+
+def test_corrupt_model_is_refused(engine_binary, stateless_manifest, device, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(stateless_manifest.parent, folder)
+    tflite = folder / "tiny_stateless.tflite"
+    tflite.write_bytes(b"this is not a flatbuffer" * 10)
+    manifest = folder / stateless_manifest.name
+    data = json.loads(manifest.read_text())
+    data["artifacts"][0]["sha256"] = tiny_models.sha256(tflite)  # consistent but corrupt
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(EngineError, match="not a valid .tflite"):
+        run_engine(device, manifest, num_runs=2, timeout_s=60)
+
+
+def test_missing_model_and_manifest(stateless_manifest, device, tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        run_engine(device, tmp_path / "nope.manifest.json")
+    folder = tmp_path / "m"
+    shutil.copytree(stateless_manifest.parent, folder)
+    (folder / "tiny_stateless.tflite").unlink()
+    with pytest.raises(UsageError, match="does not exist"):
+        run_engine(device, folder / stateless_manifest.name)
+
+
+def test_wrong_frame_size_names_sizes(engine_binary, stateless_manifest, device, tmp_path):
+    bad = tmp_path / "bad.rgb"
+    bad.write_bytes(bytes(H * W * 3 + 5))
+    with pytest.raises(EngineError) as err:
+        run_engine(device, stateless_manifest, num_runs=2, frames_path=bad, timeout_s=60)
+    assert f"{H * W * 3 + 5} bytes" in str(err.value) and f"{H}x{W}x3" in str(err.value)
+
+
+def test_timeout_kills_engine_and_keeps_completed_frames(engine_binary, stateless_manifest,
+                                                         device, tmp_path):
+    with pytest.raises(EngineRunError) as err:
+        run_engine(device, stateless_manifest, warmup_runs=0, num_runs=10000, timeout_s=2.0,
+                   extra_flags=("--run_delay=0.02",), out_dir=tmp_path / "logs")
+    assert "timed out" in str(err.value)
+    partial = err.value.partial
+    assert partial is not None and 5 <= len(partial.frames) < 10000
+    assert [f.run for f in partial.frames] == list(range(len(partial.frames)))
+
+
+def test_engine_direct_errors(engine_binary, stateless_manifest, tmp_path):
+    base = [str(engine_binary), f"--manifest={stateless_manifest}",
+            f"--jsonl={tmp_path / 'a.jsonl'}", f"--summary={tmp_path / 's.json'}"]
+    done = subprocess.run(base + ["--runtime_lib=/nonexistent/lib.so"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("mobdistill-engine: error: cannot load "
+                                                           "--runtime_lib")
+    done = subprocess.run(base + [f"--runtime_lib={runtime_library()}", "--num_runs=0"],
+                          capture_output=True, text=True, timeout=30)
+    assert "--num_runs must be >= 1" in done.stderr
+
+
+def _patched_model(tflite: Path, out: Path) -> Path:
+    """A modified model: the head bias (MARKER_BIAS) patched at its buffer offset."""
+    data = bytearray(tflite.read_bytes())
+    marker = np.array(tiny_models.MARKER_BIAS, np.float32).tobytes()
+    offset = data.find(marker)
+    assert offset > 0 and data.find(marker, offset + 1) == -1
+    data[offset:offset + 8] = np.array([2.5, -3.0], np.float32).tobytes()
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_hot_swap_frames_see_old_or_new_model_never_a_mix(engine_binary, stateless_manifest,
+                                                          device, tmp_path):
+    tflite = stateless_manifest.parent / "tiny_stateless.tflite"
+    patched = _patched_model(tflite, tmp_path / "patched.tflite")
+    frames = tiny_models.random_frames(tmp_path / "f.rgb", 4, (H, W), seed=5)
+    runs = 400
+    result = run_engine(device, stateless_manifest, warmup_runs=0, num_runs=runs,
+                        frames_path=frames, output_logits=True, timeout_s=120,
+                        extra_flags=("--swap_after_run=3",), extra_files={"swap_graph": patched})
+    swaps = result.summary["swaps"]
+    assert len(swaps) == 1 and swaps[0]["error"] == "" and swaps[0]["version"] == 1
+    applied = swaps[0]["applied_before_run"]
+    versions = [f.model_version for f in result.frames]
+    assert versions == [0] * applied + [1] * (runs - applied)
+    assert applied > 4, "frames kept running on the old slot while the new one was built"
+    raw = np.fromfile(frames, np.uint8).reshape(4, H, W, 3).astype(np.float32)
+    refs = []
+    for path in (tflite, patched):
+        sig = _interpreter(path).get_signature_runner("serving_default")
+        refs.append([sig(frame=raw[k][None])["logits"][0] for k in range(4)])
+    got = np.fromfile(result.output_logits_path, np.float32).reshape(runs, H, W, 2)
+    for i, f in enumerate(result.frames):
+        old, new = refs[0][f.frame], refs[1][f.frame]
+        want = new if f.model_version == 1 else old
+        other = old if f.model_version == 1 else new
+        np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-5)
+        assert np.abs(got[i] - other).max() > 0.1
