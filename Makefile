@@ -8,8 +8,8 @@ SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-ENGINE := build/engine/mobdistill-engine
-DEBS   := cmake g++ make nlohmann-json3-dev zlib1g-dev adb
+DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-17-jdk-headless
+KOTLINC := .cache/npm/node_modules/kotlin-compiler/bin/kotlinc
 OUT    ?= out
 
 .PHONY: demo test setup system-deps engine clean
@@ -18,7 +18,7 @@ demo: setup engine
 	$(BIN)/mobdistill export --model mobilevos --out $(OUT)/mobilevos
 	$(BIN)/mobdistill profile --artifact $(OUT)/mobilevos/mobilevos.manifest.json --out $(OUT)/profile
 
-test: setup engine
+test: setup engine $(KOTLINC)
 	$(BIN)/python -m pytest -q -m "not slow and not phone"
 
 setup: system-deps $(VENV)/.installed
@@ -36,6 +36,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]' 2>&1 | { grep -v "is ignored" || true; }
 	$(BIN)/python -c "import mobdistill, litert_torch, ai_edge_litert, onnxruntime"
 	touch $@
+
+# kotlinc (npm kotlin-compiler) compiles the Android library's JVM-only Kotlin in the tests.
+$(KOTLINC):
+	npm install --silent --no-audit --no-fund --prefix .cache/npm kotlin-compiler@2.4.20
 
 engine: setup
 	$(BIN)/python -c "from mobdistill.runtime.engine import build_host_engine; print(build_host_engine())"

@@ -225,6 +225,19 @@ Status ParseManifest(const std::string& text, const std::string& dir, Manifest* 
     m.has_memory = true;
     MD_RETURN_IF_ERROR(ParseMemory(j.at("memory"), &m.memory));
   }
+  if (j.contains("parameter_map") && j.at("parameter_map").is_object() &&
+      j.at("parameter_map").contains("entries")) {
+    const json& entries = j.at("parameter_map").at("entries");
+    if (!entries.is_array()) return Status::Error("manifest: parameter_map.entries is not a list");
+    for (const json& e : entries) {
+      ParameterEntry p;
+      MD_RETURN_IF_ERROR(Get(e, "tensor_index", "parameter_map.entries[]", &p.tensor_index));
+      MD_RETURN_IF_ERROR(Get(e, "buffer_offset", "parameter_map.entries[]", &p.buffer_offset));
+      MD_RETURN_IF_ERROR(Get(e, "buffer_size", "parameter_map.entries[]", &p.buffer_size));
+      MD_RETURN_IF_ERROR(Get(e, "dtype", "parameter_map.entries[]", &p.dtype));
+      m.parameters.push_back(p);
+    }
+  }
   MD_RETURN_IF_ERROR(Validate(m));
   *out = std::move(m);
   return Status::Ok();

@@ -36,6 +36,15 @@ struct MemorySpec {
   std::vector<std::pair<std::string, std::string>> carry;  // (output, input)
 };
 
+// One parameter_map entry: where a deployed float32 tensor's raw data sits in the .tflite file
+// (the address space of sparse updates, docs/wire-format.md).
+struct ParameterEntry {
+  uint32_t tensor_index = 0;
+  uint64_t buffer_offset = 0;
+  uint64_t buffer_size = 0;  // bytes
+  std::string dtype;         // "float32"
+};
+
 struct Manifest {
   static constexpr int kSchemaVersion = 1;
   std::string path;  // the manifest file; artifacts are relative to its folder
@@ -49,6 +58,7 @@ struct Manifest {
   int num_classes = 0;
   bool has_memory = false;
   MemorySpec memory;
+  std::vector<ParameterEntry> parameters;  // parameter_map.entries (empty if absent)
 
   const SignatureSpec* Signature(const std::string& name) const;
 };

@@ -25,7 +25,7 @@ std::string ModelSlot::TakeErrors() {
 }
 
 Status ModelSlot::Create(const TfLiteApi* api, const SlotConfig& config,
-                         std::vector<uint8_t> bytes, int32_t version,
+                         std::vector<uint8_t> bytes, int64_t version,
                          std::unique_ptr<ModelSlot>* out) {
   std::unique_ptr<ModelSlot> slot(new ModelSlot(api));
   slot->bytes_ = std::move(bytes);
@@ -176,10 +176,30 @@ void Engine::WaitForBuilder() {
   if (builder_.joinable()) builder_.join();
 }
 
-Status Engine::Load(std::vector<uint8_t> bytes, int32_t version) {
+Status Engine::Load(std::vector<uint8_t> bytes, int64_t version) {
   MD_RETURN_IF_ERROR(ModelSlot::Create(api_, config_, std::move(bytes), version, &active_));
   io_sizes_ = active_->IoByteSizes();
   return Status::Ok();
+}
+
+Status Engine::BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
+                         std::unique_ptr<ModelSlot>* slot, SwapEvent* event) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  event->version = version;
+  if (hash) event->sha256 = Sha256Hex(bytes.data(), bytes.size());
+  const auto t1 = Clock::now();
+  Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, slot);
+  const auto t2 = Clock::now();
+  if (s.ok()) s = (*slot)->Warm();
+  const auto t3 = Clock::now();
+  if (s.ok() && (*slot)->IoByteSizes() != io_sizes_) {
+    s = Status::Error("swapped-in model has different signatures than the running one");
+  }
+  event->create_us = std::chrono::duration<double, std::micro>(t2 - t1).count();
+  event->warm_us = std::chrono::duration<double, std::micro>(t3 - t2).count();
+  event->build_ms = std::chrono::duration<double, std::milli>(t3 - t0).count();
+  return s;
 }
 
 Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
@@ -189,21 +209,12 @@ Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
     if (pending_ready_) return Status::Error("a prepared model swap has not been applied yet");
   }
   WaitForBuilder();  // a finished thread may still be joinable
-  const int32_t version = active_->version() + 1;
+  const int64_t version = active_->version() + 1;
   building_.store(true);
   builder_ = std::thread([this, version, bytes = std::move(new_model_bytes)]() mutable {
-    const auto t0 = std::chrono::steady_clock::now();
     SwapEvent event;
-    event.version = version;
-    event.sha256 = Sha256Hex(bytes.data(), bytes.size());
     std::unique_ptr<ModelSlot> slot;
-    Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, &slot);
-    if (s.ok()) s = slot->Warm();
-    if (s.ok() && slot->IoByteSizes() != io_sizes_) {
-      s = Status::Error("swapped-in model has different signatures than the running one");
-    }
-    event.build_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    Status s = BuildSlot(std::move(bytes), version, /*hash=*/true, &slot, &event);
     {
       std::lock_guard<std::mutex> lock(mu_);
       pending_status_ = s;
@@ -213,6 +224,21 @@ Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
     }
     building_.store(false);
   });
+  return Status::Ok();
+}
+
+Status Engine::BuildPending(std::vector<uint8_t> new_model_bytes, int64_t version,
+                            SwapEvent* event) {
+  if (building_.load() || pending()) {
+    return Status::Error("a model swap is already pending; apply it between frames first");
+  }
+  std::unique_ptr<ModelSlot> slot;
+  MD_RETURN_IF_ERROR(BuildSlot(std::move(new_model_bytes), version, /*hash=*/false, &slot, event));
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_status_ = Status::Ok();
+  pending_ = std::move(slot);
+  pending_event_ = *event;
+  pending_ready_ = true;
   return Status::Ok();
 }
 

@@ -37,7 +37,7 @@ struct SlotConfig {
 class ModelSlot {
  public:
   static Status Create(const TfLiteApi* api, const SlotConfig& config,
-                       std::vector<uint8_t> bytes, int32_t version,
+                       std::vector<uint8_t> bytes, int64_t version,
                        std::unique_ptr<ModelSlot>* out);
   ~ModelSlot();
   ModelSlot(const ModelSlot&) = delete;
@@ -49,7 +49,7 @@ class ModelSlot {
   // Byte sizes of SlotConfig's inputs then outputs, in order.
   std::vector<size_t> IoByteSizes() const { return io_sizes_; }
 
-  int32_t version() const { return version_; }
+  int64_t version() const { return version_; }
   const std::string& delegate_used() const { return delegate_used_; }
   const std::vector<std::string>& warnings() const { return warnings_; }
   const std::vector<uint8_t>& bytes() const { return bytes_; }
@@ -64,7 +64,7 @@ class ModelSlot {
 
   const TfLiteApi* api_;
   std::vector<uint8_t> bytes_;  // TfLiteModelCreate does not copy: must outlive model_
-  int32_t version_ = 0;
+  int64_t version_ = 0;
   TfLiteModel* model_ = nullptr;
   TfLiteInterpreterOptions* options_ = nullptr;
   TfLiteInterpreter* interpreter_ = nullptr;
@@ -81,9 +81,11 @@ class ModelSlot {
 };
 
 struct SwapEvent {
-  int32_t version = 0;
+  int64_t version = 0;
   double build_ms = 0;     // builder thread: create + allocate + warm
-  std::string sha256;
+  double create_us = 0;    // model + delegate + interpreter + AllocateTensors
+  double warm_us = 0;      // one zero-input Invoke per signature (XNNPACK packs weights here)
+  std::string sha256;      // of the new bytes (empty for streamed updates: not computed)
 };
 
 class Engine {
@@ -91,12 +93,20 @@ class Engine {
   Engine(const TfLiteApi* api, SlotConfig config) : api_(api), config_(std::move(config)) {}
   ~Engine();
 
-  Status Load(std::vector<uint8_t> bytes, int32_t version);  // synchronous, first slot
+  Status Load(std::vector<uint8_t> bytes, int64_t version);  // synchronous, first slot
   ModelSlot& active() { return *active_; }
 
   // Builds and warms a slot from `new_model_bytes` on a builder thread; returns at once.
   // Fails if another swap is still being prepared. The new slot gets version active+1.
   Status PrepareSwap(std::vector<uint8_t> new_model_bytes);
+  // Synchronous variant for a caller that is already off the frame thread (the update worker):
+  // builds and warms a slot with `version` on the calling thread and, on success, leaves it
+  // pending for ApplyPendingSwap. Fails (nothing pending) if a swap is already pending.
+  Status BuildPending(std::vector<uint8_t> new_model_bytes, int64_t version, SwapEvent* event);
+  bool pending() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pending_ready_;
+  }
   // Called by the frame thread between frames: adopts a ready slot. Returns true if swapped.
   // A failed build is reported through `*failure` (and the old slot stays active).
   bool ApplyPendingSwap(SwapEvent* event, Status* failure);
@@ -105,6 +115,10 @@ class Engine {
   bool swap_in_flight() const { return building_.load(); }
 
  private:
+  // Create + Warm + I/O check of a new slot (no locks held). Fills the event's timings.
+  Status BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
+                   std::unique_ptr<ModelSlot>* slot, SwapEvent* event);
+
   const TfLiteApi* api_;
   SlotConfig config_;
   std::unique_ptr<ModelSlot> active_;

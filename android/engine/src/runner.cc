@@ -45,12 +45,48 @@ double PeakRssMb() {  // ru_maxrss is in kilobytes on Linux and Android
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
+nlohmann::json UpdatesJson(const std::vector<UpdateRecord>& updates) {
+  std::vector<double> decode, patch, build, warm, total, delay;
+  nlohmann::json reasons = nlohmann::json::object();
+  int64_t applied = 0, rejected = 0;
+  for (const UpdateRecord& u : updates) {
+    if (!u.applied) {
+      ++rejected;
+      reasons[u.reason] = reasons.value(u.reason, 0) + 1;
+      continue;
+    }
+    ++applied;
+    decode.push_back(u.decode_us);
+    patch.push_back(u.patch_us);
+    build.push_back(u.build_us);
+    warm.push_back(u.warm_us);
+    total.push_back(u.decode_us + u.patch_us + u.build_us + u.warm_us);
+    delay.push_back(double(u.swapped_frame - u.received_frame));
+  }
+  const LatencyStats d = ComputeStats(delay);
+  return {{"received", updates.size()},
+          {"applied", applied},
+          {"rejected", rejected},
+          {"rejected_by_reason", reasons},
+          {"decode", StatsJson(ComputeStats(decode))},
+          {"patch", StatsJson(ComputeStats(patch))},
+          {"build", StatsJson(ComputeStats(build))},
+          {"warm", StatsJson(ComputeStats(warm))},
+          {"apply_total", StatsJson(ComputeStats(total))},
+          {"frames_to_swap", {{"min", d.min_us}, {"p50", d.p50_us}, {"max", d.max_us},
+                              {"mean", d.mean_us}}}};
+}
+
 }  // namespace
 
 const char* PhaseName(Phase phase) { return phase == Phase::kWarmup ? "warmup" : "measure"; }
 
-Results::Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<SwapRecord> swaps)
-    : info_(std::move(info)), frames_(std::move(frames)), swaps_(std::move(swaps)) {
+Results::Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<SwapRecord> swaps,
+                 std::vector<UpdateRecord> updates)
+    : info_(std::move(info)),
+      frames_(std::move(frames)),
+      swaps_(std::move(swaps)),
+      updates_(std::move(updates)) {
   std::vector<double> inv, pre, post, warm;
   for (const FrameRecord& f : frames_) {
     if (f.phase == Phase::kMeasure) {
@@ -99,13 +135,41 @@ Status Runner::Run() {
       std::this_thread::sleep_for(std::chrono::duration<double>(run_delay_s_));
     }
   }
-  const Results results(Info(), std::move(frames), Swaps());
+  MD_RETURN_IF_ERROR(Finish(total));
+  const Results results(Info(), std::move(frames), Swaps(), Updates());
   for (Listener* l : listeners_) l->OnEnd(results);
   return Status::Ok();
 }
 
 void Runner::NotifySwap(const SwapRecord& s) {
   for (Listener* l : listeners_) l->OnSwap(s);
+}
+
+void Runner::NotifyUpdate(const UpdateRecord& u) {
+  for (Listener* l : listeners_) l->OnUpdate(u);
+}
+
+std::string UpdateRecord::ToJson() const {
+  auto us = [](double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  auto frame = [](int64_t v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  nlohmann::json j = nlohmann::json::object();
+  j["event"] = "update";
+  j["source"] = source;
+  j["name"] = name;
+  j["sequence"] = has_sequence ? nlohmann::json(sequence) : nlohmann::json(nullptr);
+  j["mode"] = mode.empty() ? nlohmann::json(nullptr) : nlohmann::json(mode);
+  j["status"] = applied ? "applied" : "rejected";
+  j["reason"] = applied ? nlohmann::json(nullptr) : nlohmann::json(reason);
+  j["message"] = message;
+  j["received_frame"] = frame(received_frame);
+  j["swapped_frame"] = frame(swapped_frame);
+  j["decode_us"] = us(decode_us);
+  j["patch_us"] = us(patch_us);
+  j["build_us"] = us(build_us);
+  j["warm_us"] = us(warm_us);
+  j["packet_bytes"] = packet_bytes;
+  j["values"] = num_values;
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 JsonLinesReporter::~JsonLinesReporter() {
@@ -122,10 +186,16 @@ void JsonLinesReporter::OnFrame(const FrameRecord& r) {
   if (!file_) return;
   std::fprintf(file_,
                "{\"run\":%lld,\"frame\":%lld,\"phase\":\"%s\",\"preprocess_us\":%.3f,"
-               "\"invoke_us\":%.3f,\"postprocess_us\":%.3f,\"model_version\":%d}\n",
+               "\"invoke_us\":%.3f,\"postprocess_us\":%.3f,\"model_version\":%lld}\n",
                static_cast<long long>(r.run), static_cast<long long>(r.frame_index),
                PhaseName(r.phase), r.preprocess_us, r.invoke_us, r.postprocess_us,
-               r.model_version);
+               static_cast<long long>(r.model_version));
+  std::fflush(file_);
+}
+
+void JsonLinesReporter::OnUpdate(const UpdateRecord& u) {
+  if (!file_) return;
+  std::fprintf(file_, "%s\n", u.ToJson().c_str());
   std::fflush(file_);
 }
 
@@ -143,11 +213,25 @@ void LogReporter::OnStart(const RunInfo& i) {
 
 void LogReporter::OnSwap(const SwapRecord& s) {
   if (s.error.empty()) {
-    std::fprintf(stderr, "swap: model_version %d active before run %lld (built in %.2f ms)\n",
-                 s.version, static_cast<long long>(s.applied_before_run), s.build_ms);
+    std::fprintf(stderr, "swap: model_version %lld active before run %lld (built in %.2f ms)\n",
+                 static_cast<long long>(s.version), static_cast<long long>(s.applied_before_run),
+                 s.build_ms);
   } else {
-    std::fprintf(stderr, "WARNING: swap to model_version %d failed: %s\n", s.version,
-                 s.error.c_str());
+    std::fprintf(stderr, "WARNING: swap to model_version %lld failed: %s\n",
+                 static_cast<long long>(s.version), s.error.c_str());
+  }
+}
+
+void LogReporter::OnUpdate(const UpdateRecord& u) {
+  if (u.applied) {
+    std::fprintf(stderr, "update %s: sequence %llu applied before run %lld (decode %.0f us, "
+                 "patch %.0f us, build %.0f us, warm %.0f us)\n", u.name.c_str(),
+                 static_cast<unsigned long long>(u.sequence),
+                 static_cast<long long>(u.swapped_frame), u.decode_us, u.patch_us, u.build_us,
+                 u.warm_us);
+  } else {
+    std::fprintf(stderr, "update %s rejected (%s): %s\n", u.name.c_str(), u.reason.c_str(),
+                 u.message.c_str());
   }
 }
 
@@ -201,6 +285,7 @@ void SummaryWriter::OnEnd(const Results& r) {
       {"postprocess", StatsJson(r.postprocess())},
       {"model_version", r.final_model_version()},
       {"swaps", swaps},
+      {"updates", UpdatesJson(r.updates())},
       {"peak_rss_mb", PeakRssMb()},
       {"host", HostJson()},
   };

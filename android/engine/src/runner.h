@@ -14,6 +14,7 @@
 
 #include "stats.h"
 #include "status.h"
+#include "update_record.h"
 
 namespace mobdistill {
 
@@ -25,12 +26,12 @@ struct FrameRecord {
   int64_t frame_index = 0;  // index into the frame source (cycled)
   Phase phase = Phase::kWarmup;
   double preprocess_us = 0, invoke_us = 0, postprocess_us = 0;
-  int32_t model_version = 0;
+  int64_t model_version = 0;
 };
 
 struct SwapRecord {
   int64_t applied_before_run = -1;  // -1: never applied (failed or still building at the end)
-  int32_t version = 0;
+  int64_t version = 0;
   double build_ms = 0;
   std::string sha256;
   std::string error;
@@ -55,24 +56,27 @@ struct RunInfo {
 
 class Results {
  public:
-  Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<SwapRecord> swaps);
+  Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<SwapRecord> swaps,
+          std::vector<UpdateRecord> updates = {});
   const RunInfo& info() const { return info_; }
   const std::vector<FrameRecord>& frames() const { return frames_; }
   const std::vector<SwapRecord>& swaps() const { return swaps_; }
+  const std::vector<UpdateRecord>& updates() const { return updates_; }
   const LatencyStats& invoke() const { return invoke_; }  // measured runs only
   const LatencyStats& preprocess() const { return preprocess_; }
   const LatencyStats& postprocess() const { return postprocess_; }
   double first_inference_us() const { return first_inference_us_; }
   double warmup_avg_us() const { return warmup_avg_us_; }
-  int32_t final_model_version() const { return final_model_version_; }
+  int64_t final_model_version() const { return final_model_version_; }
 
  private:
   RunInfo info_;
   std::vector<FrameRecord> frames_;
   std::vector<SwapRecord> swaps_;
+  std::vector<UpdateRecord> updates_;
   LatencyStats invoke_, preprocess_, postprocess_;
   double first_inference_us_ = 0, warmup_avg_us_ = 0;
-  int32_t final_model_version_ = 0;
+  int64_t final_model_version_ = 0;
 };
 
 class Listener {
@@ -81,6 +85,7 @@ class Listener {
   virtual void OnStart(const RunInfo&) {}
   virtual void OnFrame(const FrameRecord&) {}
   virtual void OnSwap(const SwapRecord&) {}
+  virtual void OnUpdate(const UpdateRecord&) {}
   virtual void OnEnd(const Results&) {}
 };
 
@@ -91,6 +96,7 @@ class JsonLinesReporter : public Listener {
   ~JsonLinesReporter() override;
   Status Open(const std::string& path);
   void OnFrame(const FrameRecord& r) override;
+  void OnUpdate(const UpdateRecord& u) override;  // {"event":"update",...}, flushed at once
 
  private:
   std::FILE* file_ = nullptr;
@@ -101,6 +107,7 @@ class LogReporter : public Listener {
  public:
   void OnStart(const RunInfo& info) override;
   void OnSwap(const SwapRecord& s) override;
+  void OnUpdate(const UpdateRecord& u) override;
   void OnEnd(const Results& r) override;
 };
 
@@ -134,7 +141,11 @@ class Runner {
   virtual Status AfterRun(int64_t run) = 0;  // untimed: dumps, swap triggers
   virtual RunInfo Info() const = 0;
   virtual std::vector<SwapRecord> Swaps() const { return {}; }
+  virtual std::vector<UpdateRecord> Updates() const { return {}; }
+  // Called once after the last run (untimed): stop background work, report what is left.
+  virtual Status Finish(int64_t /*runs*/) { return Status::Ok(); }
   void NotifySwap(const SwapRecord& s);
+  void NotifyUpdate(const UpdateRecord& u);
 
  private:
   int32_t warmup_runs_, num_runs_;
