@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mobdistill.models import registry
 from mobdistill.models.spec import SignatureSpec, TensorSpec
 
 _TO_NCHW = (0, 3, 1, 2)
@@ -51,21 +52,9 @@ def signature_modules(
 
 
 def sample_inputs(spec: SignatureSpec, *, seed: int = 0) -> dict[str, Tensor]:
-    """Plausible inputs for tracing: frames in [0, 255], binary masks, small memory values."""
-    generator = torch.Generator().manual_seed(seed)
-    samples: dict[str, Tensor] = {}
-    for tensor in spec.inputs:
-        values = torch.rand(tensor.shape, generator=generator)
-        if tensor.role == "frame":
-            values = values * 255.0
-        elif tensor.role == "mask":
-            values = (values > 0.5).float()
-        samples[tensor.name] = values
-    return samples
-
-
-def to_numpy(inputs: dict[str, Tensor]) -> dict[str, np.ndarray]:
-    return {name: value.detach().cpu().numpy() for name, value in inputs.items()}
+    """The registry's tracing inputs in deployment layout (NHWC images)."""
+    inputs = registry.sample_inputs(spec, seed=seed)
+    return {t.name: _to_deployed(inputs[t.name], t).contiguous() for t in spec.inputs}
 
 
 @torch.no_grad()

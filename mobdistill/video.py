@@ -8,6 +8,7 @@ Frames are decoded with PyAV and resized with Pillow to the model's input size.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -33,6 +34,40 @@ def clip_path(name_or_path: str | Path = DEFAULT_CLIP) -> Path:
     )
 
 
+def iter_frames(
+    video: str | Path = DEFAULT_CLIP,
+    *,
+    size: tuple[int, int] | None = None,
+    start: int = 0,
+    count: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield up to `count` uint8 RGB frames [H, W, 3] from `start`, resized to size=(H, W).
+
+    Raises UsageError if the video cannot be decoded.
+    """
+    import av
+    from PIL import Image
+
+    path = clip_path(video)
+    if size is not None and min(size) <= 0:
+        raise UsageError(f"frame size {size[0]}x{size[1]} must be positive")
+    yielded = 0
+    try:
+        with av.open(str(path)) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                if count is not None and yielded == count:
+                    return
+                if index < start:
+                    continue
+                image = frame.to_image()
+                if size is not None and image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.BILINEAR)
+                yield np.asarray(image.convert("RGB"), dtype=np.uint8)
+                yielded += 1
+    except (av.error.FFmpegError, OSError) as err:
+        raise UsageError(f"cannot decode video {path}: {err}") from err
+
+
 def read_frames(
     video: str | Path = DEFAULT_CLIP,
     count: int | None = None,
@@ -40,30 +75,10 @@ def read_frames(
     size: tuple[int, int] | None = None,
     start: int = 0,
 ) -> np.ndarray:
-    """Decode `count` RGB frames (all when None) from `start`, resized to size=(H, W).
-
-    Returns uint8 [N, H, W, 3]. Raises UsageError if the video is unreadable or too short.
-    """
-    import av
-    from PIL import Image
-
-    path = clip_path(video)
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            for index, frame in enumerate(container.decode(video=0)):
-                if index < start:
-                    continue
-                image = frame.to_image()
-                if size is not None and image.size != (size[1], size[0]):
-                    image = image.resize((size[1], size[0]), Image.BILINEAR)
-                frames.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-                if count is not None and len(frames) == count:
-                    break
-    except av.error.FFmpegError as err:
-        raise UsageError(f"cannot decode video {path}: {err}") from err
+    """Decode `count` frames (all when None) into uint8 [N, H, W, 3]; see `iter_frames`."""
+    frames = list(iter_frames(video, size=size, start=start, count=count))
     if not frames or (count is not None and len(frames) < count):
-        raise UsageError(f"video {path} has fewer than {start + (count or 1)} frames")
+        raise UsageError(f"video {clip_path(video)} has fewer than {start + (count or 1)} frames")
     return np.stack(frames)
 
 

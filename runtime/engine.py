@@ -78,6 +78,8 @@ class ProfileResult:
     summary_path: str = ""
     output_masks_path: str | None = None
     output_logits_path: str | None = None
+    # `{"event": "update", ...}` records from the JSONL, in order (streamed sparse updates)
+    updates: list[dict[str, Any]] = field(default_factory=list)
 
     def measured_invoke_us(self) -> list[float]:
         return [f.invoke_us for f in self.frames if f.phase == "measure"]
@@ -102,8 +104,9 @@ class EngineRun:
 
 def _sources() -> list[Path]:
     files = [ENGINE_SOURCE / "CMakeLists.txt"]
-    for sub in ("src", "tests"):
+    for sub in ("src", "tests", "update/src", "update/include/mobdistill_update"):
         files += sorted(p for p in (ENGINE_SOURCE / sub).glob("*") if p.is_file())
+    files.append(ENGINE_SOURCE / "update" / "CMakeLists.txt")
     return files
 
 
@@ -199,16 +202,40 @@ def _tflite_file(manifest_path: Path) -> Path:
     raise UsageError(f"manifest {manifest_path} lists no tflite artifact; export with tflite")
 
 
-def _load_frames(jsonl: Path) -> list[FrameTiming]:
+def _load_frames(jsonl: Path, updates: list[dict[str, Any]] | None = None) -> list[FrameTiming]:
+    """Per-frame records; `{"event": ...}` records go to `updates` (if given) instead."""
     frames = []
     if not jsonl.is_file():
         return frames
     for line in jsonl.read_text().splitlines():
         try:
-            frames.append(FrameTiming(**json.loads(line)))
+            record = json.loads(line)
+            if isinstance(record, dict) and "event" in record:
+                if updates is not None:
+                    updates.append(record)
+                continue
+            frames.append(FrameTiming(**record))
         except (ValueError, TypeError):
             break  # a line cut by a kill: everything before it is complete
     return frames
+
+
+def _stage_schedule(device: Device, schedule: Path, run_id: str, timeout_s: float) -> str:
+    """Stage every packet a schedule names, then the schedule rewritten to the staged paths."""
+    lines = []
+    for i, line in enumerate(Path(schedule).read_text().splitlines()):
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        packet = Path(entry["packet"])
+        if not packet.is_absolute():
+            packet = Path(schedule).parent / packet
+        entry["packet"] = device.stage(packet, f"{run_id}.u{i}.mdup", timeout_s=timeout_s)
+        lines.append(json.dumps(entry))
+    local = REPO_ROOT / "build" / "engine-runs" / f"{run_id}.schedule.jsonl"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text("\n".join(lines) + "\n")
+    return device.stage(local, f"{run_id}.schedule.jsonl", timeout_s=timeout_s)
 
 
 # --------------------------------------------------------------------------- run
@@ -229,11 +256,19 @@ def run_engine(
     output_logits: bool = False,
     extra_flags: tuple[str, ...] = (),
     extra_files: dict[str, Path] | None = None,
+    update_schedule: Path | None = None,
+    update_dir: str | None = None,
+    update_port: int | None = None,
+    update_key_file: Path | None = None,
+    update_blocking: bool = False,
 ) -> ProfileResult:
     """Run the engine on `device` and return its per-frame timings and summary.
 
     `extra_files` maps an engine flag (e.g. "swap_graph") to a local file that is staged and
-    passed as --flag=<staged path>. Logs land in `out_dir` (default: a fresh folder under
+    passed as --flag=<staged path>. Streamed sparse updates (docs/engine.md): `update_schedule`
+    is a local JSONL of `{"frame": K, "packet": PATH}` (packets staged with it),
+    `update_dir` a folder on the device, `update_port` a TCP port on the device's loopback,
+    `update_key_file` the local HMAC key file; the outcomes land in `ProfileResult.updates`. Logs land in `out_dir` (default: a fresh folder under
     build/engine-runs). Raises EngineRunError (an EngineError) naming what failed, with
     `.partial` holding the frames completed before a failure, crash or timeout.
     """
@@ -270,6 +305,18 @@ def run_engine(
     for flag, path in (extra_files or {}).items():
         staged = device.stage(Path(path), f"{run_id}.{flag}", timeout_s=timeout_s)
         flags.append(f"--{flag}={staged}")
+    if update_schedule is not None:
+        staged = _stage_schedule(device, Path(update_schedule), run_id, timeout_s)
+        flags.append(f"--update_schedule={staged}")
+    if update_dir is not None:
+        flags.append(f"--update_dir={update_dir}")
+    if update_port is not None:
+        flags.append(f"--update_port={update_port}")
+    if update_key_file is not None:
+        staged = device.stage(Path(update_key_file), f"{run_id}.key", timeout_s=timeout_s)
+        flags.append(f"--update_key_file={staged}")
+    if update_blocking:
+        flags.append("--update_blocking=true")
     flags += list(extra_flags)
     # chmod through the shell: staging copies bytes, not the executable bit (host and adb alike)
     argv = ["sh", "-c", 'chmod 755 "$0" 2>/dev/null; exec "$0" "$@"', staged_engine, *flags]
@@ -277,10 +324,12 @@ def run_engine(
     done = device.run(argv, timeout_s=timeout_s)
     run = EngineRun(argv, done.exit_code, done.timed_out, done.stderr, local)
     fetched = _fetch_outputs(device, remote, local, timeout_s)
+    updates: list[dict[str, Any]] = []
+    frames = _load_frames(fetched["jsonl"], updates)
     result = ProfileResult(
         model=_model_name(manifest_path), manifest_path=str(manifest_path),
         device=device.describe(), num_threads=num_threads, warmup_runs=warmup_runs,
-        num_runs=num_runs, frames=_load_frames(fetched["jsonl"]),
+        num_runs=num_runs, frames=frames, updates=updates,
         summary=_read_json(fetched["summary.json"]) if run.exit_code == 0 else {},
         jsonl_path=str(fetched["jsonl"]), summary_path=str(fetched["summary.json"]),
         output_masks_path=str(fetched["masks"]) if output_masks else None,

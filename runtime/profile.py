@@ -79,8 +79,12 @@ def profile(
     queue_length: int | None = None,
     tiny: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    delegate_flags: tuple[str, ...] = (),
 ) -> ProfileReport:
-    """Profile one model (by registry name, exported on demand) or one exported manifest."""
+    """Profile one model (by registry name, exported on demand) or one exported manifest.
+
+    `delegate_flags` are benchmark_model-style engine flags, e.g. ("--use_gpu=true",).
+    """
     if (model is None) == (artifact is None):
         raise UsageError("give exactly one of --model NAME or --artifact MANIFEST")
     out_dir = Path(out_dir)
@@ -97,7 +101,8 @@ def profile(
                            resolution=(height, width), max_frames=warmup_runs + num_runs + 1)
     result = run_engine(device or LocalDevice(), manifest, num_threads=num_threads,
                         warmup_runs=warmup_runs, num_runs=num_runs, frames_path=frames.path,
-                        timeout_s=timeout_s, out_dir=out_dir / "engine")
+                        timeout_s=timeout_s, out_dir=out_dir / "engine",
+                        extra_flags=delegate_flags)
     paths = out_dir / "profile.json", out_dir / "frames.csv", out_dir / "latency.png"
     paths[0].write_text(json.dumps(result_json(result, frames.video), indent=2) + "\n")
     write_csv(result, paths[1])

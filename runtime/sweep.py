@@ -63,7 +63,8 @@ class SweepResult:
 def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None, out_dir: Path,
           num_threads: int = 1, warmup_runs: int = 1, num_runs: int = 50,
           video: str | Path | None = None, resolution: tuple[int, int] | None = None,
-          tiny: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> SweepResult:
+          tiny: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
+          delegate_flags: tuple[str, ...] = ()) -> SweepResult:
     out_dir = Path(out_dir)
     points, serial = [], "host"
     for q in queue_lengths:
@@ -71,7 +72,7 @@ def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None,
                                     queue_length=q, tiny=tiny)
         report = profile(artifact=manifest, device=device, out_dir=out_dir / f"q{q}",
                          num_threads=num_threads, warmup_runs=warmup_runs, num_runs=num_runs,
-                         video=video, timeout_s=timeout_s)
+                         video=video, timeout_s=timeout_s, delegate_flags=delegate_flags)
         ms = np.array(report.result.measured_invoke_us()) / 1000.0
         serial = report.result.device.get("serial", serial)
         points.append(SweepPoint(q, float(np.percentile(ms, 10)), float(np.percentile(ms, 50)),

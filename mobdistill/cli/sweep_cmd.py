@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mobdistill.cli.profile_cmd import add_engine_options, resolution
+from mobdistill.cli.profile_cmd import add_engine_options, delegate_flags, resolution
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
                    device=open_device(args.device), out_dir=args.out,
                    num_threads=args.num_threads, warmup_runs=args.warmup_runs,
                    num_runs=args.num_runs, video=args.video, resolution=resolution(args),
-                   tiny=args.tiny, timeout_s=args.timeout)
+                   tiny=args.tiny, timeout_s=args.timeout, delegate_flags=delegate_flags(args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

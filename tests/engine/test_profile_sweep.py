@@ -71,3 +71,19 @@ def test_sweep_over_queue_lengths(engine_binary, tmp_path, monkeypatch, capsys):
     for p in result["points"]:
         assert p["p10_ms"] <= p["p50_ms"] <= p["p90_ms"]
     assert (out / "sweep.csv").is_file() and (out / "sweep.png").is_file()
+
+
+def test_gpu_request_without_delegate_reports_cpu_fallback(engine_binary, stateless_manifest,
+                                                           tmp_path, capsys):
+    """benchmark_model-style delegate flags; a GPU request never silently falls back."""
+    code = main(["profile", "--artifact", str(stateless_manifest), "--num_runs", "3",
+                 "--use_gpu", "--out", str(tmp_path), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    by_runtime = next(iter(report["results"].values()))
+    result = next(iter(next(iter(by_runtime.values())).values()))
+    assert result["delegate_requested"] == "gpu" and result["delegate_used"] == "cpu"
+    assert any("GPU delegate unavailable" in w for w in result["warnings"])
+    with pytest.raises(SystemExit) as usage:
+        main(["profile", "--artifact", str(stateless_manifest), "--use_nnapi", "maybe"])
+    assert usage.value.code == 2

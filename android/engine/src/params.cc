@@ -41,6 +41,16 @@ std::vector<Flag> Flags(Params* p) {
       {"output_logits", Kind::kString, &p->output_logits, "write float32 logits here"},
       {"swap_graph", Kind::kString, &p->swap_graph, "tflite to hot-swap in while running"},
       {"swap_after_run", Kind::kInt, &p->swap_after_run, "start preparing the swap after run N"},
+      {"update_dir", Kind::kString, &p->update_dir,
+       "watched folder: complete *.mdup packets in name order, renamed .applied/.rejected"},
+      {"update_schedule", Kind::kString, &p->update_schedule,
+       "JSONL {\"frame\": K, \"packet\": PATH}: packet visible when run K starts"},
+      {"update_port", Kind::kInt, &p->update_port,
+       "TCP port on 127.0.0.1 for packets (4-byte big-endian length + packet); 0 any, -1 off"},
+      {"update_key_file", Kind::kString, &p->update_key_file,
+       "HMAC-SHA256 key (raw bytes) of this deployment"},
+      {"update_blocking", Kind::kBool, &p->update_blocking,
+       "run K waits until every packet received before it is applied or rejected"},
       {"help", Kind::kBool, &p->help, "print this help"},
   };
 }
@@ -129,6 +139,16 @@ Status Params::Validate() const {
   if (use_gpu && use_nnapi) return Status::Error("--use_gpu and --use_nnapi exclude each other");
   if (!swap_graph.empty() && swap_after_run < 0) {
     return Status::Error("--swap_graph needs --swap_after_run N (N >= 0)");
+  }
+  if (update_port < -1 || update_port > 65535) {
+    return Status::Error("--update_port must be a TCP port (0: any free one) or -1 (off)");
+  }
+  if (updates_enabled() && !swap_graph.empty()) {
+    return Status::Error("--swap_graph and the --update_* sources exclude each other");
+  }
+  if (!updates_enabled() && (!update_key_file.empty() || update_blocking)) {
+    return Status::Error("--update_key_file/--update_blocking need an update source "
+                         "(--update_dir, --update_schedule or --update_port)");
   }
   return Status::Ok();
 }

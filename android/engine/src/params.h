@@ -35,6 +35,15 @@ struct Params {
   std::string output_logits;   // float32 logits per run, concatenated (for tests)
   std::string swap_graph;      // hot-swap demo/test: model bytes to swap in ...
   int32_t swap_after_run = -1; // ... prepared after this run index finishes
+  // Streamed sparse updates (docs/engine.md "Sparse updates"); any combination of sources.
+  std::string update_dir;      // watched folder: complete *.mdup files, renamed when done
+  std::string update_schedule; // JSONL {"frame": K, "packet": PATH}: visible when run K starts
+  int32_t update_port = -1;    // TCP on 127.0.0.1 (0: any free port, printed on stderr); -1 off
+  std::string update_key_file; // HMAC-SHA256 key (raw bytes); without it HMAC packets are refused
+  bool update_blocking = false;  // run K waits for every packet received before it (replay)
+  bool updates_enabled() const {
+    return !update_dir.empty() || !update_schedule.empty() || update_port >= 0;
+  }
   bool help = false;
 
   Status Validate() const;

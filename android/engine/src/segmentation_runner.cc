@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <future>
 
 #include "sha256.h"
 
@@ -72,6 +73,9 @@ SegmentationRunner::SegmentationRunner(Params params)
     : Runner(params.warmup_runs, params.num_runs, params.run_delay), params_(std::move(params)) {}
 
 SegmentationRunner::~SegmentationRunner() {
+  tcp_listener_.Stop();  // sources first, then the update worker, then the slots it builds
+  dir_watcher_.Stop();
+  updates_.reset();
   engine_.reset();  // joins a builder thread before the API table goes away
   if (masks_out_) std::fclose(masks_out_);
   if (logits_out_) std::fclose(logits_out_);
@@ -93,6 +97,9 @@ Status SegmentationRunner::Init() {
                          manifest_.tflite_sha256 + ", file has " + digest +
                          "; re-export or re-stage the model");
   }
+
+  std::vector<uint8_t> base;  // the pristine bytes that base-relative updates patch
+  if (params_.updates_enabled()) base = bytes;
 
   SlotConfig config;
   config.num_threads = params_.num_threads;
@@ -162,6 +169,196 @@ Status SegmentationRunner::Init() {
       !(logits_out_ = std::fopen(params_.output_logits.c_str(), "wb"))) {
     return Status::Error("cannot write --output_logits " + params_.output_logits);
   }
+  if (params_.updates_enabled()) {
+    std::vector<uint8_t> key;
+    if (!params_.update_key_file.empty()) {
+      if (!ReadFileBytes(params_.update_key_file, &key).ok() || key.empty()) {
+        return Status::Error("cannot read --update_key_file " + params_.update_key_file +
+                             " (raw key bytes, not empty)");
+      }
+    }
+    MD_RETURN_IF_ERROR(SetUpUpdates(std::move(base), std::move(key)));
+    if (!params_.update_schedule.empty()) {
+      MD_RETURN_IF_ERROR(LoadUpdateSchedule(params_.update_schedule, &schedule_));
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+bool HexToBytes(const std::string& hex, uint8_t* out, size_t n) {
+  if (hex.size() != 2 * n) return false;
+  for (size_t i = 0; i < n; ++i) {
+    unsigned v = 0;
+    for (size_t k = 0; k < 2; ++k) {
+      const char c = hex[2 * i + k];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= unsigned(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
+      else return false;
+    }
+    out[i] = uint8_t(v);
+  }
+  return true;
+}
+
+}  // namespace
+
+Status SegmentationRunner::SetUpUpdates(std::vector<uint8_t> base, std::vector<uint8_t> key) {
+  if (manifest_.parameters.empty()) {
+    return Status::Error("manifest " + manifest_.path + " has no parameter_map entries, so no "
+                         "tensor can be updated; re-export the model with mobdistill export");
+  }
+  UpdateConfig config;
+  config.base = std::move(base);
+  config.hmac_key = std::move(key);
+  if (!HexToBytes(manifest_.tflite_sha256, config.base_sha256.data(), 32)) {
+    return Status::Error("manifest: tflite sha256 is not 64 hex digits");
+  }
+  for (const ParameterEntry& e : manifest_.parameters) {
+    update::TensorLocation loc;
+    loc.buffer_offset = e.buffer_offset;
+    loc.buffer_size = e.buffer_size;
+    loc.dtype = e.dtype == "float32" ? update::DType::kFloat32 : update::DType::kOther;
+    config.table[e.tensor_index] = loc;
+  }
+  updates_.reset(new UpdateManager(engine_.get(), std::move(config)));
+  updates_->Start();
+  return Status::Ok();
+}
+
+Status SegmentationRunner::StartUpdateSources() {
+  if (!params_.update_dir.empty()) {
+    MD_RETURN_IF_ERROR(dir_watcher_.Start(params_.update_dir, updates_.get()));
+  }
+  if (params_.update_port >= 0) {
+    MD_RETURN_IF_ERROR(tcp_listener_.Start(params_.update_port, updates_.get()));
+    std::fprintf(stderr, "mobdistill-engine: update listener on 127.0.0.1:%d\n",
+                 tcp_listener_.port());
+  }
+  return Status::Ok();
+}
+
+void SegmentationRunner::Report(std::vector<UpdateRecord>* records) {
+  for (const UpdateRecord& r : *records) {
+    update_records_.push_back(r);
+    NotifyUpdate(r);
+  }
+}
+
+void SegmentationRunner::CollectUpdates(int64_t run, bool wait) {
+  std::vector<UpdateRecord> records;
+  updates_->BetweenFrames(run, wait, &records);
+  Report(&records);
+}
+
+Status SegmentationRunner::Finish(int64_t /*runs*/) {
+  if (!updates_) return Status::Ok();
+  tcp_listener_.StopReading();
+  dir_watcher_.Stop();
+  std::vector<UpdateRecord> records;
+  updates_->Stop(&records);
+  for (; schedule_next_ < schedule_.size(); ++schedule_next_) {  // due after the last run
+    UpdateRecord r;
+    r.source = "schedule";
+    r.name = schedule_[schedule_next_].path;
+    r.packet_bytes = schedule_[schedule_next_].bytes.size();
+    r.reason = "run_ended";
+    r.message = "scheduled for frame " + std::to_string(schedule_[schedule_next_].frame) +
+                ", after the last run";
+    records.push_back(r);
+  }
+  tcp_listener_.Stop();  // after Stop(): the final acks go out
+  Report(&records);
+  return Status::Ok();
+}
+
+Status SegmentationRunner::Open(std::vector<uint8_t> hmac_key) {
+  MD_RETURN_IF_ERROR(Init());
+  if (!manifest_.parameters.empty()) {
+    MD_RETURN_IF_ERROR(SetUpUpdates(engine_->active().bytes(), std::move(hmac_key)));
+  }
+  needs_init_ = true;
+  return Status::Ok();
+}
+
+void SegmentationRunner::ResetVideo() {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  needs_init_ = true;
+}
+
+int64_t SegmentationRunner::model_version() {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  return engine_ ? engine_->active().version() : 0;
+}
+
+std::vector<UpdateRecord> SegmentationRunner::update_records() {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  return update_records_;
+}
+
+Status SegmentationRunner::ProcessFrame(const uint8_t* rgb, int32_t row_stride, uint8_t* mask,
+                                        FrameRecord* record) {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  if (!engine_) return Status::Error("the engine is not open");
+  const size_t h = size_t(manifest_.height), w = size_t(manifest_.width);
+  if (rgb == nullptr || mask == nullptr || row_stride < 0 || size_t(row_stride) < w * 3) {
+    return Status::Error("frame rows must hold " + std::to_string(w) + " RGB pixels (" +
+                         std::to_string(w * 3) + " bytes); resize the frame to the model input");
+  }
+  frame_.resize(h * w * 3);
+  for (size_t y = 0; y < h; ++y) {
+    std::memcpy(frame_.data() + y * w * 3, rgb + y * size_t(row_stride), w * 3);
+  }
+  if (updates_) CollectUpdates(frames_processed_, false);  // between frames
+  if (queue_ && needs_init_) {
+    MD_RETURN_IF_ERROR(RunInit(/*read_source_frame=*/false));
+    needs_init_ = false;
+  }
+  slot_ = &engine_->active();
+  current_ = slot_->runner(run_signature_);
+  record->run = frames_processed_;
+  record->frame_index = frames_processed_;
+  record->phase = Phase::kMeasure;
+  record->model_version = slot_->version();
+  using C = std::chrono::steady_clock;
+  const auto t0 = C::now();
+  MD_RETURN_IF_ERROR(Preprocess());
+  const auto t1 = C::now();
+  MD_RETURN_IF_ERROR(RunImpl());
+  const auto t2 = C::now();
+  MD_RETURN_IF_ERROR(Postprocess());
+  const auto t3 = C::now();
+  record->preprocess_us = std::chrono::duration<double, std::micro>(t1 - t0).count();
+  record->invoke_us = std::chrono::duration<double, std::micro>(t2 - t1).count();
+  record->postprocess_us = std::chrono::duration<double, std::micro>(t3 - t2).count();
+  std::memcpy(mask, mask_.data(), mask_.size());
+  ++frames_processed_;
+  return Status::Ok();
+}
+
+Status SegmentationRunner::ApplyUpdateNow(std::vector<uint8_t> packet, UpdateRecord* record) {
+  if (!updates_) {
+    return Status::Error("this model cannot take updates: its manifest has no parameter_map; "
+                         "re-export it with mobdistill export");
+  }
+  int64_t frame = 0;
+  {
+    std::lock_guard<std::mutex> lock(frame_mu_);
+    CollectUpdates(frames_processed_, false);  // adopt an earlier prepared update first
+    frame = frames_processed_;
+  }
+  std::promise<UpdateRecord> ready;
+  std::future<UpdateRecord> outcome = ready.get_future();
+  IncomingPacket p;
+  p.source = "api";
+  p.name = "api";
+  p.bytes = std::move(packet);
+  p.on_ready = [&ready](const UpdateRecord& r) { ready.set_value(r); };
+  updates_->SubmitNow(std::move(p), frame);
+  *record = outcome.get();
   return Status::Ok();
 }
 
@@ -175,7 +372,8 @@ Status SegmentationRunner::PrepareInputs() {
     info_.input_source = params_.frames;
   }
   info_.num_source_frames = frames_.count();
-  if (manifest_.has_memory) MD_RETURN_IF_ERROR(RunInit());
+  if (manifest_.has_memory) MD_RETURN_IF_ERROR(RunInit(/*read_source_frame=*/true));
+  if (updates_) MD_RETURN_IF_ERROR(StartUpdateSources());
   return Status::Ok();
 }
 
@@ -196,7 +394,7 @@ Status SegmentationRunner::WriteFrameInput(TfLiteSignatureRunner* r, const std::
   return Status::Ok();
 }
 
-Status SegmentationRunner::RunInit() {
+Status SegmentationRunner::RunInit(bool read_source_frame) {
   const int h = manifest_.height, w = manifest_.width;
   const SignatureSpec* sig = manifest_.Signature(manifest_.memory.init_signature);
   const TensorSpec* mask_spec = sig->InputWithRole("mask");
@@ -216,7 +414,7 @@ Status SegmentationRunner::RunInit() {
   const auto t0 = Clock::now();
   ModelSlot& slot = engine_->active();
   TfLiteSignatureRunner* r = slot.runner(manifest_.memory.init_signature);
-  MD_RETURN_IF_ERROR(frames_.Read(0, &frame_));
+  if (read_source_frame) MD_RETURN_IF_ERROR(frames_.Read(0, &frame_));
   MD_RETURN_IF_ERROR(WriteFrameInput(r, sig->InputWithRole("frame")->name));
   TfLiteTensor* mt = api_.RunnerGetInputTensor(r, mask_spec->name.c_str());
   float* m = static_cast<float*>(api_.TensorData(mt));
@@ -261,7 +459,19 @@ Status SegmentationRunner::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
 }
 
 Status SegmentationRunner::BeforeRun(int64_t run, FrameRecord* record) {
-  MD_RETURN_IF_ERROR(ApplySwapIfReady(run));  // only ever between two frames
+  if (updates_) {  // only ever between two frames; the update manager owns the swaps then
+    for (; schedule_next_ < schedule_.size() && schedule_[schedule_next_].frame <= run;
+         ++schedule_next_) {
+      IncomingPacket p;
+      p.source = "schedule";
+      p.name = schedule_[schedule_next_].path;
+      p.bytes = schedule_[schedule_next_].bytes;
+      updates_->Submit(std::move(p));
+    }
+    CollectUpdates(run, params_.update_blocking);
+  } else {
+    MD_RETURN_IF_ERROR(ApplySwapIfReady(run));
+  }
   slot_ = &engine_->active();
   current_ = slot_->runner(run_signature_);
   record->model_version = slot_->version();

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@
 #include "params.h"
 #include "runner.h"
 #include "tflite_c_api.h"
+#include "update_manager.h"
+#include "update_sources.h"
 
 namespace mobdistill {
 
@@ -38,9 +41,29 @@ class SegmentationRunner : public Runner {
   explicit SegmentationRunner(Params params);
   ~SegmentationRunner() override;
 
-  // Hot swap from the outside (JNI, the future update decoder): see Engine::PrepareSwap.
+  // Hot swap from the outside: see Engine::PrepareSwap.
   Status PrepareSwap(std::vector<uint8_t> new_model_bytes);
   const std::vector<uint8_t>& last_mask() const { return mask_; }
+
+  // ---- Frame-by-frame use without the benchmark loop (the JNI facade, camera apps).
+  // Loads runtime + manifest + model (Init) and, if the manifest has a parameter_map, the
+  // update pipeline with `hmac_key` (empty: the deployment has no key).
+  Status Open(std::vector<uint8_t> hmac_key);
+  // One caller frame (uint8 RGB, rows `row_stride` bytes apart) -> class ids in `mask`.
+  // Adopts a prepared update first (between frames). Stateful models run `init` on the first
+  // frame after Open/ResetVideo (default mask: object 1 = the centre half), then `step` on it.
+  Status ProcessFrame(const uint8_t* rgb, int32_t row_stride, uint8_t* mask,
+                      FrameRecord* record);
+  void ResetVideo();
+  // Decodes, verifies, patches, builds and warms on the calling thread (never the frame
+  // thread); the new model is adopted before the next ProcessFrame. *record says the outcome
+  // (applied = prepared; swapped_frame is filled when a frame adopts it).
+  Status ApplyUpdateNow(std::vector<uint8_t> packet, UpdateRecord* record);
+  const Manifest& manifest() const { return manifest_; }
+  std::string delegate_used() const { return info_.delegate_used; }
+  int64_t model_version();
+  int64_t frames_processed() const { return frames_processed_; }
+  std::vector<UpdateRecord> update_records();
 
  protected:
   Status Init() override;
@@ -52,11 +75,17 @@ class SegmentationRunner : public Runner {
   Status AfterRun(int64_t run) override;
   RunInfo Info() const override { return info_; }
   std::vector<SwapRecord> Swaps() const override { return swaps_; }
+  std::vector<UpdateRecord> Updates() const override { return update_records_; }
+  Status Finish(int64_t runs) override;
 
  private:
   Status WriteFrameInput(TfLiteSignatureRunner* r, const std::string& name);
-  Status RunInit();
+  Status RunInit(bool read_source_frame);
   Status ApplySwapIfReady(int64_t run);
+  Status SetUpUpdates(std::vector<uint8_t> base, std::vector<uint8_t> hmac_key);
+  Status StartUpdateSources();
+  void CollectUpdates(int64_t run, bool wait);  // between frames: adopt + report
+  void Report(std::vector<UpdateRecord>* records);
 
   Params params_;
   Manifest manifest_;
@@ -74,6 +103,17 @@ class SegmentationRunner : public Runner {
   TfLiteSignatureRunner* current_ = nullptr;
   std::FILE* masks_out_ = nullptr;
   std::FILE* logits_out_ = nullptr;
+  // Streamed updates.
+  std::unique_ptr<UpdateManager> updates_;
+  DirUpdateWatcher dir_watcher_;
+  TcpUpdateListener tcp_listener_;
+  std::vector<ScheduledPacket> schedule_;
+  size_t schedule_next_ = 0;
+  std::vector<UpdateRecord> update_records_;
+  // Frame-by-frame use (facade): one frame at a time; ApplyUpdateNow adopts between frames.
+  std::mutex frame_mu_;
+  int64_t frames_processed_ = 0;
+  bool needs_init_ = true;
 };
 
 }  // namespace mobdistill

@@ -194,6 +194,7 @@ void UpdateManager::Stop(std::vector<UpdateRecord>* finished) {
     for (std::deque<IncomingPacket>* q : {&queue_, &inbox_}) {
       for (IncomingPacket& p : *q) {
         UpdateRecord r = RunEnded(p);
+        if (p.on_ready) p.on_ready(r);  // a synchronous caller must not wait forever
         callbacks.emplace_back(std::move(p.on_done), r);
         finished_.push_back(r);
       }

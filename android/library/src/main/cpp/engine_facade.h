@@ -20,6 +20,10 @@ typedef struct MdEngineOptions {
   const char* delegate_lib;  // --delegate_lib: GPU delegate library, or NULL
   const char* delegate;      // "cpu", "xnnpack", "gpu" or "nnapi"; NULL = "xnnpack"
   int32_t num_threads;       // --num_threads; <= 0 means 1
+  // --update_key_file as bytes: the deployment's HMAC-SHA256 key for md_engine_apply_update,
+  // or NULL/0 when it has none (then authenticated packets are refused, and vice versa).
+  const uint8_t* update_key;
+  size_t update_key_size;
 } MdEngineOptions;
 
 typedef struct MdModelInfo {
@@ -43,6 +47,21 @@ void md_engine_reset(MdEngine* engine);
 // the interpreter invoke alone. 0 on success.
 int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
                           uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size);
+// One sparse-update packet (wire format MDUP v1, docs/wire-format.md): decodes and verifies it
+// (base sha256, CRC, HMAC, sequence), patches a copy of the model and builds + warms a new
+// interpreter, all on the calling thread: call it from a background thread, never the camera
+// analyzer. The next md_engine_segment swaps to it (between frames; frames keep running on the
+// old model meanwhile). Writes the outcome as one JSON object (the engine's update record:
+// status "applied"|"rejected", reason, sequence, decode_us, patch_us, build_us, warm_us, ...)
+// into `result_json`. Returns 0 applied (prepared), 1 rejected (model unchanged), -1 on misuse
+// (closed engine, model without parameter_map; the message is in `result_json`).
+int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t packet_size,
+                               char* result_json, size_t result_size);
+// Running statistics as one JSON object: frames, model_version, delegate_used, invoke
+// {count, min_us, p50_us, p90_us, p99_us, max_us, mean_us} over the last 1000 frames, and
+// updates {applied, rejected, rejected_by_reason, last}. Returns 0, or the buffer size needed
+// (> 0) when `json_size` is too small (nothing written then).
+int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size);
 // The benchmark: exactly `mobdistill-engine argv...` (same flags, same JSONL and summary files),
 // in-process. argv[0] is ignored. Returns the executable's exit code.
 int32_t md_engine_benchmark_main(int32_t argc, const char* const* argv, char* error,

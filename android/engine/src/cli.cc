@@ -1,0 +1,38 @@
+#include "cli.h"
+
+#include <cstdio>
+
+#include "params.h"
+#include "runner.h"
+#include "segmentation_runner.h"
+
+namespace mobdistill {
+
+int RunEngineCli(int argc, const char* const* argv, std::string* error) {
+  Params params;
+  Status s = ParseFlags(argc, argv, &params);
+  if (s.ok() && params.help) {
+    std::fputs(Usage().c_str(), stdout);
+    return 0;
+  }
+  if (s.ok()) s = params.Validate();
+  JsonLinesReporter jsonl;
+  SummaryWriter summary(params.summary);
+  LogReporter log;
+  if (s.ok()) s = jsonl.Open(params.jsonl);
+  if (s.ok()) {
+    SegmentationRunner runner(params);
+    runner.AddListener(&log);
+    runner.AddListener(&jsonl);
+    runner.AddListener(&summary);
+    s = runner.Run();
+    if (s.ok()) s = summary.status();
+  }
+  if (!s.ok()) {
+    if (error != nullptr) *error = s.message();
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace mobdistill

@@ -1,0 +1,191 @@
+// engine_facade.h (the C API the JNI bridge calls) over SegmentationRunner. Plain C at the
+// boundary: no exception crosses it, every error is a return code plus the Status text.
+#include "engine_facade.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "params.h"
+#include "segmentation_runner.h"
+#include "stats.h"
+
+struct MdEngine {
+  std::unique_ptr<mobdistill::SegmentationRunner> runner;
+  MdModelInfo info{};
+  std::string delegate_used;
+  std::mutex stats_mu;
+  std::deque<double> invoke_us;  // the last kWindow frames
+  int64_t frames = 0;
+  static constexpr size_t kWindow = 1000;
+};
+
+namespace {
+
+void SetText(char* out, size_t size, const std::string& text) {
+  if (out != nullptr && size > 0) std::snprintf(out, size, "%s", text.c_str());
+}
+
+bool IsFile(const char* path) {
+  struct stat st;
+  return path != nullptr && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t md_engine_create(const MdEngineOptions* options, MdEngine** out, char* error,
+                         size_t error_size) {
+  if (options == nullptr || out == nullptr) {
+    SetText(error, error_size, "md_engine_create needs options and an output pointer");
+    return 1;
+  }
+  *out = nullptr;
+  if (!IsFile(options->manifest)) {
+    SetText(error, error_size, std::string("cannot read manifest ") +
+                                   (options->manifest ? options->manifest : "(null)") +
+                                   ": pass the <name>.manifest.json written by `mobdistill "
+                                   "export`, copied next to its .tflite");
+    return 1;
+  }
+  mobdistill::Params params;
+  params.manifest = options->manifest;
+  params.runtime_lib = options->runtime_lib ? options->runtime_lib : "";
+  params.delegate_lib = options->delegate_lib ? options->delegate_lib : "";
+  params.num_threads = options->num_threads > 0 ? options->num_threads : 1;
+  const std::string delegate = options->delegate ? options->delegate : "xnnpack";
+  params.use_xnnpack = delegate == "xnnpack";
+  params.use_gpu = delegate == "gpu";
+  params.use_nnapi = delegate == "nnapi";
+  if (delegate != "cpu" && delegate != "xnnpack" && delegate != "gpu" && delegate != "nnapi") {
+    SetText(error, error_size, "unknown delegate '" + delegate + "': use cpu, xnnpack, gpu or nnapi");
+    return 1;
+  }
+  if (params.runtime_lib.empty()) {
+    SetText(error, error_size, "runtime_lib is required (liblitert-lm.so, the TFLite C API)");
+    return 1;
+  }
+  std::unique_ptr<MdEngine> engine(new MdEngine());
+  engine->runner.reset(new mobdistill::SegmentationRunner(params));
+  std::vector<uint8_t> key;
+  if (options->update_key != nullptr && options->update_key_size > 0) {
+    key.assign(options->update_key, options->update_key + options->update_key_size);
+  }
+  mobdistill::Status s = engine->runner->Open(std::move(key));
+  if (!s.ok()) {
+    SetText(error, error_size, s.message());
+    return 1;
+  }
+  const mobdistill::Manifest& m = engine->runner->manifest();
+  engine->info = MdModelInfo{m.height, m.width, m.num_classes,
+                             m.has_memory ? m.memory.queue_length : 0};
+  engine->delegate_used = engine->runner->delegate_used();
+  *out = engine.release();
+  return 0;
+}
+
+void md_engine_destroy(MdEngine* engine) { delete engine; }
+
+int32_t md_engine_info(const MdEngine* engine, MdModelInfo* info) {
+  if (engine == nullptr || info == nullptr) return 1;
+  *info = engine->info;
+  return 0;
+}
+
+const char* md_engine_delegate_used(const MdEngine* engine) {
+  return engine == nullptr ? nullptr : engine->delegate_used.c_str();
+}
+
+void md_engine_reset(MdEngine* engine) {
+  if (engine != nullptr) engine->runner->ResetVideo();
+}
+
+int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
+                          uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size) {
+  if (engine == nullptr) {
+    SetText(error, error_size, "the engine is closed");
+    return 1;
+  }
+  mobdistill::FrameRecord record;
+  mobdistill::Status s = engine->runner->ProcessFrame(rgb, row_stride, mask, &record);
+  if (!s.ok()) {
+    SetText(error, error_size, s.message());
+    return 1;
+  }
+  if (invoke_us != nullptr) *invoke_us = static_cast<int64_t>(record.invoke_us + 0.5);
+  std::lock_guard<std::mutex> lock(engine->stats_mu);
+  engine->invoke_us.push_back(record.invoke_us);
+  if (engine->invoke_us.size() > MdEngine::kWindow) engine->invoke_us.pop_front();
+  ++engine->frames;
+  return 0;
+}
+
+int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t packet_size,
+                               char* result_json, size_t result_size) {
+  if (engine == nullptr || (packet == nullptr && packet_size > 0)) {
+    SetText(result_json, result_size, "the engine is closed or the packet is null");
+    return -1;
+  }
+  mobdistill::UpdateRecord record;
+  mobdistill::Status s = engine->runner->ApplyUpdateNow(
+      std::vector<uint8_t>(packet, packet + packet_size), &record);
+  if (!s.ok()) {
+    SetText(result_json, result_size, s.message());
+    return -1;
+  }
+  SetText(result_json, result_size, record.ToJson());
+  return record.applied ? 0 : 1;
+}
+
+int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size) {
+  if (engine == nullptr) return -1;
+  nlohmann::json j;
+  {
+    std::lock_guard<std::mutex> lock(engine->stats_mu);
+    const std::vector<double> window(engine->invoke_us.begin(), engine->invoke_us.end());
+    const mobdistill::LatencyStats st = mobdistill::ComputeStats(window);
+    j["frames"] = engine->frames;
+    j["invoke"] = {{"count", st.count},   {"min_us", st.min_us}, {"p50_us", st.p50_us},
+                   {"p90_us", st.p90_us}, {"p99_us", st.p99_us}, {"max_us", st.max_us},
+                   {"mean_us", st.mean_us}};
+  }
+  j["model_version"] = engine->runner->model_version();
+  j["delegate_used"] = engine->delegate_used;
+  int64_t applied = 0, rejected = 0;
+  nlohmann::json reasons = nlohmann::json::object();
+  const std::vector<mobdistill::UpdateRecord> records = engine->runner->update_records();
+  for (const mobdistill::UpdateRecord& r : records) {
+    if (r.applied) {
+      ++applied;
+    } else {
+      ++rejected;
+      reasons[r.reason] = reasons.value(r.reason, 0) + 1;
+    }
+  }
+  j["updates"] = {{"applied", applied}, {"rejected", rejected}, {"rejected_by_reason", reasons},
+                  {"last", records.empty() ? nlohmann::json(nullptr)
+                                           : nlohmann::json::parse(records.back().ToJson())}};
+  const std::string text = j.dump();
+  if (json == nullptr || text.size() + 1 > json_size) return static_cast<int32_t>(text.size() + 1);
+  std::memcpy(json, text.c_str(), text.size() + 1);
+  return 0;
+}
+
+int32_t md_engine_benchmark_main(int32_t argc, const char* const* argv, char* error,
+                                 size_t error_size) {
+  std::string message;
+  const int code = mobdistill::RunEngineCli(argc, argv, &message);
+  if (code != 0) SetText(error, error_size, message);
+  return code;
+}
+
+}  // extern "C"

@@ -1,0 +1,78 @@
+"""`mobdistill stream`: AMS / JIT / one-time / no customization on real clips; the server is
+simulated in video time, the device is the real engine (docs/streaming.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from mobdistill.errors import UsageError
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="deeplab", help="student (deeplab)")
+    parser.add_argument("--video", help="clip names or paths, comma-separated (default: "
+                        "carphone_pristine.mp4,bikes.mp4,carphone_distorted.mp4)")
+    parser.add_argument("--teacher", default="selfie", help="built-in teacher")
+    parser.add_argument("--scheme", default="ams", choices=("none", "one-time", "jit", "ams"))
+    parser.add_argument("--gamma", type=float, help="AMS fraction of parameters per update")
+    parser.add_argument("--t-update", type=float, help="seconds between updates "
+                        "(default 10 s x --time-scale)")
+    parser.add_argument("--t-horizon", type=float, help="training horizon in seconds "
+                        "(default 240 s x --time-scale)")
+    parser.add_argument("--time-scale", type=float, help="paper clock -> stream clock (0.2)")
+    parser.add_argument("--resolution", help="HEIGHTxWIDTH of the student (96x192)")
+    parser.add_argument("--tiny", action="store_true", help="ASPP width 16 (tests, smoke runs)")
+    parser.add_argument("--iterations", type=int, help="K Adam iterations per update")
+    parser.add_argument("--batch-size", type=int, help="frames per training mini-batch")
+    parser.add_argument("--value-coding", choices=("f16", "q8", "f32"))
+    parser.add_argument("--uplink", choices=("h264", "jpeg"), help="uplink frame coding")
+    parser.add_argument("--link-mbps", type=float, help="downlink rate for arrival times")
+    parser.add_argument("--server-speedup", type=float,
+                        help="server training speed relative to this host's CPU")
+    parser.add_argument("--max-frames", type=int, help="frames per clip (default: all)")
+    parser.add_argument("--pretrain-iterations", type=int)
+    parser.add_argument("--realtime", action="store_true", help="pace frames at the video rate")
+    parser.add_argument("--out", type=Path, default=Path("out/stream"), help="packets, logs, JSON")
+    parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
+    parser.set_defaults(func=run)
+
+
+_MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
+        "time_scale": "time_scale", "iterations": "iterations", "batch_size": "batch_size",
+        "value_coding": "value_coding",
+        "uplink": "uplink_codec", "link_mbps": "link_mbps", "server_speedup": "server_speedup",
+        "max_frames": "max_frames_per_clip", "pretrain_iterations": "pretrain_iterations"}
+
+
+def config_from_args(args: argparse.Namespace):
+    from mobdistill.models.registry import parse_resolution
+    from mobdistill.runtime.ams.stream import StreamConfig
+
+    if args.model != "deeplab":
+        raise UsageError(f"--model {args.model}: streaming supports deeplab only")
+    kw = {dest: getattr(args, src) for src, dest in _MAP.items() if getattr(args, src) is not None}
+    if args.video:
+        kw["videos"] = tuple(v.strip() for v in args.video.split(",") if v.strip())
+    if args.resolution:
+        kw["resolution"] = parse_resolution(args.resolution)
+    if args.tiny:
+        kw["aspp_channels"] = 16
+    return StreamConfig(scheme=args.scheme, teacher=args.teacher, model=args.model,
+                        realtime=args.realtime, **kw)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mobdistill.runtime.ams.stream import run_stream
+
+    result = run_stream(config_from_args(args), out_dir=args.out)
+    if args.json:
+        print(json.dumps(asdict(result), indent=1))
+    else:
+        print(f"{result.scheme}: mIoU vs teacher {result.miou_mean:.4f} over {result.frames} "
+              f"frames; uplink {result.uplink['kbit_s']} kbit/s, downlink "
+              f"{result.downlink['kbit_s']} kbit/s, {result.downlink['packets_applied']} updates "
+              f"applied ({result.engine_updates}); logs in {result.out_dir}")
+    return 0

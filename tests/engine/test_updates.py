@@ -1,0 +1,412 @@
+"""Streamed sparse updates in the C++ engine: decode + verify + patch + rebuild + swap between frames.
+
+Models are tiny DeepLab exports made by the real exporter (session fixture `tiny_export`);
+packets are made by the Python encoder (runtime/ams/wire.py) in deployed tensor space, addressed
+through the manifest's parameter_map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import struct
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_models
+from mobdistill.runtime.ams import wire
+from mobdistill.runtime.ams.wire import Mode, TensorLocation, TensorPatch, ValueCoding
+from mobdistill.runtime.engine import run_engine, runtime_library
+
+KEY = b"per-deployment-key"
+
+
+# ----------------------------------------------------------------------------- helpers
+class Model:
+    """The tiny export plus what the tests need to address and reproduce updates."""
+
+    def __init__(self, export) -> None:
+        self.export = export
+        self.manifest_path = export.manifest_path
+        manifest = json.loads(self.manifest_path.read_text())
+        self.tflite = self.manifest_path.parent / manifest["artifacts"][0]["file"]
+        self.base = self.tflite.read_bytes()
+        self.sha = hashlib.sha256(self.base).digest()
+        self.entries = {e["tensor_index"]: e for e in manifest["parameter_map"]["entries"]}
+        self.table = {i: TensorLocation(e["buffer_offset"], e["buffer_size"], e["dtype"])
+                      for i, e in self.entries.items()}
+        self.height, self.width = manifest["model"]["resolution"]
+
+    def biggest(self, folded: bool = True) -> dict:
+        cands = [e for e in self.entries.values() if (e["fold"] is not None) == folded]
+        return max(cands, key=lambda e: e["buffer_size"])
+
+    def patch(self, entry: dict, rng, fraction: float = 0.05, scale: float = 0.5) -> TensorPatch:
+        numel = entry["buffer_size"] // 4
+        idx = np.sort(rng.choice(numel, max(1, int(numel * fraction)), replace=False))
+        return TensorPatch(entry["tensor_index"], numel, idx, rng.normal(0, scale, idx.size))
+
+    def packet(self, patches, sequence, **kw) -> bytes:
+        kw.setdefault("value_coding", ValueCoding.F32)
+        return wire.encode_update(patches, base_sha256=self.sha, sequence=sequence, **kw)
+
+    def patched(self, data: bytes, packet: bytes, key: bytes | None = None) -> bytes:
+        decoded = wire.decode_update(packet, expected_base_sha256=self.sha, hmac_key=key)
+        return wire.apply_update(data, self.table, decoded)
+
+
+def _litert_logits(model_bytes: bytes, frames: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=model_bytes, num_threads=1) \
+        .get_signature_runner("serving_default")
+    return np.stack([runner(frame=f[None].astype(np.float32))["logits"][0] for f in frames])
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _schedule(path: Path, items: list[tuple[int, Path]]) -> Path:
+    path.write_text("".join(json.dumps({"frame": k, "packet": str(p)}) + "\n" for k, p in items))
+    return path
+
+
+def _reseal(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_export) -> Model:
+    return Model(tiny_export("deeplab", formats=("tflite",)))
+
+
+@pytest.fixture()
+def frames(model, tmp_path):
+    path = tiny_models.random_frames(tmp_path / "f.rgb", 4, (model.height, model.width), seed=7)
+    raw = np.fromfile(path, np.uint8).reshape(4, model.height, model.width, 3)
+    return path, raw
+
+
+def _run(device, model, frames_path, runs, **kw):
+    kw.setdefault("warmup_runs", 0)
+    return run_engine(device, model.manifest_path, num_runs=runs, frames_path=frames_path,
+                      output_logits=True, timeout_s=120, **kw)
+
+
+def _logits(result, model, runs):
+    got = np.fromfile(result.output_logits_path, np.float32)
+    return got.reshape(runs, model.height, model.width, -1)
+
+
+# ----------------------------------------------------------------------------- tests
+def test_applied_update_matches_litert_and_pytorch(engine_binary, model, frames, device,
+                                                   tmp_path):
+    """A 5% sparse change of a BN-folded conv weight in PyTorch space, sent in deployed space."""
+    from mobdistill.export.deploy import run_torch, signature_modules
+    from mobdistill.models import registry
+
+    path, raw = frames
+    entry = model.biggest(folded=True)
+    torch_model = model.export.model()
+    params = dict(torch_model.named_parameters())
+    weight = params[entry["parameter"]].detach().numpy().astype(np.float64)
+    bn = dict(torch_model.named_modules())[entry["fold"]["module"]]
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()
+    rng = np.random.default_rng(3)
+    changed = np.sort(rng.choice(weight.size, weight.size // 20, replace=False))
+    new_weight = weight.copy().reshape(-1)
+    new_weight[changed] += rng.normal(0, 0.3, changed.size)
+    new_weight = new_weight.reshape(weight.shape)
+    # deployed = permute(torch * scale[out]): the map from deployed position to torch index
+    perm = entry["permutation"]
+    order = np.transpose(np.arange(weight.size).reshape(weight.shape), perm).reshape(-1)
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    folded = (new_weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))).reshape(-1)
+    deployed_idx = np.sort(position[changed])
+    values = folded[order[deployed_idx]].astype(np.float32)
+    patch = TensorPatch(entry["tensor_index"], weight.size, deployed_idx, values)
+    packet = model.packet([patch], sequence=1)
+    sched = _schedule(tmp_path / "s.jsonl", [(3, _write(tmp_path / "p1.mdup", packet))])
+
+    runs = 8
+    result = _run(device, model, path, runs, update_schedule=sched, update_blocking=True)
+    assert [f.model_version for f in result.frames] == [0] * 3 + [1] * 5
+    (rec,) = result.updates
+    assert rec["status"] == "applied" and rec["sequence"] == 1 and rec["reason"] is None
+    assert rec["received_frame"] == 3 and rec["swapped_frame"] == 3
+    assert rec["values"] == changed.size and rec["mode"] == "base_relative"
+    for stage in ("decode_us", "patch_us", "build_us", "warm_us"):
+        assert rec[stage] > 0
+    summary = result.summary["updates"]
+    assert summary["applied"] == 1 and summary["rejected"] == 0
+    assert result.summary["model_version"] == 1
+
+    got = _logits(result, model, runs)
+    order_frames = raw[[f.frame for f in result.frames]]
+    old = _litert_logits(model.base, order_frames)
+    new = _litert_logits(model.patched(model.base, packet), order_frames)
+    np.testing.assert_allclose(got[:3], old[:3], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got[3:], new[3:], rtol=0, atol=1e-5)
+    assert np.abs(new[3:] - old[3:]).max() > 1e-3, "the update must change the outputs"
+
+    # the PyTorch model with the same sparse change (BatchNorm frozen) gives the same logits
+    with torch.no_grad():
+        params[entry["parameter"]].copy_(torch.from_numpy(new_weight.astype(np.float32)))
+    specs = registry.get("deeplab").signatures(model.export.config, model.height, model.width)
+    module = signature_modules(torch_model, specs)["serving_default"]
+    ref = np.stack([run_torch(module, {"frame": f[None].astype(np.float32)})["logits"][0]
+                    for f in order_frames[3:]])
+    rel = np.abs(got[3:] - ref).max() / np.abs(ref).max()
+    assert rel < 1e-4, rel
+
+
+def _rejection_packets(model: Model, tmp_path: Path) -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(11)
+    entry = model.biggest(folded=False)
+    tidx, numel = entry["tensor_index"], entry["buffer_size"] // 4
+    good = model.packet([model.patch(entry, rng)], sequence=2)
+    signed = model.packet([model.patch(entry, rng)], sequence=3, hmac_key=KEY)
+    record = bytes(wire._varints(np.array([tidx, numel, 1], np.uint64))) + bytes([0, 0])
+    head = wire.HEADER
+
+    def raw(payload: bytes, sequence: int = 3) -> bytes:
+        return _reseal(head.pack(wire.MAGIC, 1, 0, 0, model.sha, sequence, 1, len(payload),
+                                 len(payload)) + payload)
+
+    unknown = max(model.entries) + 1000
+    return [
+        ("bad_magic", b"XDUP" + good[4:]),
+        ("bad_version", _reseal(good[:4] + b"\x02" + good[5:-4])),
+        ("truncated", good[:-3]),
+        ("bad_checksum", good[:70] + bytes([good[70] ^ 0x10]) + good[71:]),
+        ("bad_hmac", signed),  # authenticated, but this deployment has no key
+        ("base_mismatch", wire.encode_update([model.patch(entry, rng)],
+                                             base_sha256=hashlib.sha256(b"x").digest(),
+                                             sequence=3)),
+        ("out_of_range", raw(bytes(wire._varints(np.array([tidx, numel, 1], np.uint64)))
+                             + bytes([0, 0]) + bytes(wire._varints(np.array([numel], np.uint64)))
+                             + bytes(4))),
+        ("non_finite", raw(record + bytes([5]) + struct.pack("<f", np.inf))),
+        ("out_of_range", model.packet([TensorPatch(unknown, 4, np.array([1]), np.array([1.0]))],
+                                      sequence=3)),
+        ("out_of_range", model.packet([TensorPatch(tidx, numel + 1, np.array([1]),
+                                                   np.array([1.0]))], sequence=3)),
+        ("replay", model.packet([model.patch(entry, rng)], sequence=1)),  # after seq 2 below
+        ("replay", model.packet([model.patch(entry, rng)], sequence=5, mode=Mode.CUMULATIVE)),
+    ], good
+
+
+def test_rejections_keep_the_model_and_name_the_reason(engine_binary, model, frames, device,
+                                                       tmp_path):
+    path, raw_frames = frames
+    bad, good = _rejection_packets(model, tmp_path)
+    items = [(1, _write(tmp_path / "good.mdup", good))]
+    for k, (name, data) in enumerate(bad):
+        items.append((2 + k, _write(tmp_path / f"bad{k}.mdup", data)))
+    items.append((2 + len(bad), tmp_path / "good.mdup"))  # the same packet again: replay
+    runs = len(items) + 3
+    result = _run(device, model, path, runs, update_schedule=_schedule(tmp_path / "s.jsonl", items),
+                  update_blocking=True)
+    recs = result.updates
+    assert len(recs) == len(items)
+    assert recs[0]["status"] == "applied" and recs[0]["swapped_frame"] == 1
+    reasons = [r["reason"] for r in recs[1:]]
+    assert reasons == [name for name, _ in bad] + ["replay"]
+    for r in recs[1:]:
+        assert r["status"] == "rejected" and r["swapped_frame"] is None and r["message"]
+    assert [f.model_version for f in result.frames] == [0] + [2] * (runs - 1)
+    summary = result.summary["updates"]
+    assert summary["applied"] == 1 and summary["rejected"] == len(bad) + 1
+    assert summary["rejected_by_reason"]["out_of_range"] == 3
+    # every frame after the good update runs exactly the good model, whatever came later
+    got = _logits(result, model, runs)
+    order_frames = raw_frames[[f.frame for f in result.frames]]
+    want = _litert_logits(model.patched(model.base, good), order_frames)
+    np.testing.assert_allclose(got[1:], want[1:], rtol=0, atol=1e-5)
+
+
+def test_hmac_key_file(engine_binary, model, frames, device, tmp_path):
+    path, _ = frames
+    rng = np.random.default_rng(5)
+    entry = model.biggest(folded=False)
+    signed = _write(tmp_path / "a.mdup", model.packet([model.patch(entry, rng)], sequence=1,
+                                                     hmac_key=KEY))
+    plain = _write(tmp_path / "b.mdup", model.packet([model.patch(entry, rng)], sequence=2))
+    wrong = _write(tmp_path / "c.mdup", model.packet([model.patch(entry, rng)], sequence=3,
+                                                    hmac_key=b"another key"))
+    key = _write(tmp_path / "key.bin", KEY)
+    result = _run(device, model, path, 6, update_key_file=key, update_blocking=True,
+                  update_schedule=_schedule(tmp_path / "s.jsonl",
+                                            [(1, signed), (2, plain), (3, wrong)]))
+    assert [(r["status"], r["reason"]) for r in result.updates] == [
+        ("applied", None), ("rejected", "bad_hmac"), ("rejected", "bad_hmac")]
+
+
+def _cumulative_chain(model: Model, tmp_path: Path, n: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    entries = sorted(model.entries.values(), key=lambda e: -e["buffer_size"])[:3]
+    packets, models, data = [], [model.base], model.base
+    for seq in range(1, n + 1):
+        packet = model.packet([model.patch(e, rng, 0.1) for e in entries], sequence=seq,
+                              mode=Mode.CUMULATIVE, value_coding=ValueCoding.F16)
+        data = model.patched(data, packet)
+        packets.append(_write(tmp_path / f"c{seq}.mdup", packet))
+        models.append(data)
+    return packets, models
+
+
+def test_schedule_replay_is_deterministic(engine_binary, model, frames, device, tmp_path):
+    path, _ = frames
+    packets, _ = _cumulative_chain(model, tmp_path, 3)
+    sched = _schedule(tmp_path / "s.jsonl", [(2, packets[0]), (2, packets[1]), (5, packets[2])])
+    outs = []
+    for _ in range(2):
+        r = _run(device, model, path, 8, update_schedule=sched, update_blocking=True)
+        outs.append((r, Path(r.output_logits_path).read_bytes()))
+    (a, la), (b, lb) = outs
+    key = ("sequence", "status", "received_frame", "swapped_frame", "mode")
+    assert [[u[k] for k in key] for u in a.updates] == [[u[k] for k in key] for u in b.updates]
+    assert [(u["sequence"], u["swapped_frame"]) for u in a.updates] == [(1, 2), (2, 2), (3, 5)]
+    assert [f.model_version for f in a.frames] == [0, 0, 2, 2, 2, 3, 3, 3]
+    assert la == lb
+
+
+def test_no_frame_sees_a_half_applied_model(engine_binary, model, frames, device, tmp_path):
+    """Asynchronous apply: frames keep running while slots build; each frame = one model."""
+    path, raw_frames = frames
+    packets, models = _cumulative_chain(model, tmp_path, 3, seed=2)
+    sched = _schedule(tmp_path / "s.jsonl", [(5, packets[0]), (6, packets[1]), (7, packets[2])])
+    runs = 300
+    result = _run(device, model, path, runs, update_schedule=sched)
+    assert [u["status"] for u in result.updates] == ["applied"] * 3
+    versions = [f.model_version for f in result.frames]
+    assert versions == sorted(versions) and set(versions) == {0, 1, 2, 3}
+    for u in result.updates:
+        assert u["swapped_frame"] > u["received_frame"], "the build ran beside the frames"
+        assert versions[u["swapped_frame"]] == u["sequence"]
+    got = _logits(result, model, runs)
+    refs = [_litert_logits(m, raw_frames) for m in models]
+    for i, f in enumerate(result.frames):
+        np.testing.assert_allclose(got[i], refs[f.model_version][f.frame], rtol=0, atol=1e-5)
+
+
+def _engine_cmd(engine_binary, model, tmp_path, runs, *flags):
+    return [str(engine_binary), f"--manifest={model.manifest_path}",
+            f"--runtime_lib={runtime_library()}", "--warmup_runs=0", f"--num_runs={runs}",
+            f"--jsonl={tmp_path / 'run.jsonl'}", f"--summary={tmp_path / 'summary.json'}",
+            *flags]
+
+
+def _records(tmp_path):
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines if '"event"' in x]
+
+
+def _wait_frames(tmp_path, n, proc, timeout_s=30.0):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and proc.poll() is None:
+        jsonl = tmp_path / "run.jsonl"
+        if jsonl.is_file() and jsonl.read_text().count('"run"') >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError("engine produced no frames")
+
+
+def test_watched_dir_takes_complete_packets_and_renames_them(engine_binary, model, tmp_path):
+    packets, _ = _cumulative_chain(model, tmp_path, 3, seed=4)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "0001.mdup").write_bytes(packets[0].read_bytes())
+    (inbox / "0002.mdup").write_bytes(b"MDUP not a packet")
+    (inbox / "0003.mdup.part").write_bytes(packets[1].read_bytes())  # incomplete: ignored
+    proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 150, "--run_delay=0.01",
+                                        f"--update_dir={inbox}"),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_frames(tmp_path, 20, proc)
+        tmp = inbox / ".0004.tmp"  # a writer: temporary name, then an atomic rename
+        tmp.write_bytes(packets[1].read_bytes())
+        tmp.rename(inbox / "0004.mdup")
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    names = sorted(p.name for p in inbox.iterdir())
+    assert names == ["0001.mdup.applied", "0002.mdup.rejected", "0003.mdup.part",
+                     "0004.mdup.applied"]
+    recs = _records(tmp_path)
+    assert [(r["name"], r["status"], r["reason"]) for r in recs] == [
+        ("0001.mdup", "applied", None), ("0002.mdup", "rejected", "truncated"),
+        ("0004.mdup", "applied", None)]
+    assert recs[0]["received_frame"] == 0 and recs[2]["received_frame"] >= 20
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model_version"] == 2 and summary["updates"]["applied"] == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tcp_listener_acks_each_message(engine_binary, model, tmp_path):
+    packets, _ = _cumulative_chain(model, tmp_path, 2, seed=6)
+    port = _free_port()
+    proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 400, "--run_delay=0.005",
+                                        f"--update_port={port}"),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_frames(tmp_path, 5, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            for data in (packets[0].read_bytes(), b"garbage!", packets[0].read_bytes(),
+                         packets[1].read_bytes()):
+                conn.sendall(struct.pack(">I", len(data)) + data)
+            reader = conn.makefile("r")
+            acks = [json.loads(reader.readline()) for _ in range(4)]
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    assert [(a["status"], a["reason"], a["sequence"]) for a in acks] == [
+        ("applied", None, 1), ("rejected", "truncated", None), ("rejected", "replay", 1),
+        ("applied", None, 2)]
+    assert all(a["event"] == "update" and a["source"] == "tcp" for a in acks)
+    assert acks[0]["swapped_frame"] >= acks[0]["received_frame"] >= 5
+    assert _records(tmp_path) == acks  # the ack line is the JSONL record
+
+
+def test_tcp_listener_is_bounded_by_the_run(engine_binary, model, tmp_path):
+    """A client that connects and never sends does not keep the engine alive."""
+    port = _free_port()
+    proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 20,
+                                        f"--update_port={port}"),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                time.sleep(0.02)
+        assert proc.wait(timeout=30) == 0
+        conn.close()
+    finally:
+        proc.kill()
+
+
+def test_update_flags_are_validated(engine_binary, model, tmp_path):
+    base = _engine_cmd(engine_binary, model, tmp_path, 2)
+    for flags, text in [(["--update_port=70000"], "--update_port"),
+                        ([f"--update_key_file={tmp_path}/k"], "need an update source"),
+                        ([f"--update_dir={tmp_path}/missing"], "is not a folder"),
+                        ([f"--update_schedule={tmp_path}/none.jsonl"], "--update_schedule")]:
+        done = subprocess.run(base + flags, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and text in done.stderr, done.stderr
