@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
 # What can be checked of the Android side without the SDK/NDK (see docs/android.md):
 #  1. the JNI bridge builds with the library's own CMakeLists against the JDK's jni.h, linked
-#     with a stub of engine_facade.h (-Wall -Wextra -Werror, no undefined symbols);
+#     with the REAL engine core (mobdistill_engine_core + mobdistill_update, -fPIC, no undefined
+#     symbols; -Wall -Wextra -Werror for the bridge);
 #  2. kotlinc (npm kotlin-compiler, cached in .cache/npm) compiles the Kotlin that needs no
-#     android.jar: the library API (MobdistillEngine) and the harness's BenchmarkRequest;
-#  3. a desktop JVM runs HostCheck: Kotlin -> JNI -> stub and back, errors as exceptions.
+#     android.jar: the library API (MobdistillEngine), the harness's BenchmarkRequest and the
+#     host check (android/library/src/main/cpp/hostcheck/RealCoreCheck.kt);
+#  3. a tiny real DeepLab export (mobdistill.export, cached in BUILD/model) plus update packets
+#     and reference masks from ai_edge_litert (Python, .venv);
+#  4. a desktop JVM runs RealCoreCheck: Kotlin -> JNI -> engine core -> TFLite C API
+#     (liblitert-lm.so): load the manifest, segment frames, apply update packets, read stats,
+#     run the in-process benchmark.
 # Usage: android/verify_host.sh [BUILD_DIR]   (default build/android-host). Needs cmake, g++,
-# a JDK 17 (JAVA_HOME or /usr/lib/jvm/java-17-openjdk-*) and npm (first run installs kotlinc).
+# zlib and nlohmann-json headers, a JDK 17 (JAVA_HOME or /usr/lib/jvm/java-17-openjdk-*), the
+# project venv (.venv) and npm (first run installs kotlinc).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${1:-$ROOT/build/android-host}"
 KOTLIN_VERSION=2.4.20
 NPM_CACHE="$ROOT/.cache/npm"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 export JAVA_HOME="${JAVA_HOME:-$(ls -d /usr/lib/jvm/java-17-openjdk-* 2>/dev/null | head -n1)}"
 [ -f "$JAVA_HOME/include/jni.h" ] || { echo "no jni.h under JAVA_HOME=$JAVA_HOME: install a JDK 17" >&2; exit 2; }
 
-echo "== 1. JNI bridge (CMake, host, facade stub)"
+echo "== 1. JNI bridge + real engine core (CMake, host)"
 cmake -S "$ROOT/android/library/src/main/cpp" -B "$BUILD/jni" -DCMAKE_BUILD_TYPE=Release \
-  -DJAVA_HOME="$JAVA_HOME" \
-  -DMOBDISTILL_FACADE_STUB="$ROOT/android/library/src/test/cpp/engine_facade_stub.cc" >/dev/null
+  -DJAVA_HOME="$JAVA_HOME" -DMOBDISTILL_FACADE_STUB= -DMOBDISTILL_BUILD_TESTS=OFF \
+  -DMOBDISTILL_WERROR=ON >/dev/null
 cmake --build "$BUILD/jni" -j 2
 nm -D --defined-only "$BUILD/jni/libmobdistill_jni.so" | grep -c ' Java_org_mobdistill_' \
   | xargs -I{} echo "exports {} JNI functions"
+nm -D --defined-only "$BUILD/jni/libmobdistill_jni.so" | grep -q ' md_engine_' \
+  && { echo "md_engine_* leaked out of the JNI library" >&2; exit 1; } || true
 
 echo "== 2. kotlinc $KOTLIN_VERSION"
 KOTLINC="$NPM_CACHE/node_modules/kotlin-compiler/bin/kotlinc"
@@ -33,10 +43,48 @@ JAVA_HOME="$JAVA_HOME" "$KOTLINC" -jvm-target 17 -include-runtime -nowarn \
   -d "$BUILD/kotlin/hostcheck.jar" \
   "$ROOT/android/library/src/main/kotlin/org/mobdistill/MobdistillEngine.kt" \
   "$ROOT/android/harness/src/main/kotlin/org/mobdistill/harness/BenchmarkRequest.kt" \
-  "$ROOT/android/library/src/test/kotlin/HostCheck.kt"
+  "$ROOT/android/library/src/main/cpp/hostcheck/RealCoreCheck.kt"
 
-echo "== 3. JVM -> JNI -> stub"
-MANIFEST="$BUILD/kotlin/tiny.manifest.json"
-echo '{"schema": "mobdistill.manifest", "schema_version": 1}' > "$MANIFEST"
+echo "== 3. tiny real model, packets and reference masks"
+WORK="$BUILD/check"
+mkdir -p "$WORK"
+RUNTIME_LIB="$("$PYTHON" - "$WORK" <<'PY'
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+from mobdistill.runtime.engine import runtime_library
+work = Path(sys.argv[1])
+manifest = work / "model" / "deeplab.manifest.json"
+if not manifest.is_file():
+    from mobdistill.export.api import export_model
+    export_model("deeplab", out_dir=work / "model", formats=("tflite",), tiny=True)
+from ai_edge_litert.interpreter import Interpreter
+from mobdistill.runtime.ams import wire
+m = json.loads(manifest.read_text())
+base = (manifest.parent / m["artifacts"][0]["file"]).read_bytes()
+sha = hashlib.sha256(base).digest()
+h, w = m["model"]["resolution"]
+entry = next(e for e in m["parameter_map"]["entries"] if e["parameter"] == "classifier.bias")
+n = entry["buffer_size"] // 4
+patch = wire.TensorPatch(entry["tensor_index"], n, np.array([n - 1]), np.array([5.0]))
+good = wire.encode_update([patch], base_sha256=sha, sequence=1, value_coding=wire.ValueCoding.F32)
+(work / "good.mdup").write_bytes(good)
+(work / "bad.mdup").write_bytes(good[:70] + bytes([good[70] ^ 0x10]) + good[71:])
+table = {e["tensor_index"]: wire.TensorLocation(e["buffer_offset"], e["buffer_size"], e["dtype"])
+         for e in m["parameter_map"]["entries"]}
+patched = wire.apply_update(base, table, wire.decode_update(good, expected_base_sha256=sha))
+frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+frame.tofile(work / "frame.rgb")
+for name, data in (("base", base), ("patched", patched)):
+    run = Interpreter(model_content=data).get_signature_runner("serving_default")
+    logits = run(frame=frame[None].astype(np.float32))["logits"][0]
+    logits.argmax(-1).astype(np.uint8).tofile(work / f"mask_{name}.u8")
+print(runtime_library())
+PY
+)"
+RUNTIME_LIB="$(echo "$RUNTIME_LIB" | tail -n1)"
+echo "runtime library: $RUNTIME_LIB"
+
+echo "== 4. JVM -> JNI -> real engine core"
 "$JAVA_HOME/bin/java" -Djava.library.path="$BUILD/jni" -cp "$BUILD/kotlin/hostcheck.jar" \
-  HostCheckKt "$MANIFEST"
+  RealCoreCheckKt "$WORK" "$WORK/model/deeplab.manifest.json" "$RUNTIME_LIB"

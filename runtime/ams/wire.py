@@ -174,6 +174,21 @@ def _encode_values(values: np.ndarray, coding: ValueCoding) -> tuple[bytes, byte
 
 
 # ----------------------------------------------------------------------------- encoder
+DEFLATE_CANDIDATES = ((8, zlib.Z_DEFAULT_STRATEGY), (9, zlib.Z_DEFAULT_STRATEGY),
+                      (8, zlib.Z_FILTERED), (9, zlib.Z_FILTERED))  # (memLevel, strategy)
+
+
+def _deflate_smallest(raw: bytes) -> bytes:
+    """Level 9 with each (memLevel, strategy) candidate; the smallest zlib stream wins."""
+    best = zlib.compress(raw, 9)
+    for mem_level, strategy in DEFLATE_CANDIDATES:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 15, mem_level, strategy)
+        candidate = packer.compress(raw) + packer.flush()
+        if len(candidate) < len(best):
+            best = candidate
+    return best
+
+
 def _check_patch(patch: TensorPatch) -> tuple[np.ndarray, np.ndarray]:
     idx = np.asarray(patch.indices, dtype=np.int64).ravel()
     val = np.asarray(patch.values, dtype=np.float32).ravel()
@@ -196,8 +211,13 @@ def encode_update(
     value_coding: ValueCoding = ValueCoding.F16,
     hmac_key: bytes | None = None,
     compress: bool = True,
+    search_deflate: bool = False,
 ) -> bytes:
-    """Packs ``tensors`` (sorted by tensor index on the way) into one packet."""
+    """Packs ``tensors`` (sorted by tensor index on the way) into one packet.
+
+    ``search_deflate`` also tries other deflate strategies and keeps the smallest stream: any
+    valid zlib stream inflates the same, so the packet stays version 1 for every decoder.
+    """
     if len(base_sha256) != 32:
         raise UpdateError("base_sha256 must be the 32-byte digest of the deployed .tflite")
     if not 0 < sequence < 1 << 64:
@@ -215,7 +235,8 @@ def encode_update(
         index_bytes += idx_data
         value_bytes += val_data
     raw = bytes(records + index_bytes + value_bytes)
-    stored = zlib.compress(raw, 9) if compress else raw
+    stored = (_deflate_smallest(raw) if search_deflate else zlib.compress(raw, 9)) \
+        if compress else raw
     flags = (FLAG_CUMULATIVE if mode == Mode.CUMULATIVE else 0) | (FLAG_COMPRESSED if compress else 0)
     flags |= FLAG_HMAC if hmac_key else 0
     head = HEADER.pack(MAGIC, VERSION, flags, 0, base_sha256, sequence, len(patches),

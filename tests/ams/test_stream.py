@@ -26,7 +26,7 @@ def run_cli(tmp_path_factory):
         argv = ["stream", "--scheme", scheme, "--video", "carphone_pristine.mp4",
                 "--max-frames", "30", "--resolution", "64x128", "--tiny", "--iterations", "1",
                 "--batch-size", "1", "--t-update", "0.4", "--server-speedup", "1000",
-                "--pretrain-iterations", "2", "--out", str(out), "--json"]
+                "--pretrain-iterations", "2", "--realtime", "--out", str(out), "--json"]
         assert main(argv) == 0
         return json.loads(capsys.readouterr().out)
 
@@ -91,3 +91,21 @@ def test_uplink_counts_the_encoded_bytes(codec):
     error = np.abs(chunk.decoded[0].astype(int) - frames[0].astype(int)).mean()
     assert 0 < error < 20  # lossy but recognisable
     assert uplink.send([], [], codec=codec).num_bytes == 0
+
+
+def test_searched_deflate_stays_wire_v1_for_the_cpp_decoder(verify_tool, tmp_path):
+    from mobdistill.runtime.ams import wire
+    from mobdistill.runtime.ams.native import run_verify_tool
+
+    rng = np.random.default_rng(0)
+    patches = [wire.TensorPatch(0, 4096, np.sort(rng.choice(4096, 400, replace=False)),
+                                rng.normal(0, 0.05, 400).astype(np.float32))]
+    base = bytes(32)
+    plain = wire.encode_update(patches, base_sha256=base, sequence=1)
+    searched = wire.encode_update(patches, base_sha256=base, sequence=1, search_deflate=True)
+    assert len(searched) <= len(plain)
+    a, b = (wire.decode_update(x, expected_base_sha256=base).tensors[0] for x in (plain, searched))
+    assert np.array_equal(a.indices, b.indices) and np.array_equal(a.values, b.values)
+    (tmp_path / "searched.mdup").write_bytes(searched)
+    [row] = run_verify_tool(verify_tool, [tmp_path / "searched.mdup"], base_sha256=base)
+    assert row["status"] == "ok", row

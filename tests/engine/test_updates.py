@@ -84,9 +84,46 @@ def _reseal(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+class _LivelyExport:
+    """A tiny DeepLab whose weights matter: He-initialised convs and non-trivial BatchNorm
+    statistics (a fresh tiny init collapses to near-constant logits, which would hide updates)."""
+
+    def __init__(self, out: Path) -> None:
+        from mobdistill.export.api import export_model
+        from mobdistill.models import registry
+
+        self.entry = registry.get("deeplab")
+        self.config = registry.configure(self.entry, tiny=True)
+        torch.manual_seed(0)
+        model = self.entry.build(self.config).eval()
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.Conv2d):
+                    fan_in = mod.weight[0].numel()
+                    mod.weight.copy_(torch.randn(mod.weight.shape, generator=g)
+                                     * (2.0 / fan_in) ** 0.5)
+                elif isinstance(mod, torch.nn.BatchNorm2d):
+                    n = mod.weight.shape
+                    mod.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                    mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                    mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                    mod.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+        self.checkpoint = out / "student.pt"
+        torch.save(model.state_dict(), self.checkpoint)
+        result = export_model("deeplab", out_dir=out, formats=("tflite",), config=self.config,
+                              checkpoint=self.checkpoint, tiny=True)
+        self.manifest_path = result.manifest_path
+
+    def model(self) -> torch.nn.Module:
+        model = self.entry.build(self.config)
+        model.load_state_dict(torch.load(self.checkpoint, weights_only=True))
+        return model.eval()
+
+
 @pytest.fixture(scope="module")
-def model(tiny_export) -> Model:
-    return Model(tiny_export("deeplab", formats=("tflite",)))
+def model(tmp_path_factory) -> Model:
+    return Model(_LivelyExport(tmp_path_factory.mktemp("lively-deeplab")))
 
 
 @pytest.fixture()
@@ -170,7 +207,7 @@ def test_applied_update_matches_litert_and_pytorch(engine_binary, model, frames,
     assert rel < 1e-4, rel
 
 
-def _rejection_packets(model: Model, tmp_path: Path) -> list[tuple[str, bytes]]:
+def _rejection_packets(model: Model, tmp_path: Path) -> tuple[list[tuple[str, bytes]], bytes]:
     rng = np.random.default_rng(11)
     entry = model.biggest(folded=False)
     tidx, numel = entry["tensor_index"], entry["buffer_size"] // 4
@@ -386,20 +423,24 @@ def test_tcp_listener_acks_each_message(engine_binary, model, tmp_path):
 def test_tcp_listener_is_bounded_by_the_run(engine_binary, model, tmp_path):
     """A client that connects and never sends does not keep the engine alive."""
     port = _free_port()
-    proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 20,
+    proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 40, "--run_delay=0.05",
                                         f"--update_port={port}"),
                             stderr=subprocess.PIPE, text=True)
+    conn = None
     try:
-        for _ in range(200):
+        for _ in range(500):
             try:
                 conn = socket.create_connection(("127.0.0.1", port), timeout=5)
                 break
             except OSError:
-                time.sleep(0.02)
+                time.sleep(0.01)
+        assert conn is not None, "the listener never accepted"
         assert proc.wait(timeout=30) == 0
-        conn.close()
+        assert conn.recv(1) == b"", "the engine closed the idle connection at the end"
     finally:
         proc.kill()
+        if conn is not None:
+            conn.close()
 
 
 def test_update_flags_are_validated(engine_binary, model, tmp_path):

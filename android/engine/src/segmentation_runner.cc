@@ -295,7 +295,8 @@ int64_t SegmentationRunner::model_version() {
 }
 
 std::vector<UpdateRecord> SegmentationRunner::update_records() {
-  std::lock_guard<std::mutex> lock(frame_mu_);
+  std::lock_guard<std::mutex> lock(frame_mu_);  // between frames by construction
+  if (updates_) CollectUpdates(frames_processed_, false);
   return update_records_;
 }
 

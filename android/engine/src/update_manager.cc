@@ -77,6 +77,11 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   if (!s.ok()) {
     r.reason = update::StatusCodeName(s.code);
     r.message = s.message;
+    if (s.code == update::StatusCode::kReplay && p->bytes.size() >= 48) {
+      // CRC, HMAC and base already passed: the header's sequence (bytes 40..47) is genuine.
+      r.has_sequence = true;
+      for (int k = 7; k >= 0; --k) r.sequence = (r.sequence << 8) | p->bytes[40 + size_t(k)];
+    }
     return r;
   }
   r.has_sequence = true;
@@ -137,7 +142,6 @@ void UpdateManager::WorkerLoop() {
 }
 
 void UpdateManager::BetweenFrames(int64_t run, bool wait, std::vector<UpdateRecord>* finished) {
-  std::vector<std::pair<std::function<void(const UpdateRecord&)>, UpdateRecord>> callbacks;
   {
     std::unique_lock<std::mutex> lock(mu_);
     for (IncomingPacket& p : inbox_) {
@@ -153,7 +157,9 @@ void UpdateManager::BetweenFrames(int64_t run, bool wait, std::vector<UpdateReco
         if (engine_->ApplyPendingSwap(&event, &failure)) {
           in_flight_record_.swapped_frame = run;
           finished_.push_back(in_flight_record_);
-          callbacks.emplace_back(std::move(in_flight_.on_done), in_flight_record_);
+          // Under the lock: the worker cannot finish the next packet first, so outcomes (TCP
+          // acks, renames) come out in the order the packets were taken.
+          if (in_flight_.on_done) in_flight_.on_done(in_flight_record_);
           in_flight_ = IncomingPacket();
           awaiting_ = false;
           cv_.notify_all();
@@ -166,9 +172,6 @@ void UpdateManager::BetweenFrames(int64_t run, bool wait, std::vector<UpdateReco
     }
     finished->insert(finished->end(), finished_.begin(), finished_.end());
     finished_.clear();
-  }
-  for (auto& cb : callbacks) {
-    if (cb.first) cb.first(cb.second);
   }
 }
 

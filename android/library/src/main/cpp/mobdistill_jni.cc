@@ -40,6 +40,18 @@ class Utf {
   const char* chars_;
 };
 
+// A Java byte[] copied out (null -> empty).
+std::vector<uint8_t> Bytes(JNIEnv* env, jbyteArray array) {
+  std::vector<uint8_t> out;
+  if (array == nullptr) return out;
+  out.resize(static_cast<size_t>(env->GetArrayLength(array)));
+  if (!out.empty()) {
+    env->GetByteArrayRegion(array, 0, static_cast<jsize>(out.size()),
+                            reinterpret_cast<jbyte*>(out.data()));
+  }
+  return out;
+}
+
 MdEngine* FromHandle(JNIEnv* env, jlong handle) {
   if (handle == 0) Throw(env, "the engine is closed; open a new MobdistillEngine");
   return reinterpret_cast<MdEngine*>(handle);
@@ -51,11 +63,13 @@ extern "C" {
 
 JNIEXPORT jlong JNICALL Java_org_mobdistill_MobdistillEngine_nativeCreate(
     JNIEnv* env, jclass, jstring manifest, jstring runtime_lib, jstring delegate_lib,
-    jstring delegate, jint num_threads) {
+    jstring delegate, jint num_threads, jbyteArray update_key) {
   Utf manifest_utf(env, manifest), runtime_utf(env, runtime_lib);
   Utf delegate_lib_utf(env, delegate_lib), delegate_utf(env, delegate);
+  std::vector<uint8_t> key = Bytes(env, update_key);
   MdEngineOptions options{manifest_utf.get(), runtime_utf.get(), delegate_lib_utf.get(),
-                          delegate_utf.get(), num_threads};
+                          delegate_utf.get(), num_threads, key.empty() ? nullptr : key.data(),
+                          key.size()};
   MdEngine* engine = nullptr;
   char error[kErrorSize] = {0};
   if (md_engine_create(&options, &engine, error, sizeof(error)) != 0 || engine == nullptr) {
@@ -131,6 +145,41 @@ JNIEXPORT jlong JNICALL Java_org_mobdistill_MobdistillEngine_nativeSegment(
     return -1;
   }
   return static_cast<jlong>(invoke_us);
+}
+
+// One sparse-update packet, applied on the calling thread; returns the update record as JSON
+// (status "applied" or "rejected" with its reason). Misuse (no parameter_map) throws.
+JNIEXPORT jstring JNICALL Java_org_mobdistill_MobdistillEngine_nativeApplyUpdate(
+    JNIEnv* env, jclass, jlong handle, jbyteArray packet) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine == nullptr) return nullptr;
+  const std::vector<uint8_t> bytes = Bytes(env, packet);
+  std::vector<char> result(8192, 0);
+  const int32_t code = md_engine_apply_update(engine, bytes.data(), bytes.size(), result.data(),
+                                              result.size());
+  if (code < 0) {
+    Throw(env, result[0] ? result.data() : "md_engine_apply_update failed without a message");
+    return nullptr;
+  }
+  return env->NewStringUTF(result.data());
+}
+
+// Running statistics as JSON (frames, invoke percentiles, model_version, updates).
+JNIEXPORT jstring JNICALL Java_org_mobdistill_MobdistillEngine_nativeStats(JNIEnv* env, jclass,
+                                                                          jlong handle) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine == nullptr) return nullptr;
+  std::vector<char> json(4096, 0);
+  int32_t need = md_engine_stats(engine, json.data(), json.size());
+  if (need > 0) {
+    json.assign(static_cast<size_t>(need), 0);
+    need = md_engine_stats(engine, json.data(), json.size());
+  }
+  if (need != 0) {
+    Throw(env, "md_engine_stats failed");
+    return nullptr;
+  }
+  return env->NewStringUTF(json.data());
 }
 
 // The benchmark with the executable's flags; returns its exit code.

@@ -50,6 +50,20 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
         return nativeSegment(checkOpen(), rgb, rowStride, mask)
     }
 
+    /**
+     * Applies one sparse-update packet (wire format MDUP v1) from a server: verifies it, patches
+     * a copy of the model and builds + warms the new interpreter on the calling thread, so call
+     * it from a background thread. The next [segment] runs on the new model; frames keep running
+     * on the old one meanwhile. A refused packet leaves the model untouched.
+     *
+     * @return the engine's update record as JSON: `"status":"applied"` or `"rejected"` with a
+     *   `reason` (bad_checksum, bad_hmac, replay, ...), `sequence` and the stage times in us
+     */
+    fun applyUpdate(packet: ByteArray): String = nativeApplyUpdate(checkOpen(), packet)
+
+    /** Running statistics as JSON: frames, invoke p50/p90/p99 (last 1000), model_version, updates. */
+    fun stats(): String = nativeStats(checkOpen())
+
     override fun close() {
         val old = handle
         handle = 0
@@ -75,8 +89,9 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
             delegate: Delegate = Delegate.XNNPACK,
             numThreads: Int = 1,
             delegateLib: String? = null,
+            updateKey: ByteArray? = null,
         ): MobdistillEngine = MobdistillEngine(
-            nativeCreate(manifest, runtimeLib, delegateLib, delegate.flag, numThreads))
+            nativeCreate(manifest, runtimeLib, delegateLib, delegate.flag, numThreads, updateKey))
 
         /** Runs the benchmark in-process with `mobdistill-engine` flags; returns its exit code. */
         @JvmStatic
@@ -84,7 +99,7 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
 
         @JvmStatic private external fun nativeCreate(
             manifest: String, runtimeLib: String, delegateLib: String?, delegate: String,
-            numThreads: Int,
+            numThreads: Int, updateKey: ByteArray?,
         ): Long
         @JvmStatic private external fun nativeDestroy(handle: Long)
         @JvmStatic private external fun nativeInfo(handle: Long): IntArray
@@ -94,5 +109,7 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
             handle: Long, rgb: ByteBuffer, rowStride: Int, mask: ByteBuffer,
         ): Long
         @JvmStatic private external fun nativeBenchmark(args: Array<String>): Int
+        @JvmStatic private external fun nativeApplyUpdate(handle: Long, packet: ByteArray): String
+        @JvmStatic private external fun nativeStats(handle: Long): String
     }
 }
