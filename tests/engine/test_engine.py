@@ -195,3 +195,11 @@ def test_hot_swap_frames_see_old_or_new_model_never_a_mix(engine_binary, statele
         other = old if f.model_version == 1 else new
         np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-5)
         assert np.abs(got[i] - other).max() > 0.1
+
+
+def test_peak_memory_is_the_engines_own(engine_binary, stateless_manifest, device):
+    """ru_maxrss survives fork+exec; the engine must not report its parent's peak."""
+    ballast = np.ones(768 * 2**20 // 8)  # ~768 MB resident in this (parent) process
+    result = run_engine(device, stateless_manifest, warmup_runs=0, num_runs=2, timeout_s=60)
+    assert ballast.sum() > 0
+    assert 0 < result.summary["peak_rss_mb"] < 600

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -39,10 +40,18 @@ nlohmann::json HostJson() {
   return host;
 }
 
-double PeakRssMb() {  // ru_maxrss is in kilobytes on Linux and Android
+// Peak resident memory of this process image. VmHWM (kB, Linux and Android) belongs to the
+// current address space; ru_maxrss also survives fork+exec, so an engine started from a large
+// parent (a Python driver holding torch) would report the parent's peak as its own.
+double PeakRssMb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
   struct rusage usage;
   if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // kB on Linux and Android
 }
 
 nlohmann::json UpdatesJson(const std::vector<UpdateRecord>& updates) {
