@@ -5,7 +5,8 @@ For each of JITNet (720x1280), DeepLabV3-MNV2 (256x512) and MobileVOS (480x864, 
      file sizes, TRANSPOSE ops, verification errors  -> results/students_export.{json,md}
   2. profile the TFLite artifact with the on-device engine on the host, and time ONNX Runtime
      and PyTorch eager on the same frames and threads in the same run (ratios, not absolutes)
-     -> results/students_profile.{json,md}, results/profile_<model>.png (per-frame latency)
+     -> results/students_profile.json, results/students.md,
+        results/profile_<model>.{csv,png} (per-frame latency)
 Artifacts stay in --work (outside the repository).
 
     .venv/bin/python benchmarks/students.py [--models jitnet,deeplab,mobilevos] [--num_threads 2]
@@ -108,6 +109,7 @@ def main() -> None:  # noqa: C901 - a straight script
         report = profile(artifact=manifest_path, out_dir=args.work / f"profile-{name}",
                          num_threads=args.num_threads, warmup_runs=2, num_runs=args.num_runs)
         shutil.copyfile(report.png_path, results / f"profile_{name}.png")
+        shutil.copyfile(report.csv_path, results / f"profile_{name}.csv")
         engine = json.loads(report.json_path.read_text())
         ratios = side_by_side(name, manifest_path, args.num_threads, args.num_runs)
         engine_ms = float(np.median(report.result.measured_invoke_us())) / 1000

@@ -74,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.scheme}: mIoU vs teacher {result.miou_mean:.4f} over {result.frames} "
               f"frames; uplink {result.uplink['kbit_s']} kbit/s, downlink "
               f"{result.downlink['kbit_s']} kbit/s, {result.downlink['packets_applied']} updates "
-              f"applied ({result.engine_updates}); logs in {result.out_dir}")
+              f"applied by the engine; logs in {result.out_dir}")
     return 0

@@ -10,9 +10,7 @@ time becomes the frame at which it is visible to the device.
 
 Device: the real C++ engine replays every frame with ``--update_schedule`` (decode, apply to an
 inactive copy, build off the frame thread, swap between frames), writes each frame's argmax mask
-and per-update events. If the engine binary lacks ``--update_schedule`` the replay is *emulated*
-(``engine_updates: "emulated"``): the packets are decoded and applied in Python and the engine runs
-one segment per model version, each swap landing on the frame after the packet arrived.
+and per-update events.
 
 Evaluation: per-frame mIoU of the engine's masks against the teacher's labels (`evaluate`).
 The whole design and its scaling of the paper's clock are in docs/streaming.md.
@@ -21,10 +19,9 @@ The whole design and its scaling of the paper's clock are in docs/streaming.md.
 from __future__ import annotations
 
 import copy
-import hashlib
+import re
 import json
 import logging
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,7 +35,7 @@ from mobdistill.runtime.ams import evaluate, uplink, wire
 from mobdistill.runtime.ams.jit import JitConfig, JitDistiller
 from mobdistill.runtime.ams.rates import AdaptiveRates
 from mobdistill.runtime.ams.server import DeployedSpace, ServerConfig, Session
-from mobdistill.runtime.ams.wire import Mode, ValueCoding
+from mobdistill.runtime.ams.wire import ValueCoding
 from mobdistill.runtime.teachers import Teacher, get_teacher
 
 log = logging.getLogger(__name__)
@@ -79,7 +76,6 @@ class StreamConfig:
     pretrain_iterations: int = 150
     num_threads: int = 2
     realtime: bool = False
-    engine_updates: str = "auto"  # auto | engine | emulated
     seed: int = 0
 
     @property
@@ -121,7 +117,6 @@ class PlannedUpdate:
 class StreamResult:
     scheme: str
     settings: dict[str, Any]
-    engine_updates: str
     frames: int
     duration_s: float
     miou_mean: float
@@ -353,22 +348,6 @@ def deliver(planned: list[PlannedUpdate], stream: Stream, link_mbps: float,
 
 
 # ----------------------------------------------------------------------------- device side
-def engine_supports_updates(binary: Path) -> bool:
-    done = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30)
-    return "update_schedule" in done.stdout + done.stderr
-
-
-def _records(jsonl: Path) -> tuple[list[dict], list[dict]]:
-    frames, events = [], []
-    for line in Path(jsonl).read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        (events if "event" in record else frames).append(record)
-    return frames, events
-
-
 def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUpdate],
                   config: StreamConfig, out: Path, device) -> tuple[np.ndarray, list, list]:
     """The real engine with ``--update_schedule``: (masks, frame records, update events)."""
@@ -377,111 +356,35 @@ def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUp
     frames_path = out / "frames.rgb"
     stream.frames.tofile(frames_path)
     schedule = out / "schedule.jsonl"
-    lines, by_name = [], {}
-    for p in delivered:
-        local = out / "packets" / f"update-{p.sequence:04d}.mdup"
-        remote = device.stage(local, f"stream-update-{p.sequence:04d}.mdup", timeout_s=60)
-        lines.append(json.dumps({"frame": p.arrival_frame, "packet": remote}))
-        by_name[remote] = p.sequence
-    schedule.write_text("".join(line + "\n" for line in lines))
-    flags = (f"--run_delay={_run_delay(stream, config)}",)
+    schedule.write_text("".join(
+        json.dumps({"frame": p.arrival_frame,
+                    "packet": str(out / "packets" / f"update-{p.sequence:04d}.mdup")}) + "\n"
+        for p in delivered))
     result = run_engine(device, manifest_path, num_threads=config.num_threads, warmup_runs=0,
                         num_runs=len(stream.frames), frames_path=frames_path,
-                        out_dir=out / "engine", output_masks=True, extra_flags=flags,
-                        extra_files={"update_schedule": schedule},
-                        timeout_s=600)
-    records, events = _records(Path(result.jsonl_path))
-    for event in events:  # a packet refused before decoding carries no sequence: use its name
+                        out_dir=out / "engine", output_masks=True,
+                        extra_flags=(f"--run_delay={_run_delay(stream, config)}",),
+                        update_schedule=schedule if delivered else None, timeout_s=600)
+    # The schedule's i-th line is the i-th delivered packet; a packet refused before decoding
+    # carries no sequence, so name it from its line.
+    for event in result.updates:
         if event.get("sequence") is None:
-            event["sequence"] = by_name.get(event.get("name"))
+            line = re.search(r"\.u(\d+)\.mdup$", str(event.get("name", "")))
+            event["sequence"] = delivered[int(line[1])].sequence if line else None
     h, w = stream.frames.shape[1:3]
     masks = evaluate.read_masks(result.output_masks_path, len(stream.frames), h, w)
-    return masks, records, events
+    return masks, [asdict(f) for f in result.frames], result.updates
 
 
 def _run_delay(stream: Stream, config: StreamConfig) -> float:
     return float(stream.duration_s / len(stream.frames)) if config.realtime else 0.0
 
 
-def replay_emulated(stream: Stream, manifest_path: Path, delivered: list[PlannedUpdate],
-                    config: StreamConfig, out: Path, device) -> tuple[np.ndarray, list, list]:
-    """Fallback for an engine without ``--update_schedule``: Python decodes and applies each
-    packet (timed), the engine runs one segment per model version (its load time = build_us)."""
-    from mobdistill.export.manifest import artifact_path
-    from mobdistill.export.manifest import load as load_manifest
-    from mobdistill.runtime.ams.native import tensor_table
-    from mobdistill.runtime.engine import run_engine
-
-    manifest = load_manifest(manifest_path)
-    base = artifact_path(manifest_path, manifest, "tflite").read_bytes()
-    base_sha = hashlib.sha256(base).digest()
-    table, guard = tensor_table(manifest), wire.SequenceGuard()
-    versions: list[tuple[int, bytes, dict]] = [(0, base, {})]
-    current = base
-    for p in sorted(delivered, key=lambda p: p.arrival_frame):
-        t0 = time.perf_counter()
-        packet = wire.decode_update(p.packet, expected_base_sha256=base_sha)
-        guard.accept(packet)
-        t1 = time.perf_counter()
-        current = wire.apply_update(base if packet.mode == Mode.BASE_RELATIVE else current,
-                                    table, packet)
-        t2 = time.perf_counter()
-        swap = p.arrival_frame + 1
-        event = {"event": "update", "sequence": p.sequence, "status": "applied", "reason": "",
-                 "received_frame": p.arrival_frame, "swapped_frame": swap,
-                 "decode_us": (t1 - t0) * 1e6, "patch_us": (t2 - t1) * 1e6,
-                 "build_us": None, "warm_us": None}
-        if swap >= len(stream.frames):
-            event.update(status="not_swapped", reason="stream ended", swapped_frame=None)
-        elif versions[-1][0] == swap:
-            versions[-1] = (swap, current, event)
-        else:
-            versions.append((swap, current, event))
-        versions[-1][2].setdefault("sequence", p.sequence)
-    masks, records, events = [], [], []
-    bounds = [v[0] for v in versions[1:]] + [len(stream.frames)]
-    for number, ((first, model_bytes, event), last) in enumerate(zip(versions, bounds)):
-        seg = out / "engine" / f"v{number}"
-        seg.mkdir(parents=True, exist_ok=True)
-        seg_manifest = _segment_manifest(manifest_path, manifest, model_bytes, seg)
-        stream.frames[first:last].tofile(seg / "frames.rgb")
-        result = run_engine(device, seg_manifest, num_threads=config.num_threads, warmup_runs=0,
-                            num_runs=last - first, frames_path=seg / "frames.rgb", out_dir=seg,
-                            output_masks=True, timeout_s=600,
-                            extra_flags=(f"--model_version={number}",
-                                         f"--run_delay={_run_delay(stream, config)}"))
-        seg_records, _ = _records(Path(result.jsonl_path))
-        for r in seg_records:
-            r["run"] += first
-        records += seg_records
-        masks.append(evaluate.read_masks(result.output_masks_path, last - first,
-                                         *stream.frames.shape[1:3]))
-        if event:
-            event.update(build_us=result.summary.get("model_load_ms", 0) * 1e3,
-                         warm_us=result.summary.get("first_inference_us"))
-            events.append(event)
-    return np.concatenate(masks), records, events
-
-
-def _segment_manifest(path: Path, manifest: dict, model_bytes: bytes, folder: Path) -> Path:
-    data = json.loads(Path(path).read_text())
-    for artifact in data["artifacts"]:
-        if artifact["format"] == "tflite":
-            (folder / artifact["file"]).write_bytes(model_bytes)
-            artifact["sha256"] = hashlib.sha256(model_bytes).hexdigest()
-            artifact["size_bytes"] = len(model_bytes)
-    target = folder / Path(path).name
-    target.write_text(json.dumps(data, indent=1))
-    return target
-
-
-# ----------------------------------------------------------------------------- the run
 def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path | None = None,
                teacher: Teacher | None = None) -> StreamResult:
     """Simulate the server, replay on the engine, evaluate against the teacher."""
     from mobdistill.export.manifest import load as load_manifest
     from mobdistill.runtime.device import LocalDevice
-    from mobdistill.runtime.engine import engine_for
 
     if config.scheme not in SCHEMES:
         raise UsageError(f"--scheme {config.scheme!r} must be one of {', '.join(SCHEMES)}")
@@ -505,12 +408,10 @@ def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path 
     delivered = [p for p in planned if p.status == "delivered"]
     for p in planned:
         (out / "packets" / f"update-{p.sequence:04d}.mdup").write_bytes(p.packet)
-    mode = _engine_mode(config, engine_for(device)[0])
     with clock("device"):
-        replay = replay_engine if mode == "engine" else replay_emulated
-        masks, records, events = replay(stream, manifest_path, delivered, config, out, device)
-    result = _result(config, stream, labels, masks, records, events, planned, link, mode, out,
-                     timings)
+        masks, records, events = replay_engine(stream, manifest_path, delivered, config, out,
+                                               device)
+    result = _result(config, stream, labels, masks, records, events, planned, link, out, timings)
     _write_logs(out, stream, result, records, evaluate.frame_mious(masks, labels,
                                                                    teacher.num_classes))
     return result
@@ -539,18 +440,7 @@ def _simulate(stream, student, manifest, teacher, config, link) -> list[PlannedU
     return simulate_ams(stream, student, manifest, teacher, config, link)
 
 
-def _engine_mode(config: StreamConfig, binary: Path) -> str:
-    if config.engine_updates in ("engine", "emulated"):
-        return config.engine_updates
-    if config.engine_updates != "auto":
-        raise UsageError("engine_updates must be auto, engine or emulated")
-    if engine_supports_updates(binary):
-        return "engine"
-    log.warning("this engine build has no --update_schedule: emulating update application")
-    return "emulated"
-
-
-def _result(config, stream, labels, masks, records, events, planned, link, mode, out,
+def _result(config, stream, labels, masks, records, events, planned, link, out,
             timings) -> StreamResult:
     mious = evaluate.frame_mious(masks, labels, int(max(labels.max(), masks.max()) + 1)
                                  if labels.size else 2)
@@ -568,7 +458,7 @@ def _result(config, stream, labels, masks, records, events, planned, link, mode,
     settings.update(update_interval_s=config.update_interval_s, horizon_s=config.horizon_s)
     dur = stream.duration_s
     return StreamResult(
-        scheme=config.scheme, settings=settings, engine_updates=mode, frames=len(stream.frames),
+        scheme=config.scheme, settings=settings, frames=len(stream.frames),
         duration_s=round(dur, 3), miou_mean=float(mious.mean()),
         miou_per_clip=evaluate.per_clip(mious, stream.clips),
         miou_over_time=[asdict(w) for w in evaluate.windows(mious, stream.times_s,

@@ -11,7 +11,7 @@ import torch
 
 from mobdistill.runtime.ams import wire
 from mobdistill.runtime.ams.server import AmsServer, ServerConfig, Session
-from mobdistill.runtime.ams.wire import Mode, ValueCoding
+from mobdistill.runtime.ams.wire import Mode
 from mobdistill.runtime.teachers import CallableTeacher
 
 

@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mobdistill.errors import UpdateError
 from mobdistill.runtime.ams import wire
