@@ -44,8 +44,8 @@ def test_stateless_run_and_stats(engine_binary, stateless_manifest, device, tmp_
     assert s["delegate_requested"] == "xnnpack" and s["delegate_used"] == "xnnpack"
     assert s["runtime_version"].startswith("2.") and s["host"]["cpu_count"] >= 1
     # masks = argmax of the reference interpreter's logits on the same frames
-    runner = _interpreter(stateless_manifest.parent / "tiny_stateless.tflite") \
-        .get_signature_runner("serving_default")
+    interpreter = _interpreter(stateless_manifest.parent / "tiny_stateless.tflite")
+    runner = interpreter.get_signature_runner("serving_default")  # interpreter kept alive
     raw = np.fromfile(frames, np.uint8).reshape(5, H, W, 3)
     masks = np.fromfile(result.output_masks_path, np.uint8).reshape(14, H, W)
     for i, f in enumerate(result.frames):
@@ -186,7 +186,8 @@ def test_hot_swap_frames_see_old_or_new_model_never_a_mix(engine_binary, statele
     raw = np.fromfile(frames, np.uint8).reshape(4, H, W, 3).astype(np.float32)
     refs = []
     for path in (tflite, patched):
-        sig = _interpreter(path).get_signature_runner("serving_default")
+        interpreter = _interpreter(path)  # a runner does not keep its interpreter alive
+        sig = interpreter.get_signature_runner("serving_default")
         refs.append([sig(frame=raw[k][None])["logits"][0] for k in range(4)])
     got = np.fromfile(result.output_logits_path, np.float32).reshape(runs, H, W, 2)
     for i, f in enumerate(result.frames):

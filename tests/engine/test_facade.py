@@ -1,6 +1,8 @@
 """The C facade (engine_facade.h, android/engine/src/facade.cc) called through ctypes.
 
 The JNI bridge calls exactly these functions; android/verify_host.sh drives them from a JVM.
+Inference runs in a child process (facade_driver.py) holding only the engine's TFLite runtime,
+as an app does: pytest's process also has ai_edge_litert's runtime loaded.
 """
 
 from __future__ import annotations
@@ -8,6 +10,9 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,15 +21,10 @@ from mobdistill.runtime.ams import wire
 from mobdistill.runtime.engine import BUILD_DIR, runtime_library
 
 
-class Options(ctypes.Structure):
-    _fields_ = [("manifest", ctypes.c_char_p), ("runtime_lib", ctypes.c_char_p),
-                ("delegate_lib", ctypes.c_char_p), ("delegate", ctypes.c_char_p),
-                ("num_threads", ctypes.c_int32), ("update_key", ctypes.c_char_p),
-                ("update_key_size", ctypes.c_size_t)]
+sys.path.insert(0, str(Path(__file__).parent))
+from facade_driver import Options  # noqa: E402
 
-
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("height", "width", "num_classes", "queue_length")]
+DRIVER = Path(__file__).parent / "facade_driver.py"
 
 
 @pytest.fixture(scope="module")
@@ -32,61 +32,52 @@ def lib(engine_binary):
     return ctypes.CDLL(str(BUILD_DIR / "libmobdistill_facade_host.so"))
 
 
-def test_facade_segment_update_stats(lib, tiny_export, tmp_path):
+def test_facade_segment_update_stats(engine_binary, tiny_export, tmp_path):
+    """Segment, apply an update, refuse its replay, read stats: against ai_edge_litert."""
     from ai_edge_litert.interpreter import Interpreter
 
     export = tiny_export("deeplab", formats=("tflite",))
     manifest = json.loads(export.manifest_path.read_text())
     base = (export.manifest_path.parent / manifest["artifacts"][0]["file"]).read_bytes()
     h, w = manifest["model"]["resolution"]
-    err = ctypes.create_string_buffer(1024)
-    engine = ctypes.c_void_p()
-    opts = Options(str(export.manifest_path).encode(), str(runtime_library()).encode(), None,
-                   b"xnnpack", 1, None, 0)
-    assert lib.md_engine_create(ctypes.byref(opts), ctypes.byref(engine), err, 1024) == 0, err.value
-    info = Info()
-    assert lib.md_engine_info(engine, ctypes.byref(info)) == 0
-    assert (info.height, info.width, info.queue_length) == (h, w, 0)
-    lib.md_engine_delegate_used.restype = ctypes.c_char_p
-    assert lib.md_engine_delegate_used(engine) == b"xnnpack"
-
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    invoke_us = ctypes.c_int64()
-
-    def segment():
-        code = lib.md_engine_segment(engine, frame.ctypes.data_as(ctypes.c_void_p), w * 3,
-                                     mask.ctypes.data_as(ctypes.c_void_p), ctypes.byref(invoke_us),
-                                     err, 1024)
-        assert code == 0, err.value
-        return mask.copy()
-
-    def litert_mask(data):
-        run = Interpreter(model_content=data).get_signature_runner("serving_default")
-        return run(frame=frame[None].astype(np.float32))["logits"][0].argmax(-1)
-
-    assert (segment() == litert_mask(base)).mean() > 0.999
     entry = next(e for e in manifest["parameter_map"]["entries"]
                  if e["parameter"] == "classifier.bias")
     n = entry["buffer_size"] // 4
     sha = hashlib.sha256(base).digest()
     packet = wire.encode_update([wire.TensorPatch(entry["tensor_index"], n, np.array([0]),
                                                   np.array([9.0]))], base_sha256=sha, sequence=4)
-    result = ctypes.create_string_buffer(8192)
-    assert lib.md_engine_apply_update(engine, packet, len(packet), result, 8192) == 0
-    record = json.loads(result.value)
-    assert record["status"] == "applied" and record["sequence"] == 4
+    np.save(tmp_path / "frame.npy", frame)
+    (tmp_path / "update.mdup").write_bytes(packet)
+    request = {"facade": str(BUILD_DIR / "libmobdistill_facade_host.so"),
+               "manifest": str(export.manifest_path), "runtime_lib": str(runtime_library()),
+               "frame": str(tmp_path / "frame.npy"), "packet": str(tmp_path / "update.mdup")}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    done = subprocess.run([sys.executable, str(DRIVER), str(tmp_path / "request.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+
+    def litert_mask(data: bytes) -> np.ndarray:
+        interpreter = Interpreter(model_content=data)  # a runner does not keep it alive
+        run = interpreter.get_signature_runner("serving_default")
+        return run(frame=frame[None].astype(np.float32))["logits"][0].argmax(-1)
+
     table = {entry["tensor_index"]: wire.TensorLocation(entry["buffer_offset"], n * 4)}
     patched = wire.apply_update(base, table, wire.decode_update(packet, expected_base_sha256=sha))
-    assert (segment() == litert_mask(patched)).mean() > 0.999
-    assert lib.md_engine_apply_update(engine, packet, len(packet), result, 8192) == 1
-    assert json.loads(result.value)["reason"] == "replay"
-    assert lib.md_engine_stats(engine, result, 10) > 10  # too small: size needed
-    assert lib.md_engine_stats(engine, result, 8192) == 0
-    stats = json.loads(result.value)
+    assert reply["create"] == 0, reply["error"]
+    assert reply["info_code"] == 0 and reply["info"][0:2] == [h, w] and reply["info"][3] == 0
+    assert reply["delegate_used"] == "xnnpack"
+    for key, model in (("segment_base", base), ("segment_patched", patched)):
+        code, mask = reply[key]
+        assert code == 0 and (np.array(mask) == litert_mask(model)).mean() > 0.999, key
+    assert reply["apply_code"] == 0
+    assert reply["apply_record"]["status"] == "applied" and reply["apply_record"]["sequence"] == 4
+    assert reply["replay_code"] == 1 and reply["replay_record"]["reason"] == "replay"
+    assert reply["stats_too_small"] > 10 and reply["stats_code"] == 0  # size needed, then ok
+    stats = reply["stats"]
     assert stats["frames"] == 2 and stats["model_version"] == 4
     assert stats["updates"]["applied"] == 1 and stats["updates"]["rejected"] == 1
-    lib.md_engine_destroy(engine)
 
 
 def test_facade_errors_and_benchmark_main(lib, tmp_path):

@@ -65,8 +65,8 @@ class Model:
 def _litert_logits(model_bytes: bytes, frames: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=model_bytes, num_threads=1) \
-        .get_signature_runner("serving_default")
+    interpreter = Interpreter(model_content=model_bytes, num_threads=1)
+    runner = interpreter.get_signature_runner("serving_default")  # interpreter kept alive
     return np.stack([runner(frame=f[None].astype(np.float32))["logits"][0] for f in frames])
 
 

@@ -1,0 +1,66 @@
+"""Drives the engine's C facade through ctypes in a process of its own.
+
+The facade brings its own TFLite runtime (liblitert-lm.so) into the process, as it does in an
+app. Run apart from pytest so that no second TFLite/XNNPACK runtime (ai_edge_litert's) shares the
+process. Usage: python facade_driver.py REQUEST.json -> writes the JSON reply to stdout.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+
+import numpy as np
+
+
+class Options(ctypes.Structure):
+    _fields_ = [("manifest", ctypes.c_char_p), ("runtime_lib", ctypes.c_char_p),
+                ("delegate_lib", ctypes.c_char_p), ("delegate", ctypes.c_char_p),
+                ("num_threads", ctypes.c_int32), ("update_key", ctypes.c_char_p),
+                ("update_key_size", ctypes.c_size_t)]
+
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("height", "width", "num_classes", "queue_length")]
+
+
+def main(request: dict) -> dict:
+    lib = ctypes.CDLL(request["facade"])
+    lib.md_engine_delegate_used.restype = ctypes.c_char_p
+    err, engine = ctypes.create_string_buffer(1024), ctypes.c_void_p()
+    opts = Options(request["manifest"].encode(), request["runtime_lib"].encode(), None,
+                   b"xnnpack", 1, None, 0)
+    reply: dict = {"create": lib.md_engine_create(ctypes.byref(opts), ctypes.byref(engine), err,
+                                                  1024), "error": err.value.decode()}
+    info = Info()
+    reply["info_code"] = lib.md_engine_info(engine, ctypes.byref(info))
+    reply["info"] = [info.height, info.width, info.num_classes, info.queue_length]
+    reply["delegate_used"] = lib.md_engine_delegate_used(engine).decode()
+    frame = np.load(request["frame"])
+    mask, invoke_us = np.zeros(frame.shape[:2], np.uint8), ctypes.c_int64()
+    packet = open(request["packet"], "rb").read()
+    result = ctypes.create_string_buffer(8192)
+
+    def segment() -> list:
+        code = lib.md_engine_segment(engine, frame.ctypes.data_as(ctypes.c_void_p),
+                                     frame.shape[1] * 3, mask.ctypes.data_as(ctypes.c_void_p),
+                                     ctypes.byref(invoke_us), err, 1024)
+        return [code, mask.tolist()]
+
+    reply["segment_base"] = segment()
+    reply["apply_code"] = lib.md_engine_apply_update(engine, packet, len(packet), result, 8192)
+    reply["apply_record"] = json.loads(result.value)
+    reply["segment_patched"] = segment()
+    reply["replay_code"] = lib.md_engine_apply_update(engine, packet, len(packet), result, 8192)
+    reply["replay_record"] = json.loads(result.value)
+    reply["stats_too_small"] = lib.md_engine_stats(engine, result, 10)
+    reply["stats_code"] = lib.md_engine_stats(engine, result, 8192)
+    reply["stats"] = json.loads(result.value)
+    lib.md_engine_destroy(engine)
+    return reply
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as handle:
+        print(json.dumps(main(json.load(handle))))
