@@ -24,7 +24,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,10 @@ class FrameTiming:
     invoke_us: float
     postprocess_us: float
     model_version: int
+    # --record_sensors (docs/engine.md "Device sensors"): present only when a source was readable
+    sensors_us: float | None = None  # cost of reading them (after postprocess, untimed)
+    cpu_freq_khz: list[int | None] | None = None  # index = CPU number; None: unreadable
+    thermal_c: dict[str, float] | None = None  # zone type -> degrees C
 
 
 @dataclass
@@ -202,6 +206,9 @@ def _tflite_file(manifest_path: Path) -> Path:
     raise UsageError(f"manifest {manifest_path} lists no tflite artifact; export with tflite")
 
 
+_FRAME_FIELDS = frozenset(f.name for f in fields(FrameTiming))
+
+
 def _load_frames(jsonl: Path, updates: list[dict[str, Any]] | None = None) -> list[FrameTiming]:
     """Per-frame records; `{"event": ...}` records go to `updates` (if given) instead."""
     frames = []
@@ -214,7 +221,8 @@ def _load_frames(jsonl: Path, updates: list[dict[str, Any]] | None = None) -> li
                 if updates is not None:
                     updates.append(record)
                 continue
-            frames.append(FrameTiming(**record))
+            # Fields a newer engine adds are skipped, not fatal; a missing field is.
+            frames.append(FrameTiming(**{k: v for k, v in record.items() if k in _FRAME_FIELDS}))
         except (ValueError, TypeError):
             break  # a line cut by a kill: everything before it is complete
     return frames

@@ -54,3 +54,25 @@ def test_profile_cli_over_adb(peer: AdbPeer, home: Path, tiny_manifest: Path, tm
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert peer.serial in out or "LB1000" in out or json.loads(out)
+
+
+def test_sweep_cli_over_adb(peer: AdbPeer, home: Path, tmp_path: Path, monkeypatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`mobdistill sweep --device` runs every queue length through the ADB peer."""
+    import tiny_models
+
+    import mobdistill.runtime.sweep as sweep_mod
+
+    built = {q: tiny_models.build_stateful(tmp_path / f"export-q{q}", queue_length=q)
+             for q in (1, 2)}
+    monkeypatch.setattr(sweep_mod, "export_if_needed",
+                        lambda model, *, queue_length, **_: built[queue_length])
+    capsys.readouterr()
+    code = main(["sweep", "--model", "mobilevos", "--queue-lengths", "1-2", "--num_runs", "4",
+                 "--device", peer.serial, "--out", str(tmp_path / "sweep"), "--json"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert result["device"] == peer.serial
+    assert [p["queue_length"] for p in result["points"]] == [1, 2]
+    assert all(0 < p["p10_ms"] <= p["p50_ms"] <= p["p90_ms"] for p in result["points"])
+    assert (tmp_path / "sweep" / "sweep.png").is_file()

@@ -204,3 +204,18 @@ def test_peak_memory_is_the_engines_own(engine_binary, stateless_manifest, devic
     result = run_engine(device, stateless_manifest, warmup_runs=0, num_runs=2, timeout_s=60)
     assert ballast.sum() > 0
     assert 0 < result.summary["peak_rss_mb"] < 600
+
+
+def test_frame_log_loader_skips_new_fields_and_stops_at_a_cut_line(tmp_path):
+    from mobdistill.runtime.engine import _load_frames
+
+    record = {"run": 0, "frame": 0, "phase": "measure", "preprocess_us": 1.0, "invoke_us": 2.0,
+              "postprocess_us": 3.0, "model_version": 0}
+    log = tmp_path / "frames.jsonl"
+    log.write_text("\n".join([json.dumps({**record, "field_from_a_newer_engine": 1}),
+                              json.dumps({"event": "update", "sequence": 1}),
+                              json.dumps({**record, "run": 1}),
+                              json.dumps({**record, "run": 2})[:25]]))
+    events: list[dict] = []
+    frames = _load_frames(log, events)
+    assert [f.run for f in frames] == [0, 1] and events == [{"event": "update", "sequence": 1}]

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "device_sensors.h"
 #include "params.h"
 #include "runner.h"
 #include "segmentation_runner.h"
@@ -20,8 +21,13 @@ int RunEngineCli(int argc, const char* const* argv, std::string* error) {
   SummaryWriter summary(params.summary);
   LogReporter log;
   if (s.ok()) s = jsonl.Open(params.jsonl);
+  DeviceSensors sensors;  // outlives the runner that samples it
   if (s.ok()) {
     SegmentationRunner runner(params);
+    if (params.record_sensors) {
+      sensors.Discover(params.sysfs_root);
+      runner.SetSensors(&sensors);
+    }
     runner.AddListener(&log);
     runner.AddListener(&jsonl);
     runner.AddListener(&summary);

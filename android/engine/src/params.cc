@@ -51,6 +51,9 @@ std::vector<Flag> Flags(Params* p) {
        "HMAC-SHA256 key (raw bytes) of this deployment"},
       {"update_blocking", Kind::kBool, &p->update_blocking,
        "run K waits until every packet received before it is applied or rejected"},
+      {"record_sensors", Kind::kBool, &p->record_sensors,
+       "add CPU frequencies and thermal-zone temperatures (sysfs) to every frame record"},
+      {"sysfs_root", Kind::kString, &p->sysfs_root, "where --record_sensors looks for sysfs"},
       {"help", Kind::kBool, &p->help, "print this help"},
   };
 }
@@ -139,6 +142,9 @@ Status Params::Validate() const {
   if (use_gpu && use_nnapi) return Status::Error("--use_gpu and --use_nnapi exclude each other");
   if (!swap_graph.empty() && swap_after_run < 0) {
     return Status::Error("--swap_graph needs --swap_after_run N (N >= 0)");
+  }
+  if (record_sensors && sysfs_root.empty()) {
+    return Status::Error("--sysfs_root must not be empty (default /sys)");
   }
   if (update_port < -1 || update_port > 65535) {
     return Status::Error("--update_port must be a TCP port (0: any free one) or -1 (off)");

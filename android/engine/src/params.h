@@ -44,6 +44,14 @@ struct Params {
   bool updates_enabled() const {
     return !update_dir.empty() || !update_schedule.empty() || update_port >= 0;
   }
+  // Per-frame CPU frequencies and thermal-zone temperatures from sysfs (device_sensors.h),
+  // read outside the timed region. On by default on Android, off on hosts.
+#ifdef __ANDROID__
+  bool record_sensors = true;
+#else
+  bool record_sensors = false;
+#endif
+  std::string sysfs_root = "/sys";  // --sysfs_root: tests point it at a fake tree
   bool help = false;
 
   Status Validate() const;

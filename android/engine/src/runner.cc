@@ -86,6 +86,39 @@ nlohmann::json UpdatesJson(const std::vector<UpdateRecord>& updates) {
                               {"mean", d.mean_us}}}};
 }
 
+// `,"sensors_us":…,"cpu_freq_khz":[…],"thermal_c":{…}` for a frame record (null: no reading).
+std::string SensorFields(const FrameRecord& r) {
+  nlohmann::json cpus = nlohmann::json::array();
+  for (int64_t khz : r.sensors.cpu_freq_khz) {
+    cpus.push_back(khz < 0 ? nlohmann::json(nullptr) : nlohmann::json(khz));
+  }
+  nlohmann::ordered_json zones = nlohmann::ordered_json::object();
+  for (const auto& z : r.sensors.thermal_c) zones[z.first] = z.second;
+  char us[48];
+  std::snprintf(us, sizeof(us), ",\"sensors_us\":%.3f", r.sensors_us);
+  const auto replace = nlohmann::json::error_handler_t::replace;
+  return std::string(us) + ",\"cpu_freq_khz\":" + cpus.dump() +
+         ",\"thermal_c\":" + zones.dump(-1, ' ', false, replace);
+}
+
+nlohmann::json SensorsJson(const Results& r) {
+  const SensorInfo& s = r.info().sensors;
+  nlohmann::json zones = nlohmann::json::array();
+  for (size_t k = 0; k < s.zones.size(); ++k) {
+    zones.push_back({{"zone", s.zones[k]}, {"type", s.zone_types[k]}, {"key", s.zone_keys[k]}});
+  }
+  std::vector<double> cost;
+  for (const FrameRecord& f : r.frames()) {
+    if (f.has_sensors) cost.push_back(f.sensors_us);
+  }
+  return {{"requested", s.requested},
+          {"recorded", s.recorded()},
+          {"sysfs_root", s.requested ? nlohmann::json(s.sysfs_root) : nlohmann::json(nullptr)},
+          {"cpus", s.cpus},
+          {"thermal_zones", zones},
+          {"read", StatsJson(ComputeStats(cost))}};
+}
+
 }  // namespace
 
 const char* PhaseName(Phase phase) { return phase == Phase::kWarmup ? "warmup" : "measure"; }
@@ -117,7 +150,8 @@ Results::Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<Swap
 Status Runner::Run() {
   MD_RETURN_IF_ERROR(Init());
   MD_RETURN_IF_ERROR(PrepareInputs());
-  const RunInfo start_info = Info();
+  const RunInfo start_info = WithSensors(Info());
+  const bool sample = sensors_ != nullptr && sensors_->any();
   for (Listener* l : listeners_) l->OnStart(start_info);
   std::vector<FrameRecord> frames;
   const int64_t total = int64_t(warmup_runs_) + num_runs_;
@@ -137,6 +171,11 @@ Status Runner::Run() {
     rec.preprocess_us = Us(t0, t1);
     rec.invoke_us = Us(t1, t2);
     rec.postprocess_us = Us(t2, t3);
+    if (sample) {  // after the timestamps: never inside a timed stage
+      sensors_->Sample(&rec.sensors);
+      rec.has_sensors = true;
+      rec.sensors_us = Us(t3, Clock::now());
+    }
     for (Listener* l : listeners_) l->OnFrame(rec);
     frames.push_back(rec);
     MD_RETURN_IF_ERROR(AfterRun(run));
@@ -145,9 +184,24 @@ Status Runner::Run() {
     }
   }
   MD_RETURN_IF_ERROR(Finish(total));
-  const Results results(Info(), std::move(frames), Swaps(), Updates());
+  const Results results(WithSensors(Info()), std::move(frames), Swaps(), Updates());
   for (Listener* l : listeners_) l->OnEnd(results);
   return Status::Ok();
+}
+
+RunInfo Runner::WithSensors(RunInfo info) const {
+  if (sensors_ == nullptr) return info;
+  SensorInfo& s = info.sensors;
+  s = SensorInfo();
+  s.requested = true;
+  s.sysfs_root = sensors_->root();
+  for (const DeviceSensors::Cpu& c : sensors_->cpus()) s.cpus.push_back(c.index);
+  for (const DeviceSensors::Zone& z : sensors_->zones()) {
+    s.zones.push_back("thermal_zone" + std::to_string(z.index));
+    s.zone_types.push_back(z.type);
+    s.zone_keys.push_back(z.key);
+  }
+  return info;
 }
 
 void Runner::NotifySwap(const SwapRecord& s) {
@@ -195,10 +249,11 @@ void JsonLinesReporter::OnFrame(const FrameRecord& r) {
   if (!file_) return;
   std::fprintf(file_,
                "{\"run\":%lld,\"frame\":%lld,\"phase\":\"%s\",\"preprocess_us\":%.3f,"
-               "\"invoke_us\":%.3f,\"postprocess_us\":%.3f,\"model_version\":%lld}\n",
+               "\"invoke_us\":%.3f,\"postprocess_us\":%.3f,\"model_version\":%lld%s}\n",
                static_cast<long long>(r.run), static_cast<long long>(r.frame_index),
                PhaseName(r.phase), r.preprocess_us, r.invoke_us, r.postprocess_us,
-               static_cast<long long>(r.model_version));
+               static_cast<long long>(r.model_version),
+               r.has_sensors ? SensorFields(r).c_str() : "");
   std::fflush(file_);
 }
 
@@ -217,6 +272,11 @@ void LogReporter::OnStart(const RunInfo& i) {
                i.stateful ? ("stateful Q=" + std::to_string(i.queue_length)).c_str()
                           : "stateless",
                i.warmup_runs, i.num_runs);
+  if (i.sensors.requested) {
+    std::fprintf(stderr, "sensors: %zu CPU frequencies, %zu thermal zones readable under %s%s\n",
+                 i.sensors.cpus.size(), i.sensors.zones.size(), i.sensors.sysfs_root.c_str(),
+                 i.sensors.recorded() ? "" : " (frame records carry no sensor fields)");
+  }
   for (const std::string& w : i.warnings) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
 }
 
@@ -295,6 +355,7 @@ void SummaryWriter::OnEnd(const Results& r) {
       {"model_version", r.final_model_version()},
       {"swaps", swaps},
       {"updates", UpdatesJson(r.updates())},
+      {"sensors", SensorsJson(r)},
       {"peak_rss_mb", PeakRssMb()},
       {"host", HostJson()},
   };

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "device_sensors.h"
 #include "stats.h"
 #include "status.h"
 #include "update_record.h"
@@ -27,6 +28,10 @@ struct FrameRecord {
   Phase phase = Phase::kWarmup;
   double preprocess_us = 0, invoke_us = 0, postprocess_us = 0;
   int64_t model_version = 0;
+  // --record_sensors with at least one readable source: read after Postprocess (untimed).
+  bool has_sensors = false;
+  double sensors_us = 0;  // cost of the read itself
+  SensorSample sensors;
 };
 
 struct SwapRecord {
@@ -35,6 +40,17 @@ struct SwapRecord {
   double build_ms = 0;
   std::string sha256;
   std::string error;
+};
+
+// What --record_sensors found at start (the summary's "sensors" object).
+struct SensorInfo {
+  bool requested = false;
+  std::string sysfs_root;
+  std::vector<int> cpus;                // N of every cpuN with a readable scaling_cur_freq
+  std::vector<std::string> zones;       // "thermal_zoneN" of every readable zone ...
+  std::vector<std::string> zone_types;  // ... its `type` ...
+  std::vector<std::string> zone_keys;   // ... and its key in the frame's "thermal_c"
+  bool recorded() const { return !cpus.empty() || !zones.empty(); }
 };
 
 // Everything a report needs besides the frames; filled by the concrete runner.
@@ -52,6 +68,7 @@ struct RunInfo {
   double runtime_load_ms = 0;  // dlopen + dlsym of the runtime (and delegate) library
   double model_load_ms = 0;  // read + sha256 + model/interpreter create + allocate
   double init_ms = 0;        // stateful: the `init` signature on the first frame (0 otherwise)
+  SensorInfo sensors;        // filled by Runner::Run from SetSensors (not the concrete runner)
 };
 
 class Results {
@@ -129,6 +146,9 @@ class Runner {
       : warmup_runs_(warmup_runs), num_runs_(num_runs), run_delay_s_(run_delay_s) {}
   virtual ~Runner() = default;
   void AddListener(Listener* listener) { listeners_.push_back(listener); }
+  // Sources discovered before Run (--record_sensors); sampled after every run's Postprocess,
+  // outside the timed region. Null (the default): no sensor fields anywhere.
+  void SetSensors(const DeviceSensors* sensors) { sensors_ = sensors; }
   Status Run();
 
  protected:
@@ -151,6 +171,8 @@ class Runner {
   int32_t warmup_runs_, num_runs_;
   double run_delay_s_;
   std::vector<Listener*> listeners_;
+  const DeviceSensors* sensors_ = nullptr;
+  RunInfo WithSensors(RunInfo info) const;
 };
 
 }  // namespace mobdistill
