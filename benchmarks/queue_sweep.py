@@ -4,7 +4,7 @@ Exports MobileVOS at its default 480x864 for each Q (TFLite, verified on real fr
 engine's `step` on real bikes.mp4 frames, and commits JSON/CSV/PNG under benchmarks/results/.
 Artifacts stay in --work (outside the repository).
 
-    .venv/bin/python benchmarks/queue_sweep.py [--queue-lengths 1-20] [--num_threads 2]
+    .venv/bin/python benchmarks/queue_sweep.py [--queue-lengths 1-20] [--num_threads 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queue-lengths", default="1-20")
     parser.add_argument("--num_threads", type=int, default=2)
-    parser.add_argument("--num_runs", type=int, default=30)
+    parser.add_argument("--num_runs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/sweep"))
     args = parser.parse_args()
     result = sweep(model="mobilevos", queue_lengths=parse_int_list(args.queue_lengths),
                    out_dir=args.work, num_threads=args.num_threads, warmup_runs=2,
-                   num_runs=args.num_runs)
+                   num_runs=args.num_runs, rounds=args.rounds)
     RESULTS.mkdir(exist_ok=True)
     for source in (result.json_path, result.csv_path, result.png_path):
         shutil.copyfile(source, RESULTS / f"mobilevos_queue_sweep{Path(source).suffix}")

@@ -61,25 +61,38 @@ class SweepResult:
 
 
 def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None, out_dir: Path,
-          num_threads: int = 1, warmup_runs: int = 1, num_runs: int = 50,
+          num_threads: int = 1, warmup_runs: int = 1, num_runs: int = 50, rounds: int = 1,
           video: str | Path | None = None, resolution: tuple[int, int] | None = None,
           tiny: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
           delegate_flags: tuple[str, ...] = ()) -> SweepResult:
+    """Export and profile each queue length; `rounds` > 1 interleaves them (Q1..Qn, Q1..Qn, …)
+    and pools the runs, so a slow drift in device load or temperature spreads over every Q."""
+    if rounds < 1:
+        raise UsageError(f"--rounds {rounds} must be at least 1")
     out_dir = Path(out_dir)
-    points, serial = [], "host"
+    manifests = {q: export_if_needed(model, out_dir=out_dir, resolution=resolution,
+                                     queue_length=q, tiny=tiny) for q in queue_lengths}
+    pooled: dict[int, list[float]] = {q: [] for q in queue_lengths}
+    delegates: dict[int, str] = {}
+    serial = "host"
+    for round_index in range(rounds):
+        for q in queue_lengths:
+            report = profile(artifact=manifests[q], device=device,
+                             out_dir=out_dir / f"q{q}" / f"round{round_index}",
+                             num_threads=num_threads, warmup_runs=warmup_runs,
+                             num_runs=num_runs, video=video, timeout_s=timeout_s,
+                             delegate_flags=delegate_flags)
+            pooled[q] += [us / 1000.0 for us in report.result.measured_invoke_us()]
+            delegates[q] = str(report.result.summary.get("delegate_used"))
+            serial = report.result.device.get("serial", serial)
+    points = []
     for q in queue_lengths:
-        manifest = export_if_needed(model, out_dir=out_dir, resolution=resolution,
-                                    queue_length=q, tiny=tiny)
-        report = profile(artifact=manifest, device=device, out_dir=out_dir / f"q{q}",
-                         num_threads=num_threads, warmup_runs=warmup_runs, num_runs=num_runs,
-                         video=video, timeout_s=timeout_s, delegate_flags=delegate_flags)
-        ms = np.array(report.result.measured_invoke_us()) / 1000.0
-        serial = report.result.device.get("serial", serial)
+        ms = np.array(pooled[q])
         points.append(SweepPoint(q, float(np.percentile(ms, 10)), float(np.percentile(ms, 50)),
-                                 float(np.percentile(ms, 90)), float(ms.mean()),
-                                 str(report.result.summary.get("delegate_used")), str(manifest)))
+                                 float(np.percentile(ms, 90)), float(ms.mean()), delegates[q],
+                                 str(manifests[q])))
     paths = out_dir / "sweep.json", out_dir / "sweep.csv", out_dir / "sweep.png"
-    result = SweepResult(model, serial, num_threads, num_runs, points, *map(str, paths))
+    result = SweepResult(model, serial, num_threads, num_runs * rounds, points, *map(str, paths))
     paths[0].write_text(json.dumps(result.to_json(), indent=2) + "\n")
     with open(paths[1], "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(points[0])))

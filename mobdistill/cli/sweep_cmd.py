@@ -13,6 +13,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="mobilevos", help="a stateful model (mobilevos)")
     parser.add_argument("--queue-lengths", default="1-20", help="list/ranges, e.g. 1,2,4-8")
     parser.add_argument("--out", type=Path, default=Path("out/sweep"), help="output folder")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="interleaved passes over all Q, runs pooled (default 1)")
     add_engine_options(parser)
     parser.set_defaults(func=run)
 
@@ -24,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     result = sweep(model=args.model, queue_lengths=parse_int_list(args.queue_lengths),
                    device=open_device(args.device), out_dir=args.out,
                    num_threads=args.num_threads, warmup_runs=args.warmup_runs,
-                   num_runs=args.num_runs, video=args.video, resolution=resolution(args),
+                   num_runs=args.num_runs, rounds=args.rounds, video=args.video,
+                   resolution=resolution(args),
                    tiny=args.tiny, timeout_s=args.timeout, delegate_flags=delegate_flags(args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))

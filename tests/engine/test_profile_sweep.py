@@ -63,10 +63,12 @@ def test_sweep_over_queue_lengths(engine_binary, tmp_path, monkeypatch, capsys):
     capsys.readouterr()  # the converter's own chatter
     out = tmp_path / "sweep"
     code = main(["sweep", "--model", "mobilevos", "--queue-lengths", "1,3", "--num_runs", "5",
-                 "--out", str(out), "--json"])
+                 "--rounds", "2", "--out", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert [p["queue_length"] for p in result["points"]] == [1, 3]
+    assert result["num_runs"] == 10  # two interleaved rounds, pooled
+    assert sorted(p.name for p in (out / "q3").iterdir()) == ["round0", "round1"]
     for p in result["points"]:
         assert p["p10_ms"] <= p["p50_ms"] <= p["p90_ms"]
     assert (out / "sweep.csv").is_file() and (out / "sweep.png").is_file()
