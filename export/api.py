@@ -32,7 +32,7 @@ from mobdistill.export.param_map import build_parameter_map
 from mobdistill.export.verify import (OnnxRunner, TfliteRunner, Tolerance, TorchRunner,
                                       VerifyReport, compare, run_frames)
 from mobdistill.models import registry
-from mobdistill.models.spec import ModelEntry
+from mobdistill.models.spec import MemoryQueueSpec, ModelEntry, SignatureSpec
 from mobdistill.video import DEFAULT_CLIP, read_frames
 
 FORMATS = ("tflite", "onnx")
@@ -75,6 +75,8 @@ class _Job:
     model: nn.Module
     stage: Path
     stem: str
+    specs: tuple[SignatureSpec, ...]
+    memory: MemoryQueueSpec | None
     artifacts: list[dict] = field(default_factory=list)
     parameter_map: dict = field(default_factory=lambda: {
         "status": "not_exported", "entries": [], "unmapped": []})
@@ -115,7 +117,8 @@ def export_model(
         load_checkpoint(model, Path(checkpoint))
     out_dir = Path(out_dir)
     with _staging(out_dir) as stage:
-        job = _Job(entry, config, (height, width), model, stage, entry.name)
+        job = _Job(entry, config, (height, width), model, stage, entry.name,
+                   entry.signatures(config, height, width), entry.memory(config))
         steps = _steps(formats, verify, video, tolerance)
         for number, (label, step) in enumerate(steps, 1):
             if progress:
@@ -153,11 +156,10 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 
 
 def _convert_tflite(job: _Job) -> None:
-    specs = job.entry.signatures(job.config, *job.resolution)
     path = job.stage / f"{job.stem}.tflite"
-    tflite_export.to_tflite(signature_modules(job.model, specs), path)
+    tflite_export.to_tflite(signature_modules(job.model, job.specs), path)
     ops = tflite_export.inspect(path).op_counts
-    job.artifacts.append(mf.artifact_json(path, "tflite", [s.name for s in specs],
+    job.artifacts.append(mf.artifact_json(path, "tflite", [s.name for s in job.specs],
                                           op_counts=ops, transpose_ops=ops.get("TRANSPOSE", 0)))
 
 
@@ -168,16 +170,14 @@ def _map_parameters(job: _Job) -> None:
 
 
 def _export_onnx(job: _Job) -> None:
-    specs = job.entry.signatures(job.config, *job.resolution)
-    for name, module in signature_modules(job.model, specs).items():
-        path = job.stage / onnx_export.onnx_file_name(job.stem, name, len(specs))
+    for name, module in signature_modules(job.model, job.specs).items():
+        path = job.stage / onnx_export.onnx_file_name(job.stem, name, len(job.specs))
         onnx_export.to_onnx(module, path)
         job.artifacts.append(mf.artifact_json(path, "onnx", [name]))
 
 
 def _verify(job: _Job, video: str | Path, tolerance: Tolerance) -> None:
-    specs = job.entry.signatures(job.config, *job.resolution)
-    memory = job.entry.memory(job.config)
+    specs, memory = job.specs, job.memory
     count = 3 if memory is None else max(4, memory.queue_length + 2)
     frames = read_frames(video, count, size=job.resolution)
     reference = run_frames(TorchRunner(signature_modules(job.model, specs)), specs, memory, frames)
@@ -207,8 +207,7 @@ def _runners(job: _Job) -> Iterator[tuple[str, object]]:
 
 
 def _manifest(job: _Job) -> dict[str, Any]:
-    specs = job.entry.signatures(job.config, *job.resolution)
-    logits = next(t for s in specs for t in s.outputs if t.role == "logits")
+    logits = next(t for s in job.specs for t in s.outputs if t.role == "logits")
     classes = logits.shape[-1]
     return {
         "schema": mf.SCHEMA_NAME, "schema_version": mf.SCHEMA_VERSION, "created_utc": mf.now_utc(),
@@ -216,12 +215,12 @@ def _manifest(job: _Job) -> dict[str, Any]:
                   "resolution": list(job.resolution),
                   "num_params": sum(p.numel() for p in job.model.parameters())},
         "artifacts": job.artifacts,
-        "signatures": [mf.signature_json(s) for s in specs],
+        "signatures": [mf.signature_json(s) for s in job.specs],
         "preprocessing": mf.preprocessing_json(job.entry.preprocessing),
         "output": {"name": logits.name, "num_classes": classes,
-                   "class_names": _class_names(job.entry, job.config, classes),
+                   "class_names": _class_names(job.memory is not None, classes),
                    "layout": "NHWC", "activation": "none"},
-        "memory": mf.memory_json(job.entry.memory(job.config)),
+        "memory": mf.memory_json(job.memory),
         "verification": job.verification.to_json() if job.verification else None,
         "tool_versions": mf.tool_versions(),
         "parameter_map": job.parameter_map,
@@ -233,9 +232,9 @@ _CITYSCAPES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic
                "bus", "train", "motorcycle", "bicycle")
 
 
-def _class_names(entry: ModelEntry, config: Any, classes: int) -> list[str]:
+def _class_names(video_object_segmentation: bool, classes: int) -> list[str]:
     """Names an app can show: objects for VOS, Cityscapes for the 19-class AMS student."""
-    if entry.memory(config) is not None:
+    if video_object_segmentation:
         return ["background"] + [f"object {k}" for k in range(1, classes)]
     if classes == len(_CITYSCAPES):
         return list(_CITYSCAPES)
