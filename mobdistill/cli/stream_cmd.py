@@ -28,6 +28,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, help="K Adam iterations per update")
     parser.add_argument("--batch-size", type=int, help="frames per training mini-batch")
     parser.add_argument("--value-coding", choices=("f16", "q8", "f32"))
+    parser.add_argument("--update-mode", choices=("base-relative", "cumulative"),
+                        help="AMS updates from the pristine base (the public code, default) or "
+                             "cumulative (the paper; measured better in benchmarks/streaming.py)")
     parser.add_argument("--uplink", choices=("h264", "jpeg"), help="uplink frame coding")
     parser.add_argument("--link-mbps", type=float, help="downlink rate for arrival times")
     parser.add_argument("--server-speedup", type=float,
@@ -42,7 +45,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
         "time_scale": "time_scale", "iterations": "iterations", "batch_size": "batch_size",
-        "value_coding": "value_coding",
+        "value_coding": "value_coding", "update_mode": "mode",
         "uplink": "uplink_codec", "link_mbps": "link_mbps", "server_speedup": "server_speedup",
         "max_frames": "max_frames_per_clip", "pretrain_iterations": "pretrain_iterations"}
 

@@ -35,7 +35,7 @@ from mobdistill.runtime.ams import evaluate, uplink, wire
 from mobdistill.runtime.ams.jit import JitConfig, JitDistiller
 from mobdistill.runtime.ams.rates import AdaptiveRates
 from mobdistill.runtime.ams.server import DeployedSpace, ServerConfig, Session
-from mobdistill.runtime.ams.wire import ValueCoding
+from mobdistill.runtime.ams.wire import Mode, ValueCoding
 from mobdistill.runtime.teachers import Teacher, get_teacher
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class StreamConfig:
     batch_size: int = 4
     lr: float = 1e-3
     selection: str = "paper"
+    mode: str = "base-relative"  # or "cumulative" (paper Alg. 1: training continues)
     value_coding: str = "f16"
     jit_threshold: float = 0.8
     uplink_codec: str = "h264"
@@ -243,13 +244,21 @@ class _Uplink:
         return chunk
 
 
+def _mode(config: StreamConfig) -> Mode:
+    modes = {"base-relative": Mode.BASE_RELATIVE, "cumulative": Mode.CUMULATIVE}
+    if config.mode not in modes:
+        raise UsageError(f"mode {config.mode!r} must be one of {', '.join(modes)}")
+    return modes[config.mode]
+
+
 def simulate_ams(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: Teacher,
                  config: StreamConfig, link: _Uplink) -> list[PlannedUpdate]:
     """AMS (or one-time): sample, uplink per interval, train at each boundary, emit packets."""
     server = ServerConfig(horizon_s=config.horizon_s, update_interval_s=config.update_interval_s,
                           iterations=config.iterations, batch_size=config.batch_size,
                           lr=config.lr, gamma=config.gamma, selection=config.selection,
-                          value_coding=ValueCoding[config.value_coding.upper()], seed=config.seed)
+                          value_coding=ValueCoding[config.value_coding.upper()], seed=config.seed,
+                          mode=_mode(config))
     session = Session("stream", student, manifest, teacher, server)
     session.rates = _scaled_rates(config)
     link_bps = config.link_mbps * 1e6
@@ -358,7 +367,8 @@ def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUp
     schedule = out / "schedule.jsonl"
     schedule.write_text("".join(
         json.dumps({"frame": p.arrival_frame,
-                    "packet": str(out / "packets" / f"update-{p.sequence:04d}.mdup")}) + "\n"
+                    "packet": str((out / "packets" / f"update-{p.sequence:04d}.mdup").resolve())})
+        + "\n"
         for p in delivered))
     result = run_engine(device, manifest_path, num_threads=config.num_threads, warmup_runs=0,
                         num_runs=len(stream.frames), frames_path=frames_path,
@@ -404,7 +414,8 @@ def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path 
     link = _Uplink()
     with clock("server"):
         planned = _simulate(stream, student, manifest, teacher, config, link)
-        deliver(planned, stream, config.link_mbps)
+        deliver(planned, stream, config.link_mbps,
+                cumulative=config.scheme == "ams" and _mode(config) == Mode.CUMULATIVE)
     delivered = [p for p in planned if p.status == "delivered"]
     for p in planned:
         (out / "packets" / f"update-{p.sequence:04d}.mdup").write_bytes(p.packet)

@@ -107,3 +107,55 @@ def test_searched_deflate_stays_wire_v1_for_the_cpp_decoder(verify_tool, tmp_pat
     (tmp_path / "searched.mdup").write_bytes(searched)
     [row] = run_verify_tool(verify_tool, [tmp_path / "searched.mdup"], base_sha256=base)
     assert row["status"] == "ok", row
+
+
+def test_full_update_makes_the_engine_match_the_server_student(tmp_path, monkeypatch):
+    """γ=100 %, no delay: after the swap the engine's masks are the server student's masks
+    (the decisive end-to-end check of fold/permutation, wire rounding and the engine's apply)."""
+    import torch
+
+    from mobdistill.export.manifest import load as load_manifest
+    from mobdistill.runtime.ams.server import ServerConfig, Session
+    from mobdistill.runtime.device import LocalDevice
+    from mobdistill.runtime.teachers import get_teacher
+
+    monkeypatch.setattr(stream, "cache_root", lambda: tmp_path / "students")
+    config = stream.StreamConfig(videos=("carphone_pristine.mp4",), max_frames_per_clip=12,
+                                 resolution=(64, 128), aspp_channels=16, pretrain_iterations=2,
+                                 realtime=True)
+    teacher = get_teacher(config.teacher)
+    student, manifest_path = stream.prepare_student(config, teacher)
+    s = stream.load_stream(config.videos, config.resolution, config.max_frames_per_clip)
+    session = Session("t", student, load_manifest(manifest_path), teacher,
+                      ServerConfig(iterations=3, batch_size=2, lr=1e-2, gamma=1.0))
+    for i in range(0, 12, 3):
+        session.add_frame(float(s.times_s[i]), s.frames[i])
+    result = session.train_phase(0.4)
+    (tmp_path / "packets").mkdir()
+    (tmp_path / "packets" / "update-0001.mdup").write_bytes(result.packet)
+    update = stream.PlannedUpdate(1, result.packet, result.num_changed, 0.0, 0.0, 0.0,
+                                  status="delivered", arrival_frame=0)
+    masks, _, events = stream.replay_engine(s, manifest_path, [update], config, tmp_path,
+                                            LocalDevice())
+    [event] = events
+    assert event["status"] == "applied", event
+    after = slice(int(event["swapped_frame"]) + 1, None)
+    x = torch.from_numpy(s.frames).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        trained = session.student(x).argmax(1).numpy()[after]
+        base = student(x).argmax(1).numpy()[after]
+    assert (trained != base).mean() > 0.01  # the update really changed the predictions
+    assert (masks[after] == trained).mean() > 0.995  # float16 values: a few boundary pixels
+
+
+def test_stream_cli_maps_update_mode():
+    from mobdistill.cli import build_parser
+    from mobdistill.cli.stream_cmd import config_from_args
+
+    def config(*argv: str):
+        return config_from_args(build_parser(["stream"]).parse_args(["stream", *argv]))
+
+    assert config("--update-mode", "cumulative").mode == "cumulative"
+    assert config().mode == "base-relative"
+    with pytest.raises(SystemExit):
+        config("--update-mode", "sometimes")
