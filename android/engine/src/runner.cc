@@ -147,6 +147,20 @@ Results::Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<Swap
   warmup_avg_us_ = ComputeStats(warm).mean_us;
 }
 
+Status Runner::RunTimedStages(FrameRecord* record) {
+  const auto t0 = Clock::now();
+  MD_RETURN_IF_ERROR(Preprocess());
+  const auto t1 = Clock::now();
+  MD_RETURN_IF_ERROR(RunImpl());
+  const auto t2 = Clock::now();
+  MD_RETURN_IF_ERROR(Postprocess());
+  const auto t3 = Clock::now();
+  record->preprocess_us = Us(t0, t1);
+  record->invoke_us = Us(t1, t2);
+  record->postprocess_us = Us(t2, t3);
+  return Status::Ok();
+}
+
 Status Runner::Run() {
   MD_RETURN_IF_ERROR(Init());
   MD_RETURN_IF_ERROR(PrepareInputs());
@@ -161,20 +175,12 @@ Status Runner::Run() {
     rec.run = run;
     rec.phase = run < warmup_runs_ ? Phase::kWarmup : Phase::kMeasure;
     MD_RETURN_IF_ERROR(BeforeRun(run, &rec));
-    const auto t0 = Clock::now();
-    MD_RETURN_IF_ERROR(Preprocess());
-    const auto t1 = Clock::now();
-    MD_RETURN_IF_ERROR(RunImpl());
-    const auto t2 = Clock::now();
-    MD_RETURN_IF_ERROR(Postprocess());
-    const auto t3 = Clock::now();
-    rec.preprocess_us = Us(t0, t1);
-    rec.invoke_us = Us(t1, t2);
-    rec.postprocess_us = Us(t2, t3);
+    MD_RETURN_IF_ERROR(RunTimedStages(&rec));
     if (sample) {  // after the timestamps: never inside a timed stage
+      const auto started = Clock::now();
       sensors_->Sample(&rec.sensors);
       rec.has_sensors = true;
-      rec.sensors_us = Us(t3, Clock::now());
+      rec.sensors_us = Us(started, Clock::now());
     }
     for (Listener* l : listeners_) l->OnFrame(rec);
     frames.push_back(rec);

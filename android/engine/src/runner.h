@@ -166,6 +166,9 @@ class Runner {
   virtual Status Finish(int64_t /*runs*/) { return Status::Ok(); }
   void NotifySwap(const SwapRecord& s);
   void NotifyUpdate(const UpdateRecord& u);
+  // Preprocess, RunImpl, Postprocess, each timed into `record`: the one timed sequence shared
+  // by Run() and frame-at-a-time callers (the app facade).
+  Status RunTimedStages(FrameRecord* record);
 
  private:
   int32_t warmup_runs_, num_runs_;

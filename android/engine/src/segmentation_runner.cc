@@ -324,17 +324,7 @@ Status SegmentationRunner::ProcessFrame(const uint8_t* rgb, int32_t row_stride, 
   record->frame_index = frames_processed_;
   record->phase = Phase::kMeasure;
   record->model_version = slot_->version();
-  using C = std::chrono::steady_clock;
-  const auto t0 = C::now();
-  MD_RETURN_IF_ERROR(Preprocess());
-  const auto t1 = C::now();
-  MD_RETURN_IF_ERROR(RunImpl());
-  const auto t2 = C::now();
-  MD_RETURN_IF_ERROR(Postprocess());
-  const auto t3 = C::now();
-  record->preprocess_us = std::chrono::duration<double, std::micro>(t1 - t0).count();
-  record->invoke_us = std::chrono::duration<double, std::micro>(t2 - t1).count();
-  record->postprocess_us = std::chrono::duration<double, std::micro>(t3 - t2).count();
+  MD_RETURN_IF_ERROR(RunTimedStages(record));
   std::memcpy(mask, mask_.data(), mask_.size());
   ++frames_processed_;
   return Status::Ok();
