@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mobdistill.errors import UsageError
+from mobdistill.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def fetch_selfie_model(*, cache: Path | None = None, timeout_s: float = 600.0) -
     """The selfie segmenter .tflite, downloaded (wheel, ``--no-deps``) and extracted once."""
     cache = cache or cache_dir()
     target = cache / "selfie_segmentation.tflite"
-    if target.exists() and _sha256(target) == SELFIE_SHA256:
+    if target.exists() and sha256_file(target) == SELFIE_SHA256:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     wheels = sorted(cache.glob("mediapipe-0.10.21-*.whl"))
@@ -185,10 +186,6 @@ def fetch_selfie_model(*, cache: Path | None = None, timeout_s: float = 600.0) -
     tmp.write_bytes(data)
     tmp.replace(target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def selfie_teacher(*, cache: Path | None = None) -> TFLiteTeacher:
