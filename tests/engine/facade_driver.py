@@ -54,6 +54,12 @@ def main(request: dict) -> dict:
     reply["segment_patched"] = segment()
     reply["replay_code"] = lib.md_engine_apply_update(engine, packet, len(packet), result, 8192)
     reply["replay_record"] = json.loads(result.value)
+    # Each refusal must already be in the stats read right after the call returns.
+    reply["rejected_after_each_replay"] = []
+    for _ in range(request.get("replays", 0)):
+        lib.md_engine_apply_update(engine, packet, len(packet), result, 8192)
+        lib.md_engine_stats(engine, result, 8192)
+        reply["rejected_after_each_replay"].append(json.loads(result.value)["updates"]["rejected"])
     reply["stats_too_small"] = lib.md_engine_stats(engine, result, 10)
     reply["stats_code"] = lib.md_engine_stats(engine, result, 8192)
     reply["stats"] = json.loads(result.value)

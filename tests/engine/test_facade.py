@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,12 @@ def test_facade_segment_update_stats(engine_binary, tiny_export, tmp_path):
     (tmp_path / "update.mdup").write_bytes(packet)
     request = {"facade": str(BUILD_DIR / "libmobdistill_facade_host.so"),
                "manifest": str(export.manifest_path), "runtime_lib": str(runtime_library()),
-               "frame": str(tmp_path / "frame.npy"), "packet": str(tmp_path / "update.mdup")}
+               "frame": str(tmp_path / "frame.npy"), "packet": str(tmp_path / "update.mdup"),
+               "replays": 200}
     (tmp_path / "request.json").write_text(json.dumps(request))
-    done = subprocess.run([sys.executable, str(DRIVER), str(tmp_path / "request.json")],
+    # One CPU: the caller resumes before the update worker, which exposed a lost-swap deadlock.
+    one_cpu = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    done = subprocess.run([*one_cpu, sys.executable, str(DRIVER), str(tmp_path / "request.json")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     reply = json.loads(done.stdout)
@@ -77,7 +81,9 @@ def test_facade_segment_update_stats(engine_binary, tiny_export, tmp_path):
     assert reply["stats_too_small"] > 10 and reply["stats_code"] == 0  # size needed, then ok
     stats = reply["stats"]
     assert stats["frames"] == 2 and stats["model_version"] == 4
-    assert stats["updates"]["applied"] == 1 and stats["updates"]["rejected"] == 1
+    # a synchronous refusal is counted before apply_update returns (no race with stats)
+    assert reply["rejected_after_each_replay"] == list(range(2, 202))
+    assert stats["updates"]["applied"] == 1 and stats["updates"]["rejected"] == 201
 
 
 def test_facade_errors_and_benchmark_main(lib, tmp_path):

@@ -348,6 +348,9 @@ Status SegmentationRunner::ApplyUpdateNow(std::vector<uint8_t> packet, UpdateRec
   p.name = "api";
   p.bytes = std::move(packet);
   p.on_ready = [&ready](const UpdateRecord& r) { ready.set_value(r); };
+  // No frame can adopt a build while we wait, so this returns only because the worker hands the
+  // outcome over after recording it; the facade has no other update source that could hold the
+  // worker with a build awaiting adoption.
   updates_->SubmitNow(std::move(p), frame);
   *record = outcome.get();
   return Status::Ok();

@@ -126,8 +126,8 @@ void UpdateManager::WorkerLoop() {
     busy_ = true;
     lock.unlock();
     UpdateRecord r = Process(&p);
-    if (p.on_ready) p.on_ready(r);
     if (!r.applied && p.on_done) p.on_done(r);
+    std::function<void(const UpdateRecord&)> on_ready = std::move(p.on_ready);
     lock.lock();
     busy_ = false;
     if (r.applied) {
@@ -137,6 +137,8 @@ void UpdateManager::WorkerLoop() {
     } else {
       finished_.push_back(r);
     }
+    // Only now: a synchronous caller woken here must find this outcome in its next stats().
+    if (on_ready) on_ready(r);
     cv_.notify_all();
   }
 }
