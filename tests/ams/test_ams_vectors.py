@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mobdistill.errors import UpdateError
 from mobdistill.runtime.ams import wire
@@ -136,3 +138,29 @@ def test_differential_fuzz(vectors_dir: Path, verify_tool: Path, tmp_path: Path)
             accepted += 1
             assert cpp["patched_sha256"] == py_sha, path.name
     assert 0 < accepted < len(files)  # the fuzz reached both outcomes
+
+
+@pytest.mark.skipif(not (shutil.which("clang++") and shutil.which("cmake")),
+                    reason="the libFuzzer target needs clang (Debian clang, installed by make)")
+def test_libfuzzer_target_bounded_run(vectors_dir: Path, tmp_path: Path) -> None:
+    """The libFuzzer target under ASan/UBSan, seeded with the vectors: a bounded run in the suite;
+    longer runs use -max_total_time (docs/wire-format.md). Any crash or sanitizer report fails."""
+    source = Path(__file__).resolve().parents[2] / "android" / "engine" / "update"
+    build = tmp_path / "build"
+    configure = subprocess.run(
+        ["cmake", "-S", str(source), "-B", str(build), "-DMOBDISTILL_UPDATE_FUZZ=ON",
+         "-DMOBDISTILL_UPDATE_TESTS=OFF", "-DCMAKE_CXX_COMPILER=clang++"],
+        capture_output=True, text=True, timeout=120)
+    assert configure.returncode == 0, configure.stderr
+    compiled = subprocess.run(["cmake", "--build", str(build), "--target",
+                               "mobdistill_update_fuzzer"], capture_output=True, text=True,
+                              timeout=300)
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    done = subprocess.run([str(build / "mobdistill_update_fuzzer"), "-runs=100000", "-seed=1",
+                           "-max_total_time=120", str(corpus), str(vectors_dir)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Done 100000 runs" in done.stderr
+    assert any(corpus.iterdir())  # coverage grew beyond the seeds: the parser was reached
