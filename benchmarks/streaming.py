@@ -25,8 +25,9 @@ from mobdistill.runtime.ams.stream import StreamConfig, run_stream
 from mobdistill.runtime.teachers import get_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RUNS = (("none", {}), ("one-time", {}), ("jit", {}), ("ams", {}),
-        ("ams-q8", {"value_coding": "q8"}), ("ams-cumulative", {"mode": "cumulative"}),
+RUNS = (("none", {}), ("one-time", {}), ("jit", {}), ("ams", {"mode": "base-relative"}),
+        ("ams-q8", {"mode": "base-relative", "value_coding": "q8"}),
+        ("ams-cumulative", {"mode": "cumulative"}),
         ("ams-cumulative-q8", {"mode": "cumulative", "value_coding": "q8"}))
 
 

@@ -29,8 +29,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="frames per training mini-batch")
     parser.add_argument("--value-coding", choices=("f16", "q8", "f32"))
     parser.add_argument("--update-mode", choices=("base-relative", "cumulative"),
-                        help="AMS updates from the pristine base (the public code, default) or "
-                             "cumulative (the paper; measured better in benchmarks/streaming.py)")
+                        help="AMS updates build on the deployed model (cumulative: the paper, "
+                             "measured best in benchmarks/streaming.py; default) or restart from "
+                             "the pristine base each phase (base-relative: the public code)")
     parser.add_argument("--uplink", choices=("h264", "jpeg"), help="uplink frame coding")
     parser.add_argument("--link-mbps", type=float, help="downlink rate for arrival times")
     parser.add_argument("--server-speedup", type=float,

@@ -66,7 +66,9 @@ class StreamConfig:
     batch_size: int = 4
     lr: float = 1e-3
     selection: str = "paper"
-    mode: str = "base-relative"  # or "cumulative" (paper Alg. 1: training continues)
+    # "cumulative" (paper Alg. 1: training continues; best in benchmarks/streaming.py) or
+    # "base-relative" (the public code: pristine weights restored before every phase)
+    mode: str = "cumulative"
     value_coding: str = "f16"
     jit_threshold: float = 0.8
     uplink_codec: str = "h264"
