@@ -59,7 +59,7 @@ if not manifest.is_file():
     from mobdistill.export.api import export_model
     export_model("deeplab", out_dir=work / "model", formats=("tflite",), tiny=True)
 from ai_edge_litert.interpreter import Interpreter
-from mobdistill.runtime.ams import wire
+from mobdistill.contract import wire
 m = json.loads(manifest.read_text())
 base = (manifest.parent / m["artifacts"][0]["file"]).read_bytes()
 sha = hashlib.sha256(base).digest()

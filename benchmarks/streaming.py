@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mobdistill.runtime.ams.stream import StreamConfig, run_stream
-from mobdistill.runtime.teachers import get_teacher
+from mobdistill.experiments.stream import StreamConfig, run_stream
+from mobdistill.server.teachers import get_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = (("none", {}), ("one-time", {}), ("jit", {}), ("ams", {"mode": "base-relative"}),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobdistill.runtime.ams import wire
+from mobdistill.contract import wire
 from mobdistill.runtime.device import LocalDevice
 from mobdistill.runtime.engine import REPO_ROOT, run_engine
 from mobdistill.runtime.frames import decode_to_raw

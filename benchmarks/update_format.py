@@ -27,10 +27,10 @@ import torch
 from mobdistill.export.api import export_model
 from mobdistill.export.manifest import load
 from mobdistill.models import registry
-from mobdistill.runtime.ams import wire
-from mobdistill.runtime.ams.server import ServerConfig, Session
-from mobdistill.runtime.ams.wire import ValueCoding
-from mobdistill.runtime.teachers import selfie_teacher
+from mobdistill.contract import wire
+from mobdistill.server.session import ServerConfig, Session
+from mobdistill.contract.wire import ValueCoding
+from mobdistill.server.teachers import selfie_teacher
 
 GAMMAS = (0.01, 0.05, 0.10, 0.20)
 RESULTS = Path(__file__).resolve().parent / "results" / "update_format.json"
@@ -85,7 +85,7 @@ def _xor_prototype_bytes(patches: list[wire.TensorPatch], base: bytes, table: di
 
 def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) -> dict:
     from mobdistill.export.manifest import artifact_path
-    from mobdistill.runtime.ams.native import tensor_table
+    from mobdistill.runtime.update_verify import tensor_table
 
     manifest = load(manifest_path, check_files=False)
     base = artifact_path(manifest_path, manifest, "tflite").read_bytes()

@@ -1,1 +1,1 @@
-"""What runs exported models: devices, the engine driver, streaming, teachers."""
+"""The device side: devices (host, ADB), the engine driver, profiles, sweeps, the update decoder."""

@@ -53,7 +53,7 @@ _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
 
 def config_from_args(args: argparse.Namespace):
     from mobdistill.models.registry import parse_resolution
-    from mobdistill.runtime.ams.stream import StreamConfig
+    from mobdistill.experiments.stream import StreamConfig
 
     if args.model != "deeplab":
         raise UsageError(f"--model {args.model}: streaming supports deeplab only")
@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobdistill.runtime.ams.stream import run_stream
+    from mobdistill.experiments.stream import run_stream
 
     result = run_stream(config_from_args(args), out_dir=args.out)
     if args.json:

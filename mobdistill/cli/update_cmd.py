@@ -23,7 +23,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobdistill.runtime.ams.native import verify_update
+    from mobdistill.runtime.update_verify import verify_update
 
     key = args.hmac_key_file.read_bytes() if args.hmac_key_file else None
     result = verify_update(args.artifact, args.update, hmac_key=key,

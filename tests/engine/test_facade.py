@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobdistill.runtime.ams import wire
+from mobdistill.contract import wire
 from mobdistill.runtime.engine import BUILD_DIR, runtime_library
 
 

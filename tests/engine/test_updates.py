@@ -1,7 +1,7 @@
 """Streamed sparse updates in the C++ engine: decode + verify + patch + rebuild + swap between frames.
 
 Models are tiny DeepLab exports made by the real exporter (session fixture `tiny_export`);
-packets are made by the Python encoder (runtime/ams/wire.py) in deployed tensor space, addressed
+packets are made by the Python encoder (contract/wire.py) in deployed tensor space, addressed
 through the manifest's parameter_map.
 """
 
@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import tiny_models
-from mobdistill.runtime.ams import wire
-from mobdistill.runtime.ams.wire import Mode, TensorLocation, TensorPatch, ValueCoding
+from mobdistill.contract import wire
+from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
 from mobdistill.runtime.engine import run_engine, runtime_library
 
 KEY = b"per-deployment-key"

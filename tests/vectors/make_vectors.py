@@ -6,7 +6,7 @@ Files: ``base.bin`` (a fake 2 KiB model with three float32 tensors), ``table.txt
 table: ``tensor_index buffer_offset buffer_size dtype``), ``*.mdup`` packets, ``vectors.txt`` (one
 line per packet for the C++ test: ``name expected_status last_sequence hmac_key_hex
 patched_sha256``) and ``vectors.json`` (the same plus the decoded tensors and the Python error
-pattern). Expected results come from the Python reference decoder in runtime/ams/wire.py.
+pattern). Expected results come from the Python reference decoder in contract/wire.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mobdistill.errors import UpdateError
-from mobdistill.runtime.ams import wire
-from mobdistill.runtime.ams.wire import Mode, SequenceGuard, TensorLocation, TensorPatch, ValueCoding
+from mobdistill.contract import wire
+from mobdistill.contract.wire import Mode, SequenceGuard, TensorLocation, TensorPatch, ValueCoding
 
 KEY = b"mobdistill-test-key"
 TABLE = {2: TensorLocation(64, 400), 5: TensorLocation(512, 1200), 8: TensorLocation(1744, 64)}

@@ -1,5 +1,5 @@
-// Decoder and applier for "MDUP" version 1 packets. Mirrors runtime/ams/wire.py check for check,
-// in the same order, so both reject the same packets (tests/ams/test_ams_vectors.py checks it).
+// Decoder and applier for "MDUP" version 1 packets. Mirrors contract/wire.py check for check,
+// in the same order, so both reject the same packets (tests/streaming/test_ams_vectors.py checks it).
 #include "mobdistill_update/update.h"
 
 #include <zlib.h>

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from mobdistill.errors import EngineError
-from mobdistill.runtime.ams.rates import miou
+from mobdistill.server.rates import miou
 
 
 def read_masks(path: Path | str, count: int, height: int, width: int) -> np.ndarray:

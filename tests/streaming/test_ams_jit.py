@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mobdistill.runtime.ams.jit import JitConfig, JitDistiller
-from mobdistill.runtime.teachers import CallableTeacher
+from mobdistill.server.jit import JitConfig, JitDistiller
+from mobdistill.server.teachers import CallableTeacher
 
 
 def _frames(n: int) -> list[np.ndarray]:

@@ -19,6 +19,6 @@ def vectors_dir() -> Path:
 def verify_tool() -> Path:
     if not (shutil.which("cmake") and (shutil.which("c++") or shutil.which("g++"))):
         pytest.skip("cmake and a C++ compiler are needed for the C++ decoder tests")
-    from mobdistill.runtime.ams.native import find_verify_tool
+    from mobdistill.runtime.update_verify import find_verify_tool
 
     return find_verify_tool(build=True)

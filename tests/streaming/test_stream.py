@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mobdistill.cli import main
-from mobdistill.runtime.ams import stream, uplink
+from mobdistill.contract import uplink
+from mobdistill.experiments import stream
 from mobdistill.video import read_frames
 
 RESULT_FIELDS = {"scheme", "settings", "frames", "duration_s", "miou_mean",
@@ -92,8 +93,8 @@ def test_uplink_counts_the_encoded_bytes(codec):
 
 
 def test_searched_deflate_stays_wire_v1_for_the_cpp_decoder(verify_tool, tmp_path):
-    from mobdistill.runtime.ams import wire
-    from mobdistill.runtime.ams.native import run_verify_tool
+    from mobdistill.contract import wire
+    from mobdistill.runtime.update_verify import run_verify_tool
 
     rng = np.random.default_rng(0)
     patches = [wire.TensorPatch(0, 4096, np.sort(rng.choice(4096, 400, replace=False)),
@@ -115,9 +116,9 @@ def test_full_update_makes_the_engine_match_the_server_student(tmp_path, monkeyp
     import torch
 
     from mobdistill.export.manifest import load as load_manifest
-    from mobdistill.runtime.ams.server import ServerConfig, Session
+    from mobdistill.server.session import ServerConfig, Session
     from mobdistill.runtime.device import LocalDevice
-    from mobdistill.runtime.teachers import get_teacher
+    from mobdistill.server.teachers import get_teacher
 
     monkeypatch.setattr(stream, "cache_root", lambda: tmp_path / "students")
     config = stream.StreamConfig(videos=("carphone_pristine.mp4",), max_frames_per_clip=12,

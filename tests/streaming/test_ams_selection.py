@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mobdistill.runtime.ams.selection import AdamConfig, CoordinateDescentAdam
+from mobdistill.server.selection import AdamConfig, CoordinateDescentAdam
 
 
 def _problem(seed: int = 0):

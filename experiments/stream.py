@@ -31,12 +31,13 @@ import numpy as np
 import torch
 
 from mobdistill.errors import UsageError
-from mobdistill.runtime.ams import evaluate, uplink, wire
-from mobdistill.runtime.ams.jit import JitConfig, JitDistiller
-from mobdistill.runtime.ams.rates import AdaptiveRates
-from mobdistill.runtime.ams.server import DeployedSpace, ServerConfig, Session
-from mobdistill.runtime.ams.wire import Mode, ValueCoding
-from mobdistill.runtime.teachers import Teacher, get_teacher
+from mobdistill.contract import uplink, wire
+from mobdistill.experiments import evaluate
+from mobdistill.server.jit import JitConfig, JitDistiller
+from mobdistill.server.rates import AdaptiveRates
+from mobdistill.server.session import DeployedSpace, ServerConfig, Session
+from mobdistill.contract.wire import Mode, ValueCoding
+from mobdistill.server.teachers import Teacher, get_teacher
 
 log = logging.getLogger(__name__)
 

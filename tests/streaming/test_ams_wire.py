@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mobdistill.errors import UpdateError
-from mobdistill.runtime.ams import wire
-from mobdistill.runtime.ams.wire import (
+from mobdistill.contract import wire
+from mobdistill.contract.wire import (
     IndexCoding, Mode, SequenceGuard, TensorLocation, TensorPatch, ValueCoding,
 )
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mobdistill.runtime import teachers
+from mobdistill.server import teachers
 
 
 def _carphone_frames(n: int) -> list[np.ndarray]:

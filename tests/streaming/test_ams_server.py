@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mobdistill.runtime.ams import wire
-from mobdistill.runtime.ams.server import AmsServer, ServerConfig, Session
-from mobdistill.runtime.ams.wire import Mode
-from mobdistill.runtime.teachers import CallableTeacher
+from mobdistill.contract import wire
+from mobdistill.server.session import AmsServer, ServerConfig, Session
+from mobdistill.contract.wire import Mode
+from mobdistill.server.teachers import CallableTeacher
 
 
 class Student(torch.nn.Module):

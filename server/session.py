@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from mobdistill.errors import UpdateError, UsageError
-from mobdistill.runtime.ams import wire
-from mobdistill.runtime.ams.rates import AdaptiveRates
-from mobdistill.runtime.ams.selection import AdamConfig, CoordinateDescentAdam
-from mobdistill.runtime.ams.wire import Mode, TensorLocation, TensorPatch, ValueCoding
-from mobdistill.runtime.teachers import Teacher
+from mobdistill.contract import wire
+from mobdistill.server.rates import AdaptiveRates
+from mobdistill.server.selection import AdamConfig, CoordinateDescentAdam
+from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
+from mobdistill.server.teachers import Teacher
 
 log = logging.getLogger(__name__)
 

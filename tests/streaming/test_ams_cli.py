@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mobdistill.cli import main
-from mobdistill.runtime.ams import native
+from mobdistill.runtime import update_verify as native
 
 
 @pytest.mark.parametrize("status, code", [("ok", 0), ("bad_hmac", 1)])
@@ -31,8 +31,8 @@ def test_update_verify(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: 
 
 
 def test_update_verify_python_engine_on_vectors(tmp_path: Path, vectors_dir: Path) -> None:
-    from mobdistill.runtime.ams.native import _python_verdict
-    from mobdistill.runtime.ams.wire import TensorLocation
+    from mobdistill.runtime.update_verify import _python_verdict
+    from mobdistill.contract.wire import TensorLocation
 
     table = {2: TensorLocation(64, 400), 5: TensorLocation(512, 1200), 8: TensorLocation(1744, 64)}
     base = (vectors_dir / "base.bin").read_bytes()

@@ -13,11 +13,11 @@ from pathlib import Path
 from mobdistill.errors import EngineError, ManifestError, UpdateError, UsageError
 from mobdistill.export.manifest import artifact_path
 from mobdistill.export.manifest import load as load_manifest
-from mobdistill.runtime.ams.wire import (
+from mobdistill.contract.wire import (
     SequenceGuard, TensorLocation, apply_update, decode_update,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIR = REPO_ROOT / "android" / "engine" / "update"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "mobdistill_update"
 TOOL_NAME = "mobdistill-update-verify"

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from mobdistill.runtime.ams.rates import AdaptiveRates, miou
+from mobdistill.server.rates import AdaptiveRates, miou
 
 
 def test_miou() -> None:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mobdistill.runtime.ams.rates import miou
-from mobdistill.runtime.teachers import Teacher
+from mobdistill.server.rates import miou
+from mobdistill.server.teachers import Teacher
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from mobdistill.errors import UpdateError
-from mobdistill.runtime.ams import wire
-from mobdistill.runtime.ams.native import run_verify_tool
+from mobdistill.contract import wire
+from mobdistill.runtime.update_verify import run_verify_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vectors"))
 import make_vectors  # noqa: E402

@@ -1,0 +1,1 @@
+"""What the device side and the server side share: the sparse-update wire format and the uplink codec."""

@@ -1,0 +1,1 @@
+"""The server side: teachers, AMS sessions (selection, rates, training) and Just-In-Time distillation."""
