@@ -1,20 +1,23 @@
-"""The sparse-update wire format (``MDUP`` version 1): pure pack/unpack, no I/O.
+"""The sparse-update wire format (``MDUP`` version 2): pure pack/unpack, no I/O.
 
 A packet carries new values for a few elements of a few float32 tensors of one deployed
 ``.tflite`` file, addressed in **deployed tensor space** (the manifest's ``tensor_index`` and the
-flat index into the tensor's raw buffer), so the device only scatters. Layout, all little-endian
-(the normative description is ``docs/wire-format.md``)::
+flat index into the tensor's raw buffer), so the device only scatters. It is bound to one device
+(a 16-byte id) and, with the per-device key, authenticated. Layout, all little-endian (the
+normative description, with the threat model, is ``docs/wire-format.md``)::
 
-    header   magic "MDUP" | version u8 | flags u8 | reserved u16 = 0 | base sha256 [32]
-             | sequence u64 | tensor count u32 | stored payload length u32 | raw payload length u32
+    header   magic "MDUP" | version u8 = 2 | flags u8 | reserved u16 = 0 | base sha256 [32]
+             | device id [16] | sequence u64 | tensor count u32 | stored payload length u32
+             | raw payload length u32
     payload  (zlib-deflated when flag COMPRESSED) = records | index section | value section
              record: varint tensor_index, varint numel, varint count, u8 index coding,
-                     u8 value coding, [f32 scale, f32 offset when value coding is Q8]
+                     u8 value coding, varint param bytes, varint index bytes, varint value bytes,
+                     [param bytes]
     trailer  crc32 u32 of header + stored payload | [HMAC-SHA256 [32] of everything before it]
 
-The CRC catches corruption and truncation cheaply (zlib has it on every platform); the optional
-HMAC with a per-deployment key is what stops forgery — an unkeyed sha256 would add nothing an
-attacker could not recompute.
+Every record states how many bytes its index and value data take, so a decoder bounds the whole
+packet before it allocates anything, and a new coding extends version 2 (old decoders answer
+``unsupported``) instead of needing version 3.
 """
 
 from __future__ import annotations
@@ -23,22 +26,27 @@ import enum
 import gzip
 import hmac
 import hashlib
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from mobdistill.errors import UpdateError
 
 MAGIC = b"MDUP"
-VERSION = 1
-HEADER = struct.Struct("<4sBBH32sQIII")  # 60 bytes
+VERSION = 2
+DEVICE_ID_BYTES = 16
+HEADER = struct.Struct("<4sBBH32s16sQIII")  # 76 bytes
 CRC_BYTES = 4
 HMAC_BYTES = 32
-MAX_RAW_PAYLOAD_BYTES = 64 << 20  # refuse zip bombs: no model we stream is this large
 MAX_TENSORS = 1 << 16
+MAX_NUMEL = 1 << 40
+MAX_VARINT_BYTES = 10
+# A record header is at most 6 varints (10 bytes each) and 2 coding bytes; Q8 adds 8 bytes.
+MAX_RECORD_OVERHEAD = 6 * MAX_VARINT_BYTES + 2 + 8
 
 FLAG_CUMULATIVE = 0x01
 FLAG_HMAC = 0x02
@@ -65,6 +73,35 @@ class ValueCoding(enum.IntEnum):
     Q8 = 2  # value = offset + scale * q, q in 0..255, per tensor (float32 arithmetic)
 
 
+VALUE_BYTES = {ValueCoding.F32: 4, ValueCoding.F16: 2, ValueCoding.Q8: 1}
+PARAM_BYTES = {ValueCoding.F32: 0, ValueCoding.F16: 0, ValueCoding.Q8: 8}
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one packet may make a decoder hold, derived from the deployed model: no more elements
+    than the model has, no larger payload than a dense float32 packet of every tensor."""
+
+    max_elements: int
+    max_raw_bytes: int
+
+    @classmethod
+    def for_numels(cls, numels: Iterable[int]) -> "DecodeLimits":
+        numels = [int(n) for n in numels]
+        raw = sum(MAX_RECORD_OVERHEAD + (n + 7) // 8 + 4 * n for n in numels)
+        return cls(max_elements=sum(numels), max_raw_bytes=raw)
+
+    @classmethod
+    def for_table(cls, table: Mapping[int, "TensorLocation"]) -> "DecodeLimits":
+        """From a tensor table (the manifest's parameter_map): float32 tensors only."""
+        return cls.for_numels(loc.buffer_size // 4 for loc in table.values()
+                              if loc.dtype == "float32")
+
+
+# For host tools that decode without a model at hand (the device always derives its limits).
+HOST_LIMITS = DecodeLimits(max_elements=1 << 24, max_raw_bytes=64 << 20)
+
+
 @dataclass
 class TensorPatch:
     """New values for ``indices`` (flat, strictly increasing) of deployed tensor ``tensor_index``."""
@@ -83,6 +120,17 @@ class UpdatePacket:
     tensors: list[TensorPatch] = field(default_factory=list)
     version: int = VERSION
     authenticated: bool = False
+    device_id: bytes = bytes(DEVICE_ID_BYTES)
+
+
+def new_device_id() -> bytes:
+    """A fresh random 16-byte device/session id."""
+    return os.urandom(DEVICE_ID_BYTES)
+
+
+def new_key() -> bytes:
+    """A fresh random 32-byte HMAC-SHA256 key (one per device)."""
+    return os.urandom(32)
 
 
 # ----------------------------------------------------------------------------- varints
@@ -102,25 +150,46 @@ class _Reader:
     def __init__(self, data: bytes, what: str) -> None:
         self.data, self.pos, self.what = data, 0, what
 
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        if n < 0 or n > self.remaining():
             raise UpdateError(f"truncated {self.what}: need {n} bytes at offset {self.pos}, "
-                              f"have {len(self.data) - self.pos}; re-send the packet")
+                              f"have {self.remaining()}; re-send the packet", "truncated")
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
 
     def varint(self) -> int:
-        """LEB128, at most 10 bytes, value < 2^64 (the C++ decoder's rule)."""
+        """LEB128, at most 10 bytes, value < 2^64: the 10th byte must be 0 or 1 (the C++ rule)."""
         value = 0
-        for shift in range(0, 70, 7):
+        for i in range(MAX_VARINT_BYTES):
             byte = self.take(1)[0]
-            if shift == 63 and byte > 1:
+            if i == MAX_VARINT_BYTES - 1 and byte > 1:
                 break
-            value |= (byte & 0x7F) << shift
+            value |= (byte & 0x7F) << (7 * i)
             if not byte & 0x80:
                 return value
-        raise UpdateError(f"malformed varint in {self.what} at offset {self.pos}")
+        raise UpdateError(f"malformed varint in {self.what} at offset {self.pos}", "malformed")
+
+
+def _decode_varint_section(section: bytes, count: int, tensor_index: int) -> np.ndarray:
+    """Exactly ``count`` LEB128 varints filling ``section``, vectorised (counts can be millions)."""
+    b = np.frombuffer(section, np.uint8)
+    ends = np.flatnonzero(b < 0x80)
+    if ends.size != count or (count and ends[-1] != b.size - 1):
+        raise UpdateError(f"tensor {tensor_index}: index bytes do not hold exactly {count} "
+                          "varints", "malformed")
+    if count == 0:
+        return np.zeros(0, np.uint64)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > MAX_VARINT_BYTES or np.any(b[ends[lengths == MAX_VARINT_BYTES]] > 1):
+        raise UpdateError(f"tensor {tensor_index}: malformed varint in its indices", "malformed")
+    position = np.arange(b.size) - np.repeat(starts, lengths)
+    parts = (b & 0x7F).astype(np.uint64) << (7 * position).astype(np.uint64)
+    return np.add.reduceat(parts, starts)
 
 
 # ----------------------------------------------------------------------------- codings
@@ -163,7 +232,7 @@ def _encode_indices(indices: np.ndarray, numel: int) -> tuple[IndexCoding, bytes
 
 
 def _encode_values(values: np.ndarray, coding: ValueCoding) -> tuple[bytes, bytes]:
-    """Returns (record extra bytes, value section bytes)."""
+    """Returns (coding parameter bytes, value section bytes)."""
     if coding == ValueCoding.F32:
         return b"", values.astype("<f4").tobytes()
     if coding == ValueCoding.F16:
@@ -171,6 +240,23 @@ def _encode_values(values: np.ndarray, coding: ValueCoding) -> tuple[bytes, byte
         return b"", planes[:, 0].tobytes() + planes[:, 1].tobytes()
     scale, offset, q = _q8_params(values)
     return struct.pack("<ff", scale, offset), q.tobytes()
+
+
+def record_header(tensor_index: int, numel: int, count: int, index_coding: int,
+                  value_coding: int, params: bytes, index_bytes: int, value_bytes: int) -> bytes:
+    """One record as it appears in the payload (also used by tests to build hostile packets)."""
+    head = _varints(np.array([tensor_index, numel, count], dtype=np.uint64))
+    lengths = _varints(np.array([len(params), index_bytes, value_bytes], dtype=np.uint64))
+    return head + bytes([index_coding, value_coding]) + lengths + params
+
+
+def seal(header_fields: Sequence, stored: bytes, hmac_key: bytes | None) -> bytes:
+    """Header + stored payload + CRC (+ HMAC): the envelope around a payload."""
+    body = HEADER.pack(*header_fields) + stored
+    body += struct.pack("<I", zlib.crc32(body))
+    if hmac_key:
+        body += hmac.new(hmac_key, body, hashlib.sha256).digest()
+    return body
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -207,19 +293,23 @@ def encode_update(
     *,
     base_sha256: bytes,
     sequence: int,
-    mode: Mode = Mode.BASE_RELATIVE,
+    device_id: bytes,
+    hmac_key: bytes | None,
+    mode: Mode = Mode.CUMULATIVE,
     value_coding: ValueCoding = ValueCoding.F16,
-    hmac_key: bytes | None = None,
     compress: bool = True,
     search_deflate: bool = False,
 ) -> bytes:
-    """Packs ``tensors`` (sorted by tensor index on the way) into one packet.
+    """Packs ``tensors`` (sorted by tensor index on the way) into one packet for ``device_id``,
+    authenticated with ``hmac_key`` (``None`` makes a packet only an insecure decoder accepts).
 
     ``search_deflate`` also tries other deflate strategies and keeps the smallest stream: any
-    valid zlib stream inflates the same, so the packet stays version 1 for every decoder.
+    valid zlib stream inflates the same, so every decoder reads it.
     """
     if len(base_sha256) != 32:
         raise UpdateError("base_sha256 must be the 32-byte digest of the deployed .tflite")
+    if len(device_id) != DEVICE_ID_BYTES:
+        raise UpdateError(f"device_id must be {DEVICE_ID_BYTES} bytes (wire.new_device_id())")
     if not 0 < sequence < 1 << 64:
         raise UpdateError(f"sequence {sequence} must be in [1, 2^64)")
     records, index_bytes, value_bytes = bytearray(), bytearray(), bytearray()
@@ -229,9 +319,9 @@ def encode_update(
     for patch in patches:
         idx, val = _check_patch(patch)
         index_coding, idx_data = _encode_indices(idx, patch.numel)
-        extra, val_data = _encode_values(val, value_coding)
-        header = np.array([patch.tensor_index, patch.numel, idx.size], dtype=np.uint64)
-        records += _varints(header) + bytes([index_coding, value_coding]) + extra
+        params, val_data = _encode_values(val, value_coding)
+        records += record_header(patch.tensor_index, patch.numel, idx.size, index_coding,
+                                 value_coding, params, len(idx_data), len(val_data))
         index_bytes += idx_data
         value_bytes += val_data
     raw = bytes(records + index_bytes + value_bytes)
@@ -239,126 +329,172 @@ def encode_update(
         if compress else raw
     flags = (FLAG_CUMULATIVE if mode == Mode.CUMULATIVE else 0) | (FLAG_COMPRESSED if compress else 0)
     flags |= FLAG_HMAC if hmac_key else 0
-    head = HEADER.pack(MAGIC, VERSION, flags, 0, base_sha256, sequence, len(patches),
-                       len(stored), len(raw))
-    body = head + stored
-    body += struct.pack("<I", zlib.crc32(body))
-    if hmac_key:
-        body += hmac.new(hmac_key, body, hashlib.sha256).digest()
-    return body
+    return seal((MAGIC, VERSION, flags, 0, base_sha256, device_id, sequence, len(patches),
+                 len(stored), len(raw)), stored, hmac_key)
 
 
 # ----------------------------------------------------------------------------- decoder
-def _check_envelope(data: bytes, expected_base_sha256: bytes | None,
-                    hmac_key: bytes | None) -> tuple[tuple, bytes]:
+def _check_envelope(data: bytes, expected_base_sha256: bytes | None, expected_device_id: bytes,
+                    hmac_key: bytes | None, insecure: bool) -> tuple[tuple, bytes]:
     if len(data) < HEADER.size + CRC_BYTES:
         raise UpdateError(f"truncated packet: {len(data)} bytes is shorter than the "
-                          f"{HEADER.size + CRC_BYTES}-byte header and checksum")
+                          f"{HEADER.size + CRC_BYTES}-byte header and checksum", "truncated")
     fields = HEADER.unpack_from(data)
     magic, version, flags, reserved = fields[:4]
     if magic != MAGIC:
-        raise UpdateError(f"bad magic {magic!r}: this is not a mobdistill update packet")
+        raise UpdateError(f"bad magic {magic!r}: this is not a mobdistill update packet",
+                          "bad_magic")
     if version != VERSION:
         raise UpdateError(f"wire version {version} is not supported (this decoder reads "
-                          f"{VERSION}); update the app or re-encode the packet")
+                          f"{VERSION}); update the app or re-encode the packet", "bad_version")
     if flags & ~KNOWN_FLAGS or reserved:
         raise UpdateError(f"unknown flags 0x{flags:02x}/reserved {reserved}: written by a newer "
-                          "encoder; update the app")
-    stored_len = fields[7]
+                          "encoder; update the app", "bad_version")
+    stored_len = fields[8]
     end = HEADER.size + stored_len + CRC_BYTES + (HMAC_BYTES if flags & FLAG_HMAC else 0)
     if len(data) != end:
         raise UpdateError(f"packet is {len(data)} bytes but its header says {end}: truncated "
-                          "or padded; re-send it")
+                          "or padded; re-send it", "truncated")
     crc_at = HEADER.size + stored_len
     (crc,) = struct.unpack_from("<I", data, crc_at)
     if zlib.crc32(data[:crc_at]) != crc:
-        raise UpdateError("bad checksum: the packet was corrupted in transit; re-send it")
-    _check_hmac(data, flags, crc_at + CRC_BYTES, hmac_key)
+        raise UpdateError("bad checksum: the packet was corrupted in transit; re-send it",
+                          "bad_checksum")
+    _check_hmac(data, flags, crc_at + CRC_BYTES, hmac_key, insecure)
+    if fields[5] != expected_device_id:
+        raise UpdateError(f"wrong device: packet is for device {fields[5].hex()}, this is "
+                          f"{expected_device_id.hex()}", "wrong_device")
     if expected_base_sha256 is not None and fields[4] != expected_base_sha256:
         raise UpdateError(f"base-model mismatch: packet is for {fields[4].hex()[:16]}…, the "
-                          f"device runs {expected_base_sha256.hex()[:16]}…; redeploy the base")
+                          f"device runs {expected_base_sha256.hex()[:16]}…; redeploy the base",
+                          "base_mismatch")
     return fields, data[HEADER.size:crc_at]
 
 
-def _check_hmac(data: bytes, flags: int, mac_at: int, hmac_key: bytes | None) -> None:
+def _check_hmac(data: bytes, flags: int, mac_at: int, hmac_key: bytes | None,
+                insecure: bool) -> None:
     has_mac = bool(flags & FLAG_HMAC)
+    if not hmac_key and not insecure:
+        raise UpdateError("no HMAC key configured: refusing the packet (pass the device key, or "
+                          "insecure=True to accept unauthenticated packets)", "bad_hmac")
     if hmac_key and not has_mac:
         raise UpdateError("unauthenticated packet: this deployment requires an HMAC; "
-                          "encode with the deployment key")
+                          "encode with the device key", "bad_hmac")
     if has_mac and not hmac_key:
-        raise UpdateError("packet carries an HMAC but no deployment key was given; pass the key")
+        raise UpdateError("packet carries an HMAC but no key was given; pass the key",
+                          "bad_hmac")
     if has_mac:
         want = hmac.new(hmac_key, data[:mac_at], hashlib.sha256).digest()
         if not hmac.compare_digest(want, data[mac_at:mac_at + HMAC_BYTES]):
-            raise UpdateError("bad HMAC: the packet was not made with this deployment's key")
+            raise UpdateError("bad HMAC: the packet was not made with this device's key",
+                              "bad_hmac")
 
 
-def _inflate(stored: bytes, flags: int, raw_len: int) -> bytes:
-    if raw_len > MAX_RAW_PAYLOAD_BYTES:
-        raise UpdateError(f"payload of {raw_len} bytes exceeds the {MAX_RAW_PAYLOAD_BYTES} limit")
+def _inflate(stored: bytes, flags: int, raw_len: int, limits: DecodeLimits) -> bytes:
+    if raw_len > limits.max_raw_bytes:
+        raise UpdateError(f"payload of {raw_len} bytes exceeds the {limits.max_raw_bytes}-byte "
+                          "limit this model allows", "too_large")
     if not flags & FLAG_COMPRESSED:
-        raw = stored
-    else:
-        inflater = zlib.decompressobj()
-        try:
-            raw = inflater.decompress(stored, raw_len + 1)
-        except zlib.error as err:
-            raise UpdateError(f"corrupt compressed payload: {err}") from None
-        if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
-            raise UpdateError("compressed payload does not end where its header says")
-    if len(raw) != raw_len:
-        raise UpdateError(f"payload is {len(raw)} bytes, header says {raw_len}")
+        if len(stored) != raw_len:
+            raise UpdateError(f"payload is {len(stored)} bytes, header says {raw_len}",
+                              "malformed")
+        return stored
+    inflater = zlib.decompressobj()
+    try:  # never more than raw_len + 1 bytes of output, however well the stream compresses
+        raw = inflater.decompress(stored, raw_len + 1)
+    except zlib.error as err:
+        raise UpdateError(f"corrupt compressed payload: {err}", "malformed") from None
+    if len(raw) != raw_len or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        raise UpdateError("compressed payload does not end where its header says", "malformed")
     return raw
 
 
-def _read_record(reader: _Reader) -> tuple[int, int, int, IndexCoding, ValueCoding, bytes]:
+@dataclass(frozen=True)
+class _Record:
+    tensor_index: int
+    numel: int
+    count: int
+    index_coding: IndexCoding
+    value_coding: ValueCoding
+    params: bytes
+    index_bytes: int
+    value_bytes: int
+
+
+def _index_bytes_fit(coding: IndexCoding, numel: int, count: int, n: int) -> bool:
+    if coding == IndexCoding.DENSE:
+        return count == numel and n == 0
+    if coding == IndexCoding.BITMAP:
+        return n == (numel + 7) // 8
+    return count <= n <= MAX_VARINT_BYTES * count
+
+
+def _read_record(reader: _Reader, limits: DecodeLimits, declared: int, elements: int) -> _Record:
+    """One record header, checked against itself, the payload and the limits; ``declared`` and
+    ``elements`` are the index+value bytes and values of the records before it."""
     tensor_index, numel, count = reader.varint(), reader.varint(), reader.varint()
     codes = reader.take(2)
-    try:
-        index_coding, value_coding = IndexCoding(codes[0]), ValueCoding(codes[1])
-    except ValueError:
-        raise UpdateError(f"tensor {tensor_index}: unknown coding {codes.hex()}") from None
-    if count > numel or numel >= 1 << 40 or tensor_index >= 1 << 32:
-        raise UpdateError(f"tensor {tensor_index}: {count} updates for {numel} elements")
-    if count > len(reader.data):
-        raise UpdateError(f"truncated payload: tensor {tensor_index} claims {count} updates")
-    extra = reader.take(8) if value_coding == ValueCoding.Q8 else b""
-    return tensor_index, numel, count, index_coding, value_coding, extra
+    param_len, index_len, value_len = reader.varint(), reader.varint(), reader.varint()
+    params = reader.take(param_len)
+    name = f"tensor {tensor_index}"
+    if codes[0] not in IndexCoding._value2member_map_ or codes[1] not in ValueCoding._value2member_map_:
+        raise UpdateError(f"{name}: unknown coding {codes.hex()} (index, value): made by a newer "
+                          "encoder; update the app", "unsupported")
+    index_coding, value_coding = IndexCoding(codes[0]), ValueCoding(codes[1])
+    if count > numel or numel >= MAX_NUMEL or tensor_index >= 1 << 32:
+        raise UpdateError(f"{name}: {count} updates for {numel} elements", "malformed")
+    if numel > limits.max_elements or elements + count > limits.max_elements:
+        raise UpdateError(f"{name}: {numel} elements / {elements + count} updates exceed the "
+                          f"{limits.max_elements} this model has", "too_large")
+    if param_len != PARAM_BYTES[value_coding]:
+        raise UpdateError(f"{name}: {param_len} coding-parameter bytes for {value_coding.name}",
+                          "malformed")
+    if not _index_bytes_fit(index_coding, numel, count, index_len) \
+            or value_len != VALUE_BYTES[value_coding] * count:
+        raise UpdateError(f"{name}: {index_len} index / {value_len} value bytes do not fit "
+                          f"{count} updates of {numel} in {index_coding.name}/{value_coding.name}",
+                          "malformed")
+    if declared + index_len + value_len > reader.remaining():
+        raise UpdateError(f"truncated payload: {name} claims {index_len + value_len} bytes, "
+                          f"{reader.remaining() - declared} are left", "truncated")
+    if value_coding == ValueCoding.Q8 and not np.all(np.isfinite(np.frombuffer(params, "<f4"))):
+        raise UpdateError(f"{name}: non-finite quantization scale/offset", "non_finite")
+    return _Record(tensor_index, numel, count, index_coding, value_coding, params, index_len,
+                   value_len)
 
 
-def _read_indices(reader: _Reader, coding: IndexCoding, numel: int, count: int,
-                  tensor_index: int) -> np.ndarray:
-    if coding == IndexCoding.DENSE:
-        if count != numel:
-            raise UpdateError(f"tensor {tensor_index}: dense coding with {count} of {numel}")
-        return np.arange(numel, dtype=np.int64)
-    if coding == IndexCoding.BITMAP:
-        bits = np.unpackbits(np.frombuffer(reader.take((numel + 7) // 8), np.uint8),
-                             bitorder="little")
-        if bits[numel:].any() or int(bits.sum()) != count:
-            raise UpdateError(f"tensor {tensor_index}: bitmap does not hold {count} indices")
-        return np.flatnonzero(bits[:numel]).astype(np.int64)
-    gaps = [reader.varint() for _ in range(count)]
-    idx = np.cumsum(np.asarray(gaps, dtype=object) + 1) - 1 if gaps else np.zeros(0, object)
-    if count and idx[-1] >= numel:
-        raise UpdateError(f"tensor {tensor_index}: index {idx[-1]} out of range [0, {numel})")
+def _read_indices(section: bytes, r: _Record) -> np.ndarray:
+    if r.index_coding == IndexCoding.DENSE:
+        return np.arange(r.numel, dtype=np.int64)
+    if r.index_coding == IndexCoding.BITMAP:
+        bits = np.unpackbits(np.frombuffer(section, np.uint8), bitorder="little")
+        if bits[r.numel:].any() or int(np.count_nonzero(bits)) != r.count:
+            raise UpdateError(f"tensor {r.tensor_index}: bitmap does not hold {r.count} indices",
+                              "malformed")
+        return np.flatnonzero(bits).astype(np.int64)
+    gaps = _decode_varint_section(section, r.count, r.tensor_index)
+    if np.any(gaps >= np.uint64(r.numel)):
+        raise UpdateError(f"tensor {r.tensor_index}: index out of range [0, {r.numel})",
+                          "out_of_range")
+    idx = np.cumsum(gaps + np.uint64(1), dtype=np.uint64) - np.uint64(1)
+    if r.count and (idx[-1] >= r.numel or np.any(np.diff(idx.astype(np.int64)) <= 0)):
+        raise UpdateError(f"tensor {r.tensor_index}: index out of range [0, {r.numel})",
+                          "out_of_range")
     return idx.astype(np.int64)
 
 
-def _read_values(reader: _Reader, coding: ValueCoding, count: int, extra: bytes,
-                 tensor_index: int) -> np.ndarray:
-    if coding == ValueCoding.F32:
-        values = np.frombuffer(reader.take(4 * count), "<f4").astype(np.float32)
-    elif coding == ValueCoding.F16:
-        planes = np.frombuffer(reader.take(2 * count), np.uint8).reshape(2, count)
+def _read_values(section: bytes, r: _Record) -> np.ndarray:
+    if r.value_coding == ValueCoding.F32:
+        values = np.frombuffer(section, "<f4").astype(np.float32)
+    elif r.value_coding == ValueCoding.F16:
+        planes = np.frombuffer(section, np.uint8).reshape(2, r.count)
         values = np.ascontiguousarray(planes.T).view("<f2").ravel().astype(np.float32)
     else:
-        scale, offset = struct.unpack("<ff", extra)
-        if not (np.isfinite(scale) and np.isfinite(offset)):
-            raise UpdateError(f"tensor {tensor_index}: non-finite quantization scale/offset")
-        values = _dequantize_q8(np.frombuffer(reader.take(count), np.uint8), scale, offset)
+        scale, offset = struct.unpack("<ff", r.params)
+        values = _dequantize_q8(np.frombuffer(section, np.uint8), scale, offset)
     if not np.all(np.isfinite(values)):
-        raise UpdateError(f"tensor {tensor_index}: non-finite values; the packet is unusable")
+        raise UpdateError(f"tensor {r.tensor_index}: non-finite values; the packet is unusable",
+                          "non_finite")
     return values
 
 
@@ -366,31 +502,47 @@ def decode_update(
     data: bytes,
     *,
     expected_base_sha256: bytes | None,
-    hmac_key: bytes | None = None,
+    expected_device_id: bytes,
+    hmac_key: bytes | None,
+    limits: DecodeLimits | None = None,
+    insecure: bool = False,
 ) -> UpdatePacket:
-    """Unpacks and validates one packet. Raises `UpdateError` with the reason on any defect.
+    """Unpacks and validates one packet. Raises `UpdateError` (with ``.status``) on any defect.
 
-    Ranges are checked against each record's ``numel``; `apply_update` checks them again against
-    the deployed model's tensor table. Sequence order is `SequenceGuard`'s job.
+    Without ``hmac_key`` every packet is refused unless ``insecure=True`` (then only packets
+    without an HMAC pass). ``limits`` (`DecodeLimits.for_table` of the deployed model) bound what
+    the packet may make the decoder hold; ``None`` means `HOST_LIMITS`. Ranges are checked
+    against each record's ``numel``; `apply_update` checks them again against the deployed
+    model's tensor table. Sequence order is `SequenceGuard`'s job.
     """
-    fields, stored = _check_envelope(bytes(data), expected_base_sha256, hmac_key)
-    flags, base, sequence, n_tensors, raw_len = fields[2], fields[4], fields[5], fields[6], fields[8]
+    if len(expected_device_id) != DEVICE_ID_BYTES:
+        raise UpdateError(f"expected_device_id must be {DEVICE_ID_BYTES} bytes")
+    limits = limits or HOST_LIMITS
+    fields, stored = _check_envelope(bytes(data), expected_base_sha256, expected_device_id,
+                                     hmac_key, insecure)
+    flags, base, device_id, sequence = fields[2], fields[4], fields[5], fields[6]
+    n_tensors, raw_len = fields[7], fields[9]
     if n_tensors > MAX_TENSORS:
-        raise UpdateError(f"{n_tensors} tensors exceeds the limit of {MAX_TENSORS}")
-    reader = _Reader(_inflate(stored, flags, raw_len), "payload")
-    records = [_read_record(reader) for _ in range(n_tensors)]
-    order = [r[0] for r in records]
+        raise UpdateError(f"{n_tensors} tensors exceeds the limit of {MAX_TENSORS}", "malformed")
+    reader = _Reader(_inflate(stored, flags, raw_len, limits), "payload")
+    records: list[_Record] = []
+    declared = elements = 0
+    for _ in range(n_tensors):
+        record = _read_record(reader, limits, declared, elements)
+        records.append(record)
+        declared += record.index_bytes + record.value_bytes
+        elements += record.count
+    order = [r.tensor_index for r in records]
     if any(b <= a for a, b in zip(order, order[1:])):
-        raise UpdateError("tensor records must have strictly increasing tensor indices")
-    index_lists = [_read_indices(reader, r[3], r[1], r[2], r[0]) for r in records]
-    tensors = []
-    for (tensor_index, numel, count, _, value_coding, extra), idx in zip(records, index_lists):
-        values = _read_values(reader, value_coding, count, extra, tensor_index)
-        tensors.append(TensorPatch(tensor_index, numel, idx, values))
-    if reader.pos != len(reader.data):
-        raise UpdateError(f"{len(reader.data) - reader.pos} trailing payload bytes")
+        raise UpdateError("tensor records must have strictly increasing tensor indices",
+                          "malformed")
+    if declared != reader.remaining():
+        raise UpdateError(f"{reader.remaining() - declared} trailing payload bytes", "malformed")
+    index_lists = [_read_indices(reader.take(r.index_bytes), r) for r in records]
+    tensors = [TensorPatch(r.tensor_index, r.numel, idx, _read_values(reader.take(r.value_bytes), r))
+               for r, idx in zip(records, index_lists)]
     mode = Mode.CUMULATIVE if flags & FLAG_CUMULATIVE else Mode.BASE_RELATIVE
-    return UpdatePacket(sequence, mode, base, tensors, VERSION, bool(flags & FLAG_HMAC))
+    return UpdatePacket(sequence, mode, base, tensors, VERSION, bool(flags & FLAG_HMAC), device_id)
 
 
 class SequenceGuard:
@@ -406,10 +558,10 @@ class SequenceGuard:
     def check(self, packet: UpdatePacket) -> None:
         if packet.sequence <= self.last_sequence:
             raise UpdateError(f"replayed or out-of-order packet: sequence {packet.sequence} after "
-                              f"{self.last_sequence}; drop it")
+                              f"{self.last_sequence}; drop it", "replay")
         if packet.mode == Mode.CUMULATIVE and packet.sequence != self.last_sequence + 1:
             raise UpdateError(f"cumulative packet {packet.sequence} after {self.last_sequence}: "
-                              "an update was missed; request a base-relative resync")
+                              "an update was missed; request a base-relative resync", "replay")
 
     def accept(self, packet: UpdatePacket) -> None:
         self.check(packet)
@@ -431,12 +583,17 @@ def apply_update(model_bytes: bytes, table: dict[int, TensorLocation],
         loc = table.get(patch.tensor_index)
         if loc is None:
             raise UpdateError(f"tensor {patch.tensor_index} is not updatable in this model "
-                              "(absent from the manifest's parameter_map)")
-        if loc.dtype != "float32" or loc.buffer_size != 4 * patch.numel:
+                              "(absent from the manifest's parameter_map)", "out_of_range")
+        if loc.dtype != "float32":
+            raise UpdateError(f"tensor {patch.tensor_index}: the model holds {loc.dtype}, "
+                              "updates carry float32", "unsupported")
+        if loc.buffer_size != 4 * patch.numel:
             raise UpdateError(f"tensor {patch.tensor_index}: packet has {patch.numel} float32 "
-                              f"elements, model has {loc.buffer_size} bytes of {loc.dtype}")
+                              f"elements, model has {loc.buffer_size} bytes of {loc.dtype}",
+                              "out_of_range")
         if loc.buffer_offset < 0 or loc.buffer_offset + loc.buffer_size > len(model_bytes):
-            raise UpdateError(f"tensor {patch.tensor_index}: buffer outside the model file")
+            raise UpdateError(f"tensor {patch.tensor_index}: buffer outside the model file",
+                              "out_of_range")
     out = np.frombuffer(bytearray(model_bytes), np.uint8)
     for patch in packet.tensors:
         loc = table[patch.tensor_index]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
+
+from mobdistill.errors import UsageError
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +18,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("--artifact", type=Path, required=True, help="the .manifest.json")
     verify.add_argument("--update", type=Path, action="append", required=True,
                         help="a packet file (repeatable)")
-    verify.add_argument("--hmac-key-file", type=Path, help="the per-deployment HMAC key")
+    verify.add_argument("--device-id", required=True,
+                        help="the device id packets must carry (32 hex digits)")
+    key = verify.add_mutually_exclusive_group()
+    key.add_argument("--hmac-key-file", type=Path, help="the device's HMAC key (raw bytes)")
+    key.add_argument("--insecure", action="store_true",
+                     help="accept packets without an HMAC (without a key they are refused)")
     verify.add_argument("--last-sequence", type=int, default=0, help="last applied sequence")
     verify.add_argument("--engine", choices=("cpp", "python"), default="cpp")
     verify.add_argument("--json", action="store_true", help="print a JSON object to stdout")
@@ -25,9 +33,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mobdistill.runtime.update_verify import verify_update
 
+    try:
+        device_id = bytes.fromhex(args.device_id)
+    except ValueError:
+        device_id = b""
+    if len(device_id) != 16:
+        raise UsageError(f"--device-id {args.device_id!r} must be 32 hex digits (16 bytes)")
     key = args.hmac_key_file.read_bytes() if args.hmac_key_file else None
-    result = verify_update(args.artifact, args.update, hmac_key=key,
-                           last_sequence=args.last_sequence, engine=args.engine)
+    if args.insecure:
+        print("WARNING: --insecure: accepting unauthenticated packets", file=sys.stderr)
+    result = verify_update(args.artifact, args.update, device_id=device_id, hmac_key=key,
+                           insecure=args.insecure, last_sequence=args.last_sequence,
+                           engine=args.engine)
     if args.json:
         print(json.dumps(asdict(result), indent=1))
     else:

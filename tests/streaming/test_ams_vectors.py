@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobdistill.errors import UpdateError
 from mobdistill.contract import wire
 from mobdistill.runtime.update_verify import run_verify_tool
 
@@ -41,16 +40,39 @@ def test_python_decoder_on_vectors(vectors_dir: Path) -> None:
         packet = (vectors_dir / entry["packet"]).read_bytes()
         key = bytes.fromhex(entry["hmac_key_hex"])
         status, patched, decoded, message = make_vectors.run_reference(
-            packet, base, entry["last_sequence"], key)
-        if entry["expect"] != "ok":
-            assert status == "error", entry["name"]
-            assert __import__("re").search(entry["python_error"], message), (entry["name"], message)
+            packet, base, entry["last_sequence"], key, entry["insecure"],
+            bytes.fromhex(entry["device_id_hex"]))
+        assert status == entry["expect"], (entry["name"], message)
+        if status != "ok":
             continue
         assert hashlib.sha256(patched).hexdigest() == entry["patched_sha256"]
         for want, got in zip(entry["tensors"], decoded.tensors):
             assert got.tensor_index == want["tensor_index"]
             assert got.indices.tolist() == want["indices"]
             assert got.values.astype("<f4").tobytes().hex() == want["values_f32_hex"]
+
+
+def test_vectors_cover_every_status(vectors_dir: Path) -> None:
+    expected = {e["expect"] for e in _entries(vectors_dir)}
+    assert expected >= {"ok", "bad_magic", "bad_version", "truncated", "bad_checksum", "bad_hmac",
+                        "wrong_device", "base_mismatch", "replay", "malformed", "out_of_range",
+                        "non_finite", "unsupported", "too_large"}
+
+
+def test_verify_tool_on_vectors(vectors_dir: Path, verify_tool: Path) -> None:
+    """The shipped tool (not only the CTest) reports each vector's exact status."""
+    for entry in _entries(vectors_dir):
+        [row] = run_verify_tool(verify_tool, [vectors_dir / entry["packet"]],
+                                base_sha256=hashlib.sha256((vectors_dir / "base.bin")
+                                                           .read_bytes()).digest(),
+                                device_id=bytes.fromhex(entry["device_id_hex"]),
+                                table=vectors_dir / "table.txt",
+                                hmac_key=bytes.fromhex(entry["hmac_key_hex"]) or None,
+                                insecure=entry["insecure"], last_sequence=entry["last_sequence"],
+                                model=vectors_dir / "base.bin")
+        assert row["status"] == entry["expect"], (entry["name"], row)
+        if row["status"] == "ok":
+            assert row["patched_sha256"] == entry["patched_sha256"]
 
 
 def test_cpp_decoder_on_vectors(vectors_dir: Path, verify_tool: Path) -> None:
@@ -61,23 +83,27 @@ def test_cpp_decoder_on_vectors(vectors_dir: Path, verify_tool: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- fuzz
+KEY, DEVICE = make_vectors.KEY, make_vectors.DEVICE
+
+
 def _rewrap(packet: bytes, raw: bytes, compress: bool) -> bytes:
+    """A new payload in a valid, authentic envelope: mutations reach the payload parser."""
     fields = list(wire.HEADER.unpack_from(packet))
     stored = zlib.compress(raw, 6) if compress else raw
     fields[2] = (fields[2] & ~wire.FLAG_COMPRESSED) | (wire.FLAG_COMPRESSED if compress else 0)
-    fields[7], fields[8] = len(stored), len(raw)
-    body = wire.HEADER.pack(*fields) + stored
-    return body + struct.pack("<I", zlib.crc32(body))
+    fields[8], fields[9] = len(stored), len(raw)
+    return wire.seal(fields, stored, KEY)
 
 
 def _reseal(data: bytes) -> bytes:
+    """Recomputes CRC and HMAC after a header mutation, where the lengths still allow it."""
     if len(data) < wire.HEADER.size + 4:
         return data
-    stored = struct.unpack_from("<I", data, 52)[0]
+    stored = struct.unpack_from("<I", data, 68)[0]
     at = wire.HEADER.size + stored
-    if at + 4 > len(data):
+    if at + 4 + wire.HMAC_BYTES != len(data) or not data[5] & wire.FLAG_HMAC:
         return data
-    return data[:at] + struct.pack("<I", zlib.crc32(data[:at])) + data[at + 4:]
+    return wire.seal(wire.HEADER.unpack_from(data), data[wire.HEADER.size:at], KEY)
 
 
 def _flip(data: bytes, rng: np.random.Generator, start: int = 0) -> bytes:
@@ -106,15 +132,12 @@ def _mutate(packet: bytes, raw: bytes, rng: np.random.Generator) -> bytes:
 
 
 def _python_verdict(data: bytes, base: bytes) -> tuple[str, str]:
-    try:
-        decoded = wire.decode_update(data, expected_base_sha256=hashlib.sha256(base).digest())
-        wire.SequenceGuard(0).check(decoded)
-        return "ok", hashlib.sha256(wire.apply_update(base, make_vectors.TABLE, decoded)).hexdigest()
-    except UpdateError:
-        return "error", ""
+    status, patched, _, _ = make_vectors.run_reference(data, base, 0, KEY)
+    return status, hashlib.sha256(patched).hexdigest() if patched else ""
 
 
 def test_differential_fuzz(vectors_dir: Path, verify_tool: Path, tmp_path: Path) -> None:
+    """600 mutated packets: both decoders give the same status name and the same patched bytes."""
     base = (vectors_dir / "base.bin").read_bytes()
     seeds = [(vectors_dir / f"{n}.mdup").read_bytes()
              for n in ("ok_f16_delta", "ok_q8_bitmap_cumulative")]
@@ -122,22 +145,21 @@ def test_differential_fuzz(vectors_dir: Path, verify_tool: Path, tmp_path: Path)
     files, verdicts = [], []
     for i in range(600):
         seed = seeds[i % len(seeds)]
-        raw = zlib.decompress(seed[wire.HEADER.size:-4])
+        raw = zlib.decompress(seed[wire.HEADER.size:-4 - wire.HMAC_BYTES])
         data = _mutate(seed, raw, rng)
         path = tmp_path / f"m{i:04d}.mdup"
         path.write_bytes(data)
         files.append(path)
         verdicts.append(_python_verdict(data, base))
     results = run_verify_tool(verify_tool, files, base_sha256=hashlib.sha256(base).digest(),
-                              model=vectors_dir / "base.bin", table=vectors_dir / "table.txt")
-    accepted = 0
+                              device_id=DEVICE, table=vectors_dir / "table.txt", hmac_key=KEY,
+                              model=vectors_dir / "base.bin")
     for path, (py_status, py_sha), cpp in zip(files, verdicts, results):
-        cpp_ok = cpp["status"] == "ok"
-        assert cpp_ok == (py_status == "ok"), (path.name, py_status, cpp)
-        if cpp_ok:
-            accepted += 1
+        assert cpp["status"] == py_status, (path.name, py_status, cpp)
+        if py_status == "ok":
             assert cpp["patched_sha256"] == py_sha, path.name
-    assert 0 < accepted < len(files)  # the fuzz reached both outcomes
+    statuses = {v[0] for v in verdicts}
+    assert "ok" in statuses and len(statuses) >= 6, statuses  # the fuzz reached many outcomes
 
 
 @pytest.mark.skipif(not (shutil.which("clang++") and shutil.which("cmake")),
@@ -159,7 +181,8 @@ def test_libfuzzer_target_bounded_run(vectors_dir: Path, tmp_path: Path) -> None
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     done = subprocess.run([str(build / "mobdistill_update_fuzzer"), "-runs=100000", "-seed=1",
-                           "-max_total_time=120", str(corpus), str(vectors_dir)],
+                           "-max_total_time=120", f"-dict={source / 'fuzz' / 'decode_fuzzer.dict'}",
+                           str(corpus), str(vectors_dir)],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "Done 100000 runs" in done.stderr

@@ -3,10 +3,11 @@
     .venv/bin/python tests/vectors/make_vectors.py [OUT_DIR]
 
 Files: ``base.bin`` (a fake 2 KiB model with three float32 tensors), ``table.txt`` (its tensor
-table: ``tensor_index buffer_offset buffer_size dtype``), ``*.mdup`` packets, ``vectors.txt`` (one
-line per packet for the C++ test: ``name expected_status last_sequence hmac_key_hex
-patched_sha256``) and ``vectors.json`` (the same plus the decoded tensors and the Python error
-pattern). Expected results come from the Python reference decoder in contract/wire.py.
+table: ``tensor_index buffer_offset buffer_size dtype``; the decoders derive their limits from
+it), ``*.mdup`` packets (wire format 2), ``vectors.txt`` (one line per packet for the C++ test:
+``name expected_status last_sequence hmac_key_hex device_id_hex insecure patched_sha256``) and
+``vectors.json`` (the same plus the decoded tensors). Expected statuses come from the Python
+reference decoder in contract/wire.py; both decoders must report exactly them.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ import numpy as np
 
 from mobdistill.errors import UpdateError
 from mobdistill.contract import wire
-from mobdistill.contract.wire import Mode, SequenceGuard, TensorLocation, TensorPatch, ValueCoding
+from mobdistill.contract.wire import (
+    DecodeLimits, IndexCoding, Mode, SequenceGuard, TensorLocation, TensorPatch, ValueCoding,
+)
 
 KEY = b"mobdistill-test-key"
+DEVICE = bytes(range(0x10, 0x20))
+OTHER_DEVICE = bytes(range(0x20, 0x30))
 TABLE = {2: TensorLocation(64, 400), 5: TensorLocation(512, 1200), 8: TensorLocation(1744, 64)}
-# expected C++ status -> Python message pattern
-PATTERNS = {"bad_magic": "bad magic", "bad_version": "version", "truncated": "truncated|padded",
-            "bad_checksum": "bad checksum", "bad_hmac": "HMAC", "base_mismatch": "base-model",
-            "replay": "replayed|missed", "out_of_range": "out of range|not updatable|elements",
-            "non_finite": "non-finite", "malformed": "."}
+LIMITS = DecodeLimits.for_table(TABLE)
 
 
 def _base_model() -> bytes:
@@ -52,58 +53,114 @@ def _reseal(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def _raw(base: bytes, payload: bytes, n_tensors: int, sequence: int = 1) -> bytes:
-    head = wire.HEADER.pack(wire.MAGIC, 1, 0, 0, base, sequence, n_tensors, len(payload),
-                            len(payload))
-    return _reseal(head + payload)
+def sealed(base: bytes, payload: bytes, n_tensors: int = 1, *, raw_len: int | None = None,
+           compress: bool = False, key: bytes | None = KEY, sequence: int = 1,
+           device: bytes = DEVICE) -> bytes:
+    """An authentic packet around any payload: hostile records reach the payload parser."""
+    stored = zlib.compress(payload, 9) if compress else payload
+    flags = (wire.FLAG_COMPRESSED if compress else 0) | (wire.FLAG_HMAC if key else 0)
+    return wire.seal((wire.MAGIC, wire.VERSION, flags, 0, base, device, sequence, n_tensors,
+                      len(stored), len(payload) if raw_len is None else raw_len), stored, key)
 
 
-def _packets(base_sha: bytes) -> list[tuple[str, bytes, int, bytes]]:
-    """(name, packet, last_sequence, hmac key) for each vector."""
+def _f32_record(tensor_index: int, numel: int, count: int, index_bytes: int) -> bytes:
+    return wire.record_header(tensor_index, numel, count, IndexCoding.DELTA_VARINT,
+                              ValueCoding.F32, b"", index_bytes, 4 * count)
+
+
+def _packets(base_sha: bytes) -> list[tuple[str, bytes, int, bytes, bool]]:
+    """(name, packet, last_sequence, hmac key, insecure) for each vector."""
     rng = np.random.default_rng(7)
-    enc = wire.encode_update
-    ok1 = enc([_patch(rng, 2, 10), _patch(rng, 5, 30)], base_sha256=base_sha, sequence=1)
-    ok2 = enc([_patch(rng, 5, 150), _patch(rng, 8, 16)], base_sha256=base_sha, sequence=1,
-              mode=Mode.CUMULATIVE, value_coding=ValueCoding.Q8)
-    ok3 = enc([_patch(rng, 2, 100)], base_sha256=base_sha, sequence=7, hmac_key=KEY,
-              value_coding=ValueCoding.F32, compress=False)
+
+    def enc(patches, **kw):
+        kw.setdefault("hmac_key", KEY)
+        kw.setdefault("device_id", DEVICE)
+        kw.setdefault("sequence", 1)
+        kw.setdefault("mode", Mode.BASE_RELATIVE)
+        return wire.encode_update(patches, base_sha256=kw.pop("base", base_sha), **kw)
+
+    ok1 = enc([_patch(rng, 2, 10), _patch(rng, 5, 30)])
+    ok2 = enc([_patch(rng, 5, 150), _patch(rng, 8, 16)], mode=Mode.CUMULATIVE,
+              value_coding=ValueCoding.Q8)
+    ok3 = enc([_patch(rng, 2, 100)], sequence=7, value_coding=ValueCoding.F32, compress=False)
+    insecure = enc([_patch(rng, 5, 20)], hmac_key=None)
     other = hashlib.sha256(b"another model").digest()
-    unknown = enc([TensorPatch(4, 100, np.array([1]), np.array([1.0]))], base_sha256=base_sha,
-                  sequence=1)
-    wrong_numel = enc([TensorPatch(2, 99, np.array([1]), np.array([1.0]))], base_sha256=base_sha,
-                      sequence=1)
-    record = bytes([2, 100, 1, 0, 0])  # tensor 2, numel 100, 1 update, delta varint, f32
+    unknown = enc([TensorPatch(4, 100, np.array([1]), np.array([1.0]))])
+    wrong_numel = enc([TensorPatch(2, 99, np.array([1]), np.array([1.0]))])
+    record = _f32_record(2, 100, 1, 1)  # tensor 2, numel 100, 1 update, delta varint, f32
+    one = np.float32(1.0).tobytes()
+    v1 = bytearray(ok1)
+    v1[4] = 1
+    unknown_coding = wire.record_header(2, 100, 1, 7, ValueCoding.F32, b"", 1, 4)
+    bitmap_excess = wire.record_header(5, 300, 1, IndexCoding.BITMAP, ValueCoding.Q8,
+                                       struct.pack("<ff", 0.1, 0.0), 38, 1)
+    dense_too_many = wire.record_header(8, 1 << 20, 1 << 20, IndexCoding.DENSE, ValueCoding.Q8,
+                                        struct.pack("<ff", 0.1, 0.0), 0, 1 << 20)
+    lying_count = wire.record_header(5, 300, 200, IndexCoding.BITMAP, ValueCoding.F32, b"", 38,
+                                     800)
+    varint_0x81 = bytes([2]) + b"\xff" * 9 + b"\x81"  # tensor 2, then a 10-byte varint at the end
+    bomb = b"\0" * (LIMITS.max_raw_bytes + 4096)
     return [
-        ("ok_f16_delta", ok1, 0, b""),
-        ("ok_q8_bitmap_cumulative", ok2, 0, b""),
-        ("ok_f32_hmac_raw", ok3, 3, KEY),
-        ("bad_magic", b"XDUP" + ok1[4:], 0, b""),
-        ("bad_version", _reseal(ok1[:4] + b"\x02" + ok1[5:-4]), 0, b""),
-        ("truncated", ok1[:-3], 0, b""),
-        ("bad_checksum", ok1[:70] + bytes([ok1[70] ^ 0x10]) + ok1[71:], 0, b""),
-        ("bad_hmac", ok3[:-1] + bytes([ok3[-1] ^ 1]), 3, KEY),
-        ("unauthenticated", ok1, 0, KEY),
-        ("base_mismatch", enc([_patch(rng, 2, 3)], base_sha256=other, sequence=1), 0, b""),
-        ("replay", ok1, 1, b""),
-        ("cumulative_gap", enc([_patch(rng, 8, 2)], base_sha256=base_sha, sequence=3,
-                               mode=Mode.CUMULATIVE), 1, b""),
-        ("index_out_of_range", _raw(base_sha, record + bytes([100]) + bytes(4), 1), 0, b""),
-        ("non_finite", _raw(base_sha, record + bytes([5]) + struct.pack("<f", np.inf), 1), 0, b""),
-        ("trailing_bytes", _raw(base_sha, record + bytes([5]) + bytes(5), 1), 0, b""),
-        ("tensor_not_in_model", unknown, 0, b""),
-        ("tensor_size_mismatch", wrong_numel, 0, b""),
+        ("ok_f16_delta", ok1, 0, KEY, False),
+        ("ok_q8_bitmap_cumulative", ok2, 0, KEY, False),
+        ("ok_f32_hmac_raw", ok3, 3, KEY, False),
+        ("ok_insecure_opt_in", insecure, 0, b"", True),
+        ("bad_magic", b"XDUP" + ok1[4:], 0, KEY, False),
+        ("bad_version_1", _reseal(bytes(v1[:-36])) + ok1[-32:], 0, KEY, False),
+        ("truncated", ok1[:-3], 0, KEY, False),
+        ("bad_checksum", ok1[:90] + bytes([ok1[90] ^ 0x10]) + ok1[91:], 0, KEY, False),
+        ("bad_hmac", ok3[:-1] + bytes([ok3[-1] ^ 1]), 3, KEY, False),
+        ("unauthenticated", insecure, 0, KEY, False),
+        ("no_key_configured", insecure, 0, b"", False),
+        ("wrong_device", enc([_patch(rng, 2, 3)], device_id=OTHER_DEVICE), 0, KEY, False),
+        ("base_mismatch", enc([_patch(rng, 2, 3)], base=other), 0, KEY, False),
+        ("replay", ok1, 1, KEY, False),
+        ("cumulative_gap", enc([_patch(rng, 8, 2)], sequence=3, mode=Mode.CUMULATIVE), 1, KEY,
+         False),
+        ("index_out_of_range", sealed(base_sha, record + bytes([100]) + one), 0, KEY, False),
+        ("non_finite", sealed(base_sha, record + bytes([5]) + struct.pack("<f", np.inf)), 0, KEY,
+         False),
+        ("trailing_bytes", sealed(base_sha, record + bytes([5]) + one + bytes(1)), 0, KEY, False),
+        ("tensor_not_in_model", unknown, 0, KEY, False),
+        ("tensor_size_mismatch", wrong_numel, 0, KEY, False),
+        ("unsupported_coding", sealed(base_sha, unknown_coding + bytes([5]) + one), 0, KEY, False),
+        ("bitmap_excess_bits", sealed(base_sha, bitmap_excess + b"\xff" * 37 + b"\x0f" + bytes(1)),
+         0, KEY, False),
+        ("dense_too_many", sealed(base_sha, dense_too_many + bytes(1 << 10), raw_len=None,
+                                  compress=True), 0, KEY, False),
+        ("count_lies", sealed(base_sha, lying_count + b"\x01" + bytes(37) + one), 0, KEY, False),
+        ("value_bytes_disagree", sealed(base_sha, wire.record_header(
+            2, 100, 1, IndexCoding.DELTA_VARINT, ValueCoding.F32, b"", 1, 8) + bytes([5]) + one * 2),
+         0, KEY, False),
+        ("zip_bomb", sealed(base_sha, bomb, compress=True, raw_len=LIMITS.max_raw_bytes), 0, KEY,
+         False),
+        ("raw_too_large", sealed(base_sha, bytes(16), compress=True,
+                                 raw_len=LIMITS.max_raw_bytes + 1), 0, KEY, False),
+        ("varint_0x81_at_end", sealed(base_sha, varint_0x81), 0, KEY, False),
     ]
 
 
-def run_reference(packet: bytes, base: bytes, last: int, key: bytes):
+def run_reference(packet: bytes, base: bytes, last: int, key: bytes, insecure: bool = False,
+                  device: bytes = DEVICE):
     """(status, patched bytes or None, decoded packet or None, message) by the Python decoder."""
     try:
         decoded = wire.decode_update(packet, expected_base_sha256=hashlib.sha256(base).digest(),
-                                     hmac_key=key or None)
+                                     expected_device_id=device, hmac_key=key or None,
+                                     limits=LIMITS, insecure=insecure)
         SequenceGuard(last).check(decoded)
         return "ok", wire.apply_update(base, TABLE, decoded), decoded, ""
     except UpdateError as err:
-        return "error", None, None, str(err)
+        return err.status, None, None, str(err)
+
+
+EXPECTED = {"bad_version_1": "bad_version", "index_out_of_range": "out_of_range",
+            "tensor_not_in_model": "out_of_range", "tensor_size_mismatch": "out_of_range",
+            "cumulative_gap": "replay", "unauthenticated": "bad_hmac",
+            "no_key_configured": "bad_hmac", "trailing_bytes": "malformed",
+            "unsupported_coding": "unsupported", "bitmap_excess_bits": "malformed",
+            "dense_too_many": "too_large", "count_lies": "truncated",
+            "value_bytes_disagree": "malformed", "zip_bomb": "malformed",
+            "raw_too_large": "too_large", "varint_0x81_at_end": "malformed"}
 
 
 def main(out_dir: Path) -> None:
@@ -113,22 +170,20 @@ def main(out_dir: Path) -> None:
     (out_dir / "table.txt").write_text("# tensor_index buffer_offset buffer_size dtype\n" + "".join(
         f"{i} {loc.buffer_offset} {loc.buffer_size} {loc.dtype}\n" for i, loc in TABLE.items()))
     lines, entries = [], []
-    expected = {"index_out_of_range": "out_of_range", "tensor_not_in_model": "out_of_range",
-                "tensor_size_mismatch": "out_of_range", "cumulative_gap": "replay",
-                "unauthenticated": "bad_hmac", "trailing_bytes": "malformed"}
-    for name, packet, last, key in _packets(hashlib.sha256(base).digest()):
+    for name, packet, last, key, insecure in _packets(hashlib.sha256(base).digest()):
         (out_dir / f"{name}.mdup").write_bytes(packet)
-        status, patched, decoded, message = run_reference(packet, base, last, key)
-        want = "ok" if name.startswith("ok_") else expected.get(name, name)
-        assert (status == "ok") == (want == "ok"), (name, message)
+        status, patched, decoded, message = run_reference(packet, base, last, key, insecure)
+        want = "ok" if name.startswith("ok_") else EXPECTED.get(name, name)
+        assert status == want, (name, status, message)
         digest = hashlib.sha256(patched).hexdigest() if patched else "-"
-        lines.append(f"{name} {want} {last} {key.hex() or '-'} {digest}\n")
+        lines.append(f"{name} {want} {last} {key.hex() or '-'} {DEVICE.hex()} {int(insecure)} "
+                     f"{digest}\n")
         tensors = [{"tensor_index": t.tensor_index, "numel": t.numel,
                     "indices": t.indices.tolist(), "values_f32_hex": t.values.astype("<f4")
                     .tobytes().hex()} for t in (decoded.tensors if decoded else [])]
         entries.append({"name": name, "packet": f"{name}.mdup", "expect": want,
-                        "python_error": "" if want == "ok" else PATTERNS[want],
                         "last_sequence": last, "hmac_key_hex": key.hex(),
+                        "device_id_hex": DEVICE.hex(), "insecure": insecure,
                         "patched_sha256": digest, "tensors": tensors})
     (out_dir / "vectors.txt").write_text("".join(lines))
     (out_dir / "vectors.json").write_text(json.dumps(entries, indent=1) + "\n")

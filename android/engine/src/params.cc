@@ -51,6 +51,13 @@ std::vector<Flag> Flags(Params* p) {
        "HMAC-SHA256 key (raw bytes) of this deployment"},
       {"update_blocking", Kind::kBool, &p->update_blocking,
        "run K waits until every packet received before it is applied or rejected"},
+      {"update_state_file", Kind::kString, &p->update_state_file,
+       "file keeping the last applied sequence across restarts (written atomically)"},
+      {"update_device_id", Kind::kString, &p->update_device_id,
+       "this device's 16-byte id as 32 hex digits; packets made for another id are refused"},
+      {"insecure_updates", Kind::kBool, &p->insecure_updates,
+       "accept packets without an HMAC (anyone reaching the port or folder can rewrite the "
+       "model); without it --update_key_file is required"},
       {"record_sensors", Kind::kBool, &p->record_sensors,
        "add CPU frequencies and thermal-zone temperatures (sysfs) to every frame record"},
       {"sysfs_root", Kind::kString, &p->sysfs_root, "where --record_sensors looks for sysfs"},
@@ -152,8 +159,32 @@ Status Params::Validate() const {
   if (updates_enabled() && !swap_graph.empty()) {
     return Status::Error("--swap_graph and the --update_* sources exclude each other");
   }
-  if (!updates_enabled() && (!update_key_file.empty() || update_blocking)) {
-    return Status::Error("--update_key_file/--update_blocking need an update source "
+  if (!updates_enabled() &&
+      (!update_key_file.empty() || update_blocking || !update_state_file.empty())) {
+    return Status::Error("--update_key_file/--update_blocking/--update_state_file need an "
+                         "update source "
+                         "(--update_dir, --update_schedule or --update_port)");
+  }
+  if (updates_enabled() && update_key_file.empty() && !insecure_updates) {
+    return Status::Error("updates need --update_key_file (the device's HMAC key) and "
+                         "--update_device_id; pass --insecure_updates to accept unauthenticated "
+                         "packets instead (not for deployments)");
+  }
+  if (!update_key_file.empty() && insecure_updates) {
+    return Status::Error("--update_key_file and --insecure_updates exclude each other");
+  }
+  if (!update_key_file.empty() && update_device_id.empty()) {
+    return Status::Error("--update_key_file needs --update_device_id (32 hex digits): packets "
+                         "are bound to one device");
+  }
+  if (!update_device_id.empty() &&
+      (update_device_id.size() != 32 ||
+       update_device_id.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)) {
+    return Status::Error("--update_device_id must be 32 hex digits (16 bytes), not '" +
+                         update_device_id + "'");
+  }
+  if (!updates_enabled() && (!update_device_id.empty() || insecure_updates)) {
+    return Status::Error("--update_device_id/--insecure_updates need an update source "
                          "(--update_dir, --update_schedule or --update_port)");
   }
   return Status::Ok();

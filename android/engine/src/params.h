@@ -41,6 +41,9 @@ struct Params {
   int32_t update_port = -1;    // TCP on 127.0.0.1 (0: any free port, printed on stderr); -1 off
   std::string update_key_file; // HMAC-SHA256 key (raw bytes); without it HMAC packets are refused
   bool update_blocking = false;  // run K waits for every packet received before it (replay)
+  std::string update_state_file; // persisted last applied sequence (refuses replays after restart)
+  std::string update_device_id;  // 32 hex digits: the 16-byte id packets must carry (wire v2)
+  bool insecure_updates = false; // accept packets without an HMAC (explicit opt-out, warns)
   bool updates_enabled() const {
     return !update_dir.empty() || !update_schedule.empty() || update_port >= 0;
   }

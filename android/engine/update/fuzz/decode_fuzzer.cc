@@ -1,8 +1,6 @@
-// libFuzzer target: any byte string must decode cleanly or be rejected with a Status.
-// Build and run (clang only), see docs/wire-format.md:
-//   CXX=clang++ cmake -S android/engine/update -B build/update-fuzz -DMOBDISTILL_UPDATE_FUZZ=ON
-//   cmake --build build/update-fuzz --target mobdistill_update_fuzzer
-//   build/update-fuzz/mobdistill_update_fuzzer -max_total_time=60 tests/vectors/
+// libFuzzer target: any byte string must decode cleanly or be rejected with a Status, never crash
+// or allocate past the limits. `make fuzz` builds and runs it with inputs up to several MiB and a
+// dictionary of headers and record fields (decode_fuzzer.dict); the suite runs a bounded run.
 #include <zlib.h>
 
 #include <cstring>
@@ -10,25 +8,48 @@
 
 #include "mobdistill_update/update.h"
 
+namespace {
+
+// A model of 1M float32 elements in three tensors: limits like a small student's, so inputs can
+// claim far more than that and must be refused before allocating it.
+const mobdistill::update::TensorTable& Table() {
+  using mobdistill::update::DType;
+  using mobdistill::update::TensorLocation;
+  static const mobdistill::update::TensorTable table = {
+      {2, TensorLocation{64, 400, DType::kFloat32}},
+      {5, TensorLocation{512, 1200, DType::kFloat32}},
+      {8, TensorLocation{1744, 4u << 20, DType::kFloat32}}};
+  return table;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace mobdistill::update;
   // Re-seal the CRC so mutations reach the payload parser instead of dying at the checksum.
   std::vector<uint8_t> packet_bytes(data, data + size);
-  if (size >= 64) {
-    const uint32_t stored = data[52] | (data[53] << 8) | (data[54] << 16) | (uint32_t{data[55]} << 24);
-    if (uint64_t{60} + stored + 4 <= size) {
-      const uint32_t crc = crc32(0L, data, 60 + stored);
-      for (int i = 0; i < 4; ++i) packet_bytes[60 + stored + i] = static_cast<uint8_t>(crc >> (8 * i));
+  if (size >= kHeaderBytes + 4) {
+    const uint32_t stored = data[68] | (data[69] << 8) | (data[70] << 16) | (uint32_t{data[71]} << 24);
+    if (uint64_t{kHeaderBytes} + stored + 4 <= size) {
+      const uint32_t crc = crc32(0L, data, static_cast<uInt>(kHeaderBytes + stored));
+      for (int i = 0; i < 4; ++i) {
+        packet_bytes[kHeaderBytes + stored + i] = static_cast<uint8_t>(crc >> (8 * i));
+      }
     }
   }
   data = packet_bytes.data();
-  uint8_t base[kSha256Bytes];
-  if (size >= 8 + kSha256Bytes) std::memcpy(base, data + 8, kSha256Bytes);  // reach past the base check
-  else std::memset(base, 0, sizeof(base));
+  uint8_t base[kSha256Bytes] = {}, device[kDeviceIdBytes] = {};
+  if (size >= 8 + kSha256Bytes) std::memcpy(base, data + 8, kSha256Bytes);  // reach past the checks
+  if (size >= 40 + kDeviceIdBytes) std::memcpy(device, data + 40, kDeviceIdBytes);
+  DecodeOptions options;
+  options.expected_base_sha256 = base;
+  options.expected_device_id = device;
+  options.allow_unauthenticated = true;
+  options.limits = DecodeLimits::ForTable(Table());
   UpdatePacket packet;
-  Status status = DecodeUpdatePacket(data, size, base, nullptr, 0, 0, &packet);
+  Status status = DecodeUpdatePacket(data, size, options, &packet);
   if (!status.ok()) return 0;
-  std::vector<uint8_t> model(4096, 0);
+  std::vector<uint8_t> model(8192, 0);
   TensorTable table;
   for (const TensorPatch& patch : packet.tensors) {
     table[patch.tensor_index] = TensorLocation{0, patch.numel * 4, DType::kFloat32};

@@ -1,9 +1,12 @@
-// Decoder and applier for "MDUP" version 1 packets. Mirrors contract/wire.py check for check,
-// in the same order, so both reject the same packets (tests/streaming/test_ams_vectors.py checks it).
+// Decoder and applier for "MDUP" version 2 packets. Mirrors contract/wire.py check for check,
+// in the same order and with the same status names, so both reject the same packets
+// (tests/streaming/test_ams_vectors.py and tests/hostile/ check it). Every record states its
+// index and value byte lengths, so the whole payload is bounded before any per-tensor allocation.
 #include "mobdistill_update/update.h"
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -14,13 +17,19 @@ namespace update {
 namespace {
 
 constexpr uint8_t kMagic[4] = {'M', 'D', 'U', 'P'};
-constexpr size_t kHeaderBytes = 60;
 constexpr size_t kCrcBytes = 4;
 constexpr size_t kHmacBytes = 32;
 constexpr uint32_t kMaxTensors = 1u << 16;
 constexpr uint64_t kMaxNumel = 1ull << 40;
+constexpr int kMaxVarintBytes = 10;
+// A record header is at most 6 varints and 2 coding bytes; Q8 adds 8 parameter bytes.
+constexpr uint64_t kMaxRecordOverhead = 6 * kMaxVarintBytes + 2 + 8;
+constexpr size_t kMinInflateChunk = 64 << 10;
 constexpr uint8_t kFlagCumulative = 0x01, kFlagHmac = 0x02, kFlagCompressed = 0x04;
 constexpr uint8_t kKnownFlags = kFlagCumulative | kFlagHmac | kFlagCompressed;
+// Header offsets.
+constexpr size_t kAtBase = 8, kAtDevice = 40, kAtSequence = 56, kAtTensors = 64, kAtStored = 68,
+                 kAtRaw = 72;
 
 enum IndexCoding : uint8_t { kDeltaVarint = 0, kBitmap = 1, kDense = 2 };
 enum ValueCoding : uint8_t { kF32 = 0, kF16 = 1, kQ8 = 2 };
@@ -37,12 +46,18 @@ float BitsToFloat(uint32_t bits) {
   return f;
 }
 
-// Bounds-checked cursor over the decompressed payload.
+std::string Hex(const uint8_t* p, size_t n) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) { s += kDigits[p[i] >> 4]; s += kDigits[p[i] & 15]; }
+  return s;
+}
+
+// Bounds-checked cursor over a byte range.
 class Reader {
  public:
   Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
   size_t remaining() const { return size_ - pos_; }
-  size_t size() const { return size_; }
 
   Status Take(uint64_t n, const uint8_t** out) {
     if (n > remaining()) {
@@ -54,18 +69,18 @@ class Reader {
     return Status::Ok();
   }
 
+  // LEB128, at most 10 bytes, value < 2^64: the 10th byte must be 0 or 1 (no continuation), so a
+  // 10-byte varint ending in 0x81 is malformed wherever it stands, as in Python.
   Status Varint(uint64_t* value) {
     *value = 0;
-    for (int i = 0;; ++i) {
-      const uint8_t* byte;
+    for (int i = 0; i < kMaxVarintBytes; ++i) {
+      const uint8_t* byte = nullptr;
       MOBDISTILL_UPDATE_RETURN_IF_ERROR(Take(1, &byte));
-      const uint64_t bits = *byte & 0x7Fu;
-      if (i > 9 || (i == 9 && bits > 1)) {
-        return Error(StatusCode::kMalformed, "malformed varint at offset " + std::to_string(pos_));
-      }
-      *value |= bits << (7 * i);
+      if (i == kMaxVarintBytes - 1 && *byte > 1) break;
+      *value |= uint64_t{*byte & 0x7Fu} << (7 * i);
       if (!(*byte & 0x80u)) return Status::Ok();
     }
+    return Error(StatusCode::kMalformed, "malformed varint at offset " + std::to_string(pos_));
   }
 
  private:
@@ -77,11 +92,33 @@ class Reader {
 struct Record {
   uint64_t tensor_index = 0, numel = 0, count = 0;
   uint8_t index_coding = 0, value_coding = 0;
+  uint64_t index_bytes = 0, value_bytes = 0;
   float scale = 0.f, offset = 0.f;
 };
 
-Status CheckEnvelope(const uint8_t* data, size_t size, const uint8_t* expected_base,
-                     const uint8_t* key, size_t key_size, uint64_t last_sequence) {
+Status CheckHmac(const uint8_t* data, uint8_t flags, size_t mac_at, const DecodeOptions& o) {
+  const bool has_mac = flags & kFlagHmac;
+  const bool has_key = o.hmac_key_size > 0;
+  if (!has_key && !o.allow_unauthenticated) {
+    return Error(StatusCode::kBadHmac, "no HMAC key configured: refusing the packet (give the "
+                                       "device key, or opt in to insecure updates explicitly)");
+  }
+  if (has_key && !has_mac) {
+    return Error(StatusCode::kBadHmac, "unauthenticated packet: this deployment requires an HMAC");
+  }
+  if (has_mac && !has_key) {
+    return Error(StatusCode::kBadHmac, "packet carries an HMAC but no key was given");
+  }
+  if (has_mac) {
+    const auto want = HmacSha256(o.hmac_key, o.hmac_key_size, data, mac_at);
+    uint8_t diff = 0;  // constant time
+    for (size_t i = 0; i < kHmacBytes; ++i) diff |= want[i] ^ data[mac_at + i];
+    if (diff) return Error(StatusCode::kBadHmac, "bad HMAC: not made with this device's key");
+  }
+  return Status::Ok();
+}
+
+Status CheckEnvelope(const uint8_t* data, size_t size, const DecodeOptions& o) {
   if (size < kHeaderBytes + kCrcBytes) {
     return Error(StatusCode::kTruncated, "truncated packet: shorter than header and checksum");
   }
@@ -90,13 +127,13 @@ Status CheckEnvelope(const uint8_t* data, size_t size, const uint8_t* expected_b
   }
   if (data[4] != kWireVersion) {
     return Error(StatusCode::kBadVersion, "wire version " + std::to_string(data[4]) +
-                                              " is not supported; update the app");
+                                              " is not supported (this decoder reads 2)");
   }
   const uint8_t flags = data[5];
   if ((flags & ~kKnownFlags) || data[6] || data[7]) {
     return Error(StatusCode::kBadVersion, "unknown flags: written by a newer encoder");
   }
-  const uint64_t stored = LoadU32(data + 52);
+  const uint64_t stored = LoadU32(data + kAtStored);
   const uint64_t end = kHeaderBytes + stored + kCrcBytes + ((flags & kFlagHmac) ? kHmacBytes : 0);
   if (size != end) {
     return Error(StatusCode::kTruncated, "packet length does not match its header: truncated or "
@@ -106,62 +143,72 @@ Status CheckEnvelope(const uint8_t* data, size_t size, const uint8_t* expected_b
   if (crc32(0L, data, static_cast<uInt>(crc_at)) != LoadU32(data + crc_at)) {
     return Error(StatusCode::kBadChecksum, "bad checksum: corrupted in transit; re-send it");
   }
-  const bool has_mac = flags & kFlagHmac;
-  if (key_size > 0 && !has_mac) {
-    return Error(StatusCode::kBadHmac, "unauthenticated packet: this deployment requires an HMAC");
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(CheckHmac(data, flags, crc_at + kCrcBytes, o));
+  if (std::memcmp(data + kAtDevice, o.expected_device_id, kDeviceIdBytes) != 0) {
+    return Error(StatusCode::kWrongDevice,
+                 "wrong device: packet is for device " + Hex(data + kAtDevice, kDeviceIdBytes) +
+                     ", this is " + Hex(o.expected_device_id, kDeviceIdBytes));
   }
-  if (has_mac && key_size == 0) {
-    return Error(StatusCode::kBadHmac, "packet carries an HMAC but no deployment key was given");
-  }
-  if (has_mac) {
-    const size_t mac_at = crc_at + kCrcBytes;
-    const auto want = HmacSha256(key, key_size, data, mac_at);
-    uint8_t diff = 0;  // constant time
-    for (size_t i = 0; i < kHmacBytes; ++i) diff |= want[i] ^ data[mac_at + i];
-    if (diff) return Error(StatusCode::kBadHmac, "bad HMAC: not made with this deployment's key");
-  }
-  if (std::memcmp(data + 8, expected_base, kSha256Bytes) != 0) {
+  if (std::memcmp(data + kAtBase, o.expected_base_sha256, kSha256Bytes) != 0) {
     return Error(StatusCode::kBaseMismatch, "base-model mismatch: packet is for another model");
   }
-  const uint64_t sequence = LoadU64(data + 40);
-  if (sequence <= last_sequence) {
+  return Status::Ok();
+}
+
+// Last, after the payload (Python's SequenceGuard runs after decode_update: same order).
+Status CheckSequence(const UpdatePacket& packet, uint64_t last_sequence) {
+  if (packet.sequence <= last_sequence) {
     return Error(StatusCode::kReplay, "replayed or out-of-order packet: sequence " +
-                                          std::to_string(sequence) + " after " +
+                                          std::to_string(packet.sequence) + " after " +
                                           std::to_string(last_sequence));
   }
-  if ((flags & kFlagCumulative) && sequence != last_sequence + 1) {
+  if (packet.mode == Mode::kCumulative && packet.sequence != last_sequence + 1) {
     return Error(StatusCode::kReplay, "cumulative packet after a gap: an update was missed");
   }
   return Status::Ok();
 }
 
-Status Inflate(const uint8_t* stored, size_t stored_size, bool compressed, uint64_t raw_size,
+// Inflates into *raw, growing it as output is produced and never past raw_size + 1 bytes (the
+// extra byte detects a stream longer than its header says). raw_size is already within limits.
+Status Inflate(const uint8_t* stored, size_t stored_size, uint64_t raw_size,
                std::vector<uint8_t>* raw) {
-  if (raw_size > kMaxRawPayloadBytes) {
-    return Error(StatusCode::kMalformed, "payload exceeds the size limit");
-  }
-  if (!compressed) {
-    if (stored_size != raw_size) return Error(StatusCode::kMalformed, "payload size mismatch");
-    raw->assign(stored, stored + stored_size);
-    return Status::Ok();
-  }
-  raw->assign(static_cast<size_t>(raw_size) + 1, 0);
   z_stream zs;
   std::memset(&zs, 0, sizeof(zs));
   if (inflateInit(&zs) != Z_OK) return Error(StatusCode::kMalformed, "zlib init failed");
   zs.next_in = const_cast<Bytef*>(stored);
   zs.avail_in = static_cast<uInt>(stored_size);
-  zs.next_out = raw->data();
-  zs.avail_out = static_cast<uInt>(raw_size);
-  const int rc = inflate(&zs, Z_FINISH);
-  const bool ok = rc == Z_STREAM_END && zs.avail_in == 0 && zs.total_out == raw_size;
+  const size_t cap = static_cast<size_t>(raw_size) + 1;
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    const size_t produced = raw->size();
+    if (produced == cap) break;
+    const size_t grow = std::min(cap - produced, std::max(kMinInflateChunk, produced));
+    raw->resize(produced + grow);
+    zs.next_out = raw->data() + produced;
+    zs.avail_out = static_cast<uInt>(grow);
+    rc = inflate(&zs, Z_NO_FLUSH);  // Z_BUF_ERROR: the input ended before the stream did
+    raw->resize(produced + grow - zs.avail_out);
+  }
+  const bool ok = rc == Z_STREAM_END && zs.avail_in == 0 && raw->size() == raw_size;
   inflateEnd(&zs);
-  if (!ok) return Error(StatusCode::kMalformed, "corrupt compressed payload");
-  raw->resize(static_cast<size_t>(raw_size));
+  if (!ok) return Error(StatusCode::kMalformed, "compressed payload does not end where its "
+                                                "header says (or is corrupt)");
   return Status::Ok();
 }
 
-Status ReadRecord(Reader* reader, Record* r) {
+bool IndexBytesFit(const Record& r) {
+  if (r.index_coding == kDense) return r.count == r.numel && r.index_bytes == 0;
+  if (r.index_coding == kBitmap) return r.index_bytes == (r.numel + 7) / 8;
+  return r.count <= r.index_bytes && r.index_bytes <= kMaxVarintBytes * r.count;
+}
+
+uint64_t ValueBytesPerElement(uint8_t coding) { return coding == kF32 ? 4 : coding == kF16 ? 2 : 1; }
+
+// One record header, checked against itself, the payload left and the limits. `declared` and
+// `elements` are the index+value bytes and values of the records before it.
+Status ReadRecord(Reader* reader, const DecodeLimits& limits, uint64_t declared, uint64_t elements,
+                  Record* r) {
+  uint64_t param_bytes = 0;
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Varint(&r->tensor_index));
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Varint(&r->numel));
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Varint(&r->count));
@@ -169,107 +216,149 @@ Status ReadRecord(Reader* reader, Record* r) {
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take(2, &codes));
   r->index_coding = codes[0];
   r->value_coding = codes[1];
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Varint(&param_bytes));
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Varint(&r->index_bytes));
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Varint(&r->value_bytes));
+  const uint8_t* params;
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take(param_bytes, &params));
+  const std::string name = "tensor " + std::to_string(r->tensor_index);
   if (r->index_coding > kDense || r->value_coding > kQ8) {
-    return Error(StatusCode::kMalformed, "unknown index or value coding");
+    return Error(StatusCode::kUnsupported, name + ": unknown index or value coding (made by a "
+                                                  "newer encoder); update the app");
   }
   if (r->count > r->numel || r->numel >= kMaxNumel || r->tensor_index > 0xFFFFFFFFull) {
-    return Error(StatusCode::kMalformed, "record has more updates than elements");
+    return Error(StatusCode::kMalformed, name + ": more updates than elements");
   }
-  if (r->count > reader->size()) {
-    return Error(StatusCode::kTruncated, "record count exceeds the payload");
+  if (r->numel > limits.max_elements ||
+      r->count > limits.max_elements - std::min(elements, limits.max_elements)) {
+    return Error(StatusCode::kTooLarge, name + ": more elements than this model has");
+  }
+  if (param_bytes != (r->value_coding == kQ8 ? 8u : 0u)) {
+    return Error(StatusCode::kMalformed, name + ": wrong number of coding-parameter bytes");
+  }
+  if (!IndexBytesFit(*r) || r->value_bytes != ValueBytesPerElement(r->value_coding) * r->count) {
+    return Error(StatusCode::kMalformed, name + ": index/value byte lengths do not fit the count");
+  }
+  const uint64_t left = reader->remaining();
+  if (declared > left || r->index_bytes > left - declared ||
+      r->value_bytes > left - declared - r->index_bytes) {
+    return Error(StatusCode::kTruncated, "truncated payload: " + name + " claims more bytes "
+                                         "than the payload has left");
   }
   if (r->value_coding == kQ8) {
-    const uint8_t* p;
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take(8, &p));
-    r->scale = BitsToFloat(LoadU32(p));
-    r->offset = BitsToFloat(LoadU32(p + 4));
+    r->scale = BitsToFloat(LoadU32(params));
+    r->offset = BitsToFloat(LoadU32(params + 4));
+    if (!std::isfinite(r->scale) || !std::isfinite(r->offset)) {
+      return Error(StatusCode::kNonFinite, name + ": non-finite quantization scale/offset");
+    }
   }
   return Status::Ok();
 }
 
-Status ReadIndices(Reader* reader, const Record& r, std::vector<uint64_t>* indices) {
-  indices->clear();
-  if (r.index_coding == kDense) {
-    if (r.count != r.numel) return Error(StatusCode::kMalformed, "dense coding count mismatch");
-    indices->resize(static_cast<size_t>(r.numel));
-    for (uint64_t i = 0; i < r.numel; ++i) (*indices)[i] = i;
-    return Status::Ok();
-  }
+Status ReadIndices(const uint8_t* p, const Record& r, TensorPatch* patch) {
+  patch->indices.clear();
+  patch->dense = r.index_coding == kDense;
+  if (patch->dense) return Status::Ok();
+  const std::string name = "tensor " + std::to_string(r.tensor_index);
+  patch->indices.reserve(static_cast<size_t>(r.count));  // count <= limits.max_elements
   if (r.index_coding == kBitmap) {
-    const uint8_t* bits;
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take((r.numel + 7) / 8, &bits));
-    for (uint64_t i = 0; i < (r.numel + 7) / 8 * 8; ++i) {
-      if (!((bits[i / 8] >> (i % 8)) & 1u)) continue;
-      if (i >= r.numel) return Error(StatusCode::kMalformed, "bitmap padding bits set");
-      indices->push_back(i);
+    for (uint64_t b = 0; b < r.index_bytes; ++b) {
+      for (unsigned j = 0; p[b] >> j; ++j) {
+        if (!((p[b] >> j) & 1u)) continue;
+        const uint64_t i = 8 * b + j;
+        if (i >= r.numel || patch->indices.size() == r.count) {  // stop at the first excess bit
+          return Error(StatusCode::kMalformed, name + ": bitmap does not hold count indices");
+        }
+        patch->indices.push_back(i);
+      }
     }
-    if (indices->size() != r.count) return Error(StatusCode::kMalformed, "bitmap count mismatch");
+    if (patch->indices.size() != r.count) {
+      return Error(StatusCode::kMalformed, name + ": bitmap does not hold count indices");
+    }
     return Status::Ok();
   }
-  indices->reserve(static_cast<size_t>(r.count));
+  // Structure first (exactly `count` varints filling the section: malformed), then range.
+  Reader reader(p, static_cast<size_t>(r.index_bytes));
   uint64_t next = 0;  // smallest admissible index
   bool out_of_range = false;
   for (uint64_t k = 0; k < r.count; ++k) {
     uint64_t gap;
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Varint(&gap));
+    Status s = reader.Varint(&gap);
+    if (!s.ok()) {
+      return Error(StatusCode::kMalformed, name + ": index bytes do not hold count varints");
+    }
     if (out_of_range || gap >= r.numel || next + gap >= r.numel) {
-      out_of_range = true;  // keep reading: truncation is reported before range, as in Python
+      out_of_range = true;
       continue;
     }
-    indices->push_back(next + gap);
+    patch->indices.push_back(next + gap);
     next += gap + 1;
   }
-  if (out_of_range) return Error(StatusCode::kOutOfRange, "index out of range for its tensor");
+  if (reader.remaining() != 0) {
+    return Error(StatusCode::kMalformed, name + ": index bytes do not hold count varints");
+  }
+  if (out_of_range) return Error(StatusCode::kOutOfRange, name + ": index out of range");
   return Status::Ok();
 }
 
-Status ReadValues(Reader* reader, const Record& r, std::vector<float>* values) {
+Status ReadValues(const uint8_t* p, const Record& r, std::vector<float>* values) {
   const size_t n = static_cast<size_t>(r.count);
-  values->resize(n);
-  const uint8_t* p;
+  values->resize(n);  // count <= limits.max_elements
   if (r.value_coding == kF32) {
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take(4 * r.count, &p));
     for (size_t i = 0; i < n; ++i) (*values)[i] = BitsToFloat(LoadU32(p + 4 * i));
   } else if (r.value_coding == kF16) {
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take(2 * r.count, &p));
     for (size_t i = 0; i < n; ++i) {
       (*values)[i] = HalfToFloat(static_cast<uint16_t>(p[i] | (p[n + i] << 8)));
     }
   } else {
-    if (!std::isfinite(r.scale) || !std::isfinite(r.offset)) {
-      return Error(StatusCode::kNonFinite, "non-finite quantization scale/offset");
-    }
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take(r.count, &p));
     for (size_t i = 0; i < n; ++i) {
       const float product = r.scale * static_cast<float>(p[i]);  // two roundings, never an FMA
       (*values)[i] = r.offset + product;
     }
   }
   for (float v : *values) {
-    if (!std::isfinite(v)) return Error(StatusCode::kNonFinite, "non-finite values");
+    if (!std::isfinite(v)) {
+      return Error(StatusCode::kNonFinite, "tensor " + std::to_string(r.tensor_index) +
+                                               ": non-finite values");
+    }
   }
   return Status::Ok();
 }
 
-Status DecodePayload(const std::vector<uint8_t>& raw, uint32_t n_tensors, UpdatePacket* packet) {
-  Reader reader(raw.data(), raw.size());
-  std::vector<Record> records(n_tensors);
-  for (auto& r : records) MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadRecord(&reader, &r));
+Status DecodePayload(const uint8_t* raw, size_t raw_size, uint32_t n_tensors,
+                     const DecodeLimits& limits, UpdatePacket* packet) {
+  Reader reader(raw, raw_size);
+  std::vector<Record> records;
+  records.reserve(std::min<size_t>(n_tensors, raw_size / 8 + 1));  // a record is >= 8 bytes
+  uint64_t declared = 0, elements = 0;
+  for (uint32_t i = 0; i < n_tensors; ++i) {
+    Record r;
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadRecord(&reader, limits, declared, elements, &r));
+    declared += r.index_bytes + r.value_bytes;
+    elements += r.count;
+    records.push_back(r);
+  }
   for (size_t i = 1; i < records.size(); ++i) {
     if (records[i].tensor_index <= records[i - 1].tensor_index) {
       return Error(StatusCode::kMalformed, "tensor records are not strictly increasing");
     }
   }
+  if (declared != reader.remaining()) {
+    return Error(StatusCode::kMalformed, "trailing payload bytes");
+  }
   packet->tensors.resize(n_tensors);
   for (size_t i = 0; i < n_tensors; ++i) {
+    const uint8_t* p;
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader.Take(records[i].index_bytes, &p));
     packet->tensors[i].tensor_index = static_cast<uint32_t>(records[i].tensor_index);
     packet->tensors[i].numel = records[i].numel;
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadIndices(&reader, records[i], &packet->tensors[i].indices));
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadIndices(p, records[i], &packet->tensors[i]));
   }
   for (size_t i = 0; i < n_tensors; ++i) {
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadValues(&reader, records[i], &packet->tensors[i].values));
+    const uint8_t* p;
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader.Take(records[i].value_bytes, &p));
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadValues(p, records[i], &packet->tensors[i].values));
   }
-  if (reader.remaining() != 0) return Error(StatusCode::kMalformed, "trailing payload bytes");
   return Status::Ok();
 }
 
@@ -290,8 +379,26 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kOutOfRange: return "out_of_range";
     case StatusCode::kNonFinite: return "non_finite";
     case StatusCode::kUnsupported: return "unsupported";
+    case StatusCode::kWrongDevice: return "wrong_device";
+    case StatusCode::kTooLarge: return "too_large";
   }
   return "unknown";
+}
+
+DecodeLimits DecodeLimits::ForTable(const TensorTable& table) {
+  DecodeLimits limits;
+  for (const auto& entry : table) {
+    if (entry.second.dtype != DType::kFloat32) continue;
+    const uint64_t numel = entry.second.buffer_size / 4;
+    limits.max_elements += numel;
+    limits.max_raw_bytes += kMaxRecordOverhead + (numel + 7) / 8 + 4 * numel;
+  }
+  return limits;
+}
+
+uint64_t DecodeLimits::MaxPacketBytes() const {
+  // zlib's deflateBound is below raw + raw/1024 + 64 for any input.
+  return kHeaderBytes + max_raw_bytes + max_raw_bytes / 1024 + 64 + kCrcBytes + kHmacBytes;
 }
 
 float HalfToFloat(uint16_t half) {
@@ -306,29 +413,44 @@ float HalfToFloat(uint16_t half) {
   return BitsToFloat(sign | (static_cast<uint32_t>(113 - shift) << 23) | ((mantissa & 0x3FFu) << 13));
 }
 
-Status DecodeUpdatePacket(const uint8_t* data, size_t size, const uint8_t* expected_base_sha256,
-                          const uint8_t* hmac_key, size_t hmac_key_size, uint64_t last_sequence,
+Status DecodeUpdatePacket(const uint8_t* data, size_t size, const DecodeOptions& options,
                           UpdatePacket* packet) {
-  if (packet == nullptr || expected_base_sha256 == nullptr || (data == nullptr && size > 0) ||
-      (hmac_key == nullptr && hmac_key_size > 0)) {
+  if (packet == nullptr || options.expected_base_sha256 == nullptr ||
+      options.expected_device_id == nullptr || (data == nullptr && size > 0) ||
+      (options.hmac_key == nullptr && options.hmac_key_size > 0)) {
     return Error(StatusCode::kInvalidArgument, "null argument to DecodeUpdatePacket");
   }
   *packet = UpdatePacket{};
   if (data == nullptr) return Error(StatusCode::kTruncated, "empty packet");
-  MOBDISTILL_UPDATE_RETURN_IF_ERROR(
-      CheckEnvelope(data, size, expected_base_sha256, hmac_key, hmac_key_size, last_sequence));
-  const uint32_t n_tensors = LoadU32(data + 48);
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(CheckEnvelope(data, size, options));
+  const uint32_t n_tensors = LoadU32(data + kAtTensors);
   if (n_tensors > kMaxTensors) return Error(StatusCode::kMalformed, "too many tensors");
-  std::vector<uint8_t> raw;
-  MOBDISTILL_UPDATE_RETURN_IF_ERROR(Inflate(data + kHeaderBytes, LoadU32(data + 52),
-                                            data[5] & kFlagCompressed, LoadU32(data + 56), &raw));
+  const uint64_t stored_size = LoadU32(data + kAtStored), raw_size = LoadU32(data + kAtRaw);
+  if (raw_size > options.limits.max_raw_bytes) {
+    return Error(StatusCode::kTooLarge, "payload of " + std::to_string(raw_size) + " bytes "
+                 "exceeds the " + std::to_string(options.limits.max_raw_bytes) +
+                 "-byte limit this model allows");
+  }
+  const uint8_t* stored = data + kHeaderBytes;
+  std::vector<uint8_t> inflated;  // stays empty for an uncompressed payload: read in place
+  const uint8_t* raw = stored;
+  if (data[5] & kFlagCompressed) {
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(
+        Inflate(stored, static_cast<size_t>(stored_size), raw_size, &inflated));
+    raw = inflated.data();
+  } else if (stored_size != raw_size) {
+    return Error(StatusCode::kMalformed, "payload size mismatch");
+  }
   UpdatePacket decoded;
   decoded.version = data[4];
   decoded.mode = (data[5] & kFlagCumulative) ? Mode::kCumulative : Mode::kBaseRelative;
-  decoded.sequence = LoadU64(data + 40);
-  std::memcpy(decoded.base_sha256.data(), data + 8, kSha256Bytes);
+  decoded.sequence = LoadU64(data + kAtSequence);
+  std::memcpy(decoded.base_sha256.data(), data + kAtBase, kSha256Bytes);
+  std::memcpy(decoded.device_id.data(), data + kAtDevice, kDeviceIdBytes);
   decoded.authenticated = data[5] & kFlagHmac;
-  MOBDISTILL_UPDATE_RETURN_IF_ERROR(DecodePayload(raw, n_tensors, &decoded));
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(
+      DecodePayload(raw, static_cast<size_t>(raw_size), n_tensors, options.limits, &decoded));
+  MOBDISTILL_UPDATE_RETURN_IF_ERROR(CheckSequence(decoded, options.last_sequence));
   *packet = std::move(decoded);
   return Status::Ok();
 }
@@ -351,7 +473,7 @@ Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
         loc.buffer_size > model_bytes->size() - loc.buffer_offset) {
       return Error(StatusCode::kOutOfRange, name + ": buffer outside the model file");
     }
-    if (patch.indices.size() != patch.values.size()) {
+    if ((patch.dense ? patch.numel : patch.indices.size()) != patch.values.size()) {
       return Error(StatusCode::kInvalidArgument, name + ": indices and values differ in length");
     }
     for (uint64_t index : patch.indices) {
@@ -360,10 +482,10 @@ Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
   }
   for (const TensorPatch& patch : packet.tensors) {
     uint8_t* base = model_bytes->data() + table.at(patch.tensor_index).buffer_offset;
-    for (size_t i = 0; i < patch.indices.size(); ++i) {
+    for (size_t i = 0; i < patch.values.size(); ++i) {
       uint32_t bits;
       std::memcpy(&bits, &patch.values[i], sizeof(bits));
-      uint8_t* p = base + 4 * patch.indices[i];  // little-endian, whatever the host order
+      uint8_t* p = base + 4 * (patch.dense ? i : patch.indices[i]);  // little-endian, whatever the host order
       p[0] = static_cast<uint8_t>(bits); p[1] = static_cast<uint8_t>(bits >> 8);
       p[2] = static_cast<uint8_t>(bits >> 16); p[3] = static_cast<uint8_t>(bits >> 24);
     }

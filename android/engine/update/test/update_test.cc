@@ -37,19 +37,32 @@ void TestPrimitives() {
   Expect(std::isinf(mu::HalfToFloat(0x7C00)) && std::isnan(mu::HalfToFloat(0x7E00)), "half inf/nan");
 }
 
+// vectors.txt line: name expected_status last_sequence hmac_key_hex|- device_id_hex insecure(0|1)
+// patched_sha256|-. Limits come from the vectors' table, as the engine derives them.
 void TestVector(const std::string& dir, const std::string& line, const std::vector<uint8_t>& base,
                 const mu::TensorTable& table) {
   std::istringstream fields(line);
-  std::string name, expected, key_hex, patched_sha;
+  std::string name, expected, key_hex, device_hex, patched_sha;
   unsigned long long last = 0;
-  fields >> name >> expected >> last >> key_hex >> patched_sha;
-  std::vector<uint8_t> packet_bytes, key;
+  int insecure = 0;
+  fields >> name >> expected >> last >> key_hex >> device_hex >> insecure >> patched_sha;
+  std::vector<uint8_t> packet_bytes, key, device_id;
   Expect(mu::ReadFile(dir + "/" + name + ".mdup", &packet_bytes), name + ": readable");
   Expect(mu::ParseHex(key_hex, &key), name + ": key hex");
+  Expect(mu::ParseHex(device_hex, &device_id) && device_id.size() == mu::kDeviceIdBytes,
+         name + ": device id hex");
+  if (device_id.size() != mu::kDeviceIdBytes) return;
   const auto base_sha = mu::Sha256(base.data(), base.size());
+  mu::DecodeOptions options;
+  options.expected_base_sha256 = base_sha.data();
+  options.expected_device_id = device_id.data();
+  options.hmac_key = key.empty() ? nullptr : key.data();
+  options.hmac_key_size = key.size();
+  options.allow_unauthenticated = insecure != 0;
+  options.last_sequence = last;
+  options.limits = mu::DecodeLimits::ForTable(table);
   mu::UpdatePacket packet;
-  mu::Status s = mu::DecodeUpdatePacket(packet_bytes.data(), packet_bytes.size(), base_sha.data(),
-                                        key.data(), key.size(), last, &packet);
+  mu::Status s = mu::DecodeUpdatePacket(packet_bytes.data(), packet_bytes.size(), options, &packet);
   std::vector<uint8_t> model = base;
   if (s.ok()) s = mu::ApplyPatches(&model, table, packet);
   Expect(expected == mu::StatusCodeName(s.code),
@@ -60,6 +73,17 @@ void TestVector(const std::string& dir, const std::string& line, const std::vect
   }
   const auto got = mu::Sha256(model.data(), model.size());
   Expect(mu::ToHex(got.data(), 32) == patched_sha, name + ": patched bytes differ");
+}
+
+void TestLimits(const mu::TensorTable& table) {
+  const mu::DecodeLimits limits = mu::DecodeLimits::ForTable(table);
+  uint64_t numel = 0;
+  for (const auto& e : table) numel += e.second.buffer_size / 4;
+  Expect(limits.max_elements == numel, "limits: elements are the table's");
+  Expect(limits.max_raw_bytes >= 4 * numel && limits.max_raw_bytes < 5 * numel + 100 * table.size(),
+         "limits: raw bytes follow a dense float32 packet of every tensor");
+  const mu::DecodeLimits none = mu::DecodeLimits::ForTable(mu::TensorTable{});
+  Expect(none.max_elements == 0 && none.max_raw_bytes == 0, "limits: an empty table allows nothing");
 }
 
 }  // namespace
@@ -77,6 +101,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot read %s/base.bin or table.txt\n", dir.c_str());
     return 2;
   }
+  TestLimits(table);
   std::ifstream list(dir + "/vectors.txt");
   std::string line;
   int count = 0;

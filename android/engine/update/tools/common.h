@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -15,11 +14,21 @@
 namespace mobdistill {
 namespace update {
 
-inline bool ReadFile(const std::string& path, std::vector<uint8_t>* out) {
-  std::ifstream in(path, std::ios::binary);
+// Reads a whole file of at most max_bytes (sized once, no growth); false if larger or unreadable.
+inline bool ReadFile(const std::string& path, std::vector<uint8_t>* out,
+                     uint64_t max_bytes = UINT64_MAX) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return false;
-  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return true;
+  const std::streamoff size = in.tellg();
+  if (size < 0 || static_cast<uint64_t>(size) > max_bytes) return false;
+  out->resize(static_cast<size_t>(size));
+  in.seekg(0);
+  return static_cast<bool>(in.read(reinterpret_cast<char*>(out->data()), size)) || size == 0;
+}
+
+inline uint64_t FileSize(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  return in ? static_cast<uint64_t>(in.tellg()) : 0;
 }
 
 inline bool WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {

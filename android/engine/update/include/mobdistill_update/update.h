@@ -1,9 +1,13 @@
-// Decoder and applier for mobdistill sparse-update packets (wire format "MDUP" version 1,
-// docs/wire-format.md). Portable C++17, no exceptions cross this API: every call returns a Status.
+// Decoder and applier for mobdistill sparse-update packets (wire format "MDUP" version 2,
+// docs/wire-format.md). Portable C++17, no exceptions cross this API: every call returns a Status,
+// and every allocation is bounded by DecodeLimits (derived from the deployed model) before it is
+// made, so a hostile packet is a rejection, never an abort (the library builds -fno-exceptions).
 //
 // Typical use on the update thread (never on the frame thread):
+//   DecodeOptions options;                      // base sha256, device id, key, limits, sequence
+//   options.limits = DecodeLimits::ForTable(table);
 //   UpdatePacket packet;
-//   Status s = DecodeUpdatePacket(bytes, size, base_sha256, key, key_size, last_sequence, &packet);
+//   Status s = DecodeUpdatePacket(bytes, size, options, &packet);
 //   std::vector<uint8_t> copy = pristine_or_current_model_bytes;   // see packet.mode
 //   if (s.ok()) s = ApplyPatches(&copy, table, packet);
 //   if (s.ok()) { rebuild + warm an interpreter from `copy`, swap between frames,
@@ -21,9 +25,10 @@
 namespace mobdistill {
 namespace update {
 
-inline constexpr uint8_t kWireVersion = 1;
+inline constexpr uint8_t kWireVersion = 2;
 inline constexpr size_t kSha256Bytes = 32;
-inline constexpr uint64_t kMaxRawPayloadBytes = 64ull << 20;
+inline constexpr size_t kDeviceIdBytes = 16;
+inline constexpr size_t kHeaderBytes = 76;
 
 enum class StatusCode : int {
   kOk = 0,
@@ -32,13 +37,15 @@ enum class StatusCode : int {
   kBadVersion,       // wire version or unknown flags
   kTruncated,        // packet shorter or longer than its header says, payload overrun
   kBadChecksum,      // CRC32 mismatch
-  kBadHmac,          // HMAC missing, unexpected, or wrong
+  kBadHmac,          // HMAC missing, unexpected, wrong, or no key configured (and not insecure)
   kBaseMismatch,     // packet made for another base model
   kReplay,           // sequence not after the last applied one (or a cumulative gap)
-  kMalformed,        // inconsistent records, bad codings, trailing bytes, corrupt deflate
+  kMalformed,        // inconsistent records, bad lengths, trailing bytes, corrupt deflate
   kOutOfRange,       // index outside the tensor, tensor unknown or outside the model file
   kNonFinite,        // NaN or Inf values
-  kUnsupported,      // e.g. a non-float32 tensor
+  kUnsupported,      // unknown index/value coding (a newer encoder), a non-float32 tensor
+  kWrongDevice,      // packet made for another device id
+  kTooLarge,         // more elements or payload bytes than the deployed model can address
 };
 
 struct Status {
@@ -48,7 +55,8 @@ struct Status {
   static Status Ok() { return Status{}; }
 };
 
-// Stable name of a code ("ok", "bad_magic", ...), as used by the test vectors.
+// Stable name of a code ("ok", "bad_magic", ...), as used by the test vectors and by Python's
+// UpdateError.status.
 const char* StatusCodeName(StatusCode code);
 
 #define MOBDISTILL_UPDATE_RETURN_IF_ERROR(expr)      \
@@ -62,8 +70,9 @@ enum class Mode : uint8_t { kBaseRelative = 0, kCumulative = 1 };
 struct TensorPatch {
   uint32_t tensor_index = 0;   // manifest parameter_map[].tensor_index
   uint64_t numel = 0;          // elements in the deployed tensor
-  std::vector<uint64_t> indices;  // flat, strictly increasing, < numel
-  std::vector<float> values;      // decoded float32 values, same length as indices
+  bool dense = false;          // every element 0..numel-1 in order; `indices` is then left empty
+  std::vector<uint64_t> indices;  // flat, strictly increasing, < numel (empty when dense)
+  std::vector<float> values;      // decoded float32 values, one per index (numel when dense)
 };
 
 struct UpdatePacket {
@@ -71,20 +80,10 @@ struct UpdatePacket {
   Mode mode = Mode::kBaseRelative;
   uint64_t sequence = 0;
   std::array<uint8_t, kSha256Bytes> base_sha256{};
+  std::array<uint8_t, kDeviceIdBytes> device_id{};
   bool authenticated = false;
   std::vector<TensorPatch> tensors;  // strictly increasing tensor_index
 };
-
-// Validates and decodes one packet.
-//  expected_base_sha256: 32 bytes, sha256 of the deployed base .tflite (required).
-//  hmac_key/hmac_key_size: the per-deployment key; nullptr/0 when the deployment has none.
-//    With a key, unauthenticated packets are refused; without, authenticated ones are.
-//  last_sequence: sequence of the last applied packet (0 = none). Base-relative packets need
-//    sequence > last_sequence; cumulative packets need sequence == last_sequence + 1.
-// On error *packet is left cleared.
-Status DecodeUpdatePacket(const uint8_t* data, size_t size, const uint8_t* expected_base_sha256,
-                          const uint8_t* hmac_key, size_t hmac_key_size, uint64_t last_sequence,
-                          UpdatePacket* packet);
 
 enum class DType : uint8_t { kFloat32 = 0, kOther = 1 };
 
@@ -95,6 +94,36 @@ struct TensorLocation {
 };
 
 using TensorTable = std::unordered_map<uint32_t, TensorLocation>;
+
+// What one packet may make the decoder hold. ForTable derives it from the deployed model: at most
+// as many values as its float32 tensors have elements, and a raw payload no larger than a dense
+// float32 packet of every tensor (plus record headers and bitmaps). Zero limits refuse everything.
+struct DecodeLimits {
+  uint64_t max_elements = 0;
+  uint64_t max_raw_bytes = 0;
+  static DecodeLimits ForTable(const TensorTable& table);
+  // Largest packet (header + stored payload + trailer) these limits can accept: deflate may
+  // expand incompressible data slightly, so the bound is a little above max_raw_bytes.
+  uint64_t MaxPacketBytes() const;
+};
+
+struct DecodeOptions {
+  const uint8_t* expected_base_sha256 = nullptr;  // 32 bytes: sha256 of the deployed .tflite
+  const uint8_t* expected_device_id = nullptr;    // 16 bytes: this device's id
+  // The per-device HMAC key. Without one every packet is refused (bad_hmac) unless
+  // allow_unauthenticated is set explicitly; then packets carrying an HMAC are refused instead.
+  const uint8_t* hmac_key = nullptr;
+  size_t hmac_key_size = 0;
+  bool allow_unauthenticated = false;
+  // Sequence of the last applied packet (0 = none). Base-relative packets need
+  // sequence > last_sequence; cumulative packets need sequence == last_sequence + 1.
+  uint64_t last_sequence = 0;
+  DecodeLimits limits;
+};
+
+// Validates and decodes one packet. On error *packet is left cleared.
+Status DecodeUpdatePacket(const uint8_t* data, size_t size, const DecodeOptions& options,
+                          UpdatePacket* packet);
 
 // Scatters the packet's values (little-endian float32) into *model_bytes, a COPY of the model:
 // the pristine base for Mode::kBaseRelative, the currently deployed bytes for Mode::kCumulative.
