@@ -1,20 +1,23 @@
 """Accuracy of what the device showed: the engine's per-frame masks against the teacher's labels.
 
-As in AMS and JITNet, the reference is the teacher (there are no hand labels here, specs §6):
-per-frame mIoU over the classes present in either map (`rates.miou`), then means over the whole
-stream, per clip, and over fixed windows of video time (for the mIoU-over-time plot).
+As in AMS and JITNet, the reference is the teacher (there are no hand labels here, specs §6).
+Two per-frame definitions, each reported under its own name: ``with_background`` (AMS's: mean IoU
+over the classes present in either map, background included, `rates.miou`) and ``foreground``
+(JITNet's: background excluded, `rates.foreground_miou`; a frame where neither map holds a
+foreground pixel has nothing to score and is left out of the means, and counted). Then means over
+the whole stream, per clip, and over fixed windows of video time (the mIoU-over-time plot).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from mobdistill.errors import EngineError
-from mobdistill.server.rates import miou
+from mobdistill.server.rates import foreground_miou, miou
 
 
 def read_masks(path: Path | str, count: int, height: int, width: int) -> np.ndarray:
@@ -33,6 +36,14 @@ def frame_mious(masks: np.ndarray, labels: np.ndarray, num_classes: int) -> np.n
     return np.array([miou(m, t, num_classes) for m, t in zip(masks, labels)], dtype=np.float64)
 
 
+def frame_foreground_mious(masks: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Foreground-only mIoU of each frame; NaN where neither map holds a foreground pixel."""
+    if masks.shape != labels.shape:
+        raise EngineError(f"masks {masks.shape} and teacher labels {labels.shape} differ")
+    scores = (foreground_miou(m, t, num_classes) for m, t in zip(masks, labels))
+    return np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class Window:
     start_s: float
@@ -44,12 +55,13 @@ class Window:
 def windows(values: Sequence[float], times_s: Sequence[float], window_s: float) -> list[Window]:
     """Means over consecutive windows of video time (the last one may be shorter)."""
     values, times = np.asarray(values, float), np.asarray(times_s, float)
+    scored = ~np.isnan(values)  # NaN: a frame with nothing to score
     out = []
     if not values.size:
         return out
     edges = np.arange(0.0, times[-1] + window_s, window_s)
     for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (times >= lo) & (times < hi)
+        inside = (times >= lo) & (times < hi) & scored
         if inside.any():
             out.append(Window(round(float(lo), 3), round(float(hi), 3),
                               float(values[inside].mean()), int(inside.sum())))
@@ -64,7 +76,24 @@ def per_clip(values: Sequence[float], clips: Sequence[str]) -> dict[str, float]:
         if clip != previous:
             position, previous = position + 1, clip
         out.setdefault(f"{position}:{clip}", []).append(float(value))
-    return {k: float(np.mean(v)) for k, v in out.items()}
+    return {k: _nanmean(v) for k, v in out.items()}
+
+
+def _nanmean(values) -> float | None:
+    """Mean of the scored values (None when none was scored)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else None
+
+
+def summarize(values: np.ndarray, times_s: Sequence[float], clips: Sequence[str],
+              window_s: float, definition: str) -> dict:
+    """One mIoU definition's numbers for the result JSON."""
+    scored = int((~np.isnan(values)).sum())
+    return {"definition": definition, "mean": _nanmean(values),
+            "per_clip": per_clip(values, clips),
+            "over_time": [asdict(w) for w in windows(values, times_s, window_s)],
+            "frames_scored": scored, "frames_not_scored": int(values.size - scored)}
 
 
 def percentiles_ms(values_us: Sequence[float]) -> dict[str, float | int | None]:

@@ -1,13 +1,14 @@
-"""Adaptive Sampling Rate (ASR, uplink frames/s) and Adaptive Training Rate (ATR, T_update).
+"""Adaptive Sampling Rate (ASR, uplink frames/s), Adaptive Training Rate (ATR, T_update), and the
+two mIoU definitions the papers use.
 
-ASR (specs §3; public AMS code): every δt the server computes φ, the mean teacher mIoU between
-consecutive sampled labels (1 = nothing changed), and sets
-``r ← clip(r − 0.2·tanh(20(φ − 0.6)), r_min, r_max)``: similar labels lower the rate. The paper's
-form (eq. 1, φ as a *loss*, r ← clip(r + η(φ̄ − φ_target))) is available as ``rule="paper"`` with
-φ = 1 − mIoU.
-
-ATR (paper App. D): hibernate when the mean of the last 5 rates < 0.25 fps; while hibernating
-T_update += 2 s per interval up to 6·T₀; wake when it exceeds 0.35 fps and reset T_update = T₀.
+Both controllers run every δt (the paper's rate-update interval, §3.2 and App. D), whatever
+T_update is: ASR computes φ, the mean teacher mIoU between consecutive sampled labels received
+since the last evaluation (1 = nothing changed), and sets
+``r ← clip(r − 0.2·tanh(20(φ − 0.6)), r_min, r_max)`` (the public code's rule); the paper's form
+(eq. 1, φ as a *loss*, ``r ← clip(r + η(φ − φ_target))``) is ``rule="paper"`` with φ = 1 − mIoU.
+Then ATR: hibernate when the mean of the last 5 rates < 0.25 fps; while hibernating
+T_update += 2 s per δt up to 6·T₀; wake above 0.35 fps and reset T_update = T₀. (The public code
+evaluates both only when it trains, so under hibernation it re-evaluates less and less often.)
 """
 
 from __future__ import annotations
@@ -22,22 +23,39 @@ from mobdistill.errors import UsageError
 
 
 def miou(prediction: np.ndarray, target: np.ndarray, num_classes: int) -> float:
-    """Mean IoU over the classes present in either map (1.0 for two empty maps)."""
+    """Mean IoU over the classes present in either map, background included (1.0 for two maps
+    that share a single class)."""
+    ious = _ious(prediction, target, range(num_classes))
+    return float(np.mean(ious)) if ious else 1.0
+
+
+def foreground_miou(prediction: np.ndarray, target: np.ndarray, num_classes: int,
+                    background: int = 0) -> float | None:
+    """JITNet's definition: mean IoU over the foreground classes present in either map, the
+    background class excluded. None when neither map holds any foreground pixel (the frame has
+    nothing to score: callers leave it out of the mean and count it)."""
+    ious = _ious(prediction, target, (c for c in range(num_classes) if c != background))
+    return float(np.mean(ious)) if ious else None
+
+
+def _ious(prediction: np.ndarray, target: np.ndarray, classes) -> list[float]:
     ious = []
-    for c in range(num_classes):
+    for c in classes:
         p, t = prediction == c, target == c
         union = np.logical_or(p, t).sum()
         if union:
-            ious.append(np.logical_and(p, t).sum() / union)
-    return float(np.mean(ious)) if ious else 1.0
+            ious.append(float(np.logical_and(p, t).sum() / union))
+    return ious
 
 
 @dataclass
 class AdaptiveRates:
     """Both controllers for one session. Call `observe_labels` per labelled frame and
-    `end_interval` every δt (the server calls it after each update)."""
+    `advance(now_s)` as the server clock moves: it evaluates ASR then ATR at every δt boundary
+    (``asr_interval_s``) passed since the last call."""
 
     update_interval_s: float = 10.0
+    asr_interval_s: float = 10.0
     rate_fps: float = 1.0
     r_min: float = 0.1
     r_max: float = 1.0
@@ -50,20 +68,37 @@ class AdaptiveRates:
     max_interval_factor: float = 6.0
     history: int = 5
     hibernating: bool = False
+    evaluations: int = 0
     _phis: list[float] = field(default_factory=list)
     _rates: deque = field(default_factory=lambda: deque(maxlen=5))
 
     def __post_init__(self) -> None:
         if self.rule not in ("code", "paper"):
             raise UsageError(f"ASR rule {self.rule!r} must be 'code' or 'paper'")
+        if self.asr_interval_s <= 0:
+            raise UsageError(f"the ASR interval δt={self.asr_interval_s} s must be positive")
         self.base_interval_s = self.update_interval_s
         self._rates = deque(maxlen=self.history)
+
+    @property
+    def next_evaluation_s(self) -> float:
+        return (self.evaluations + 1) * self.asr_interval_s
 
     def observe_labels(self, previous: np.ndarray, current: np.ndarray, num_classes: int) -> None:
         self._phis.append(miou(current, previous, num_classes))
 
-    def end_interval(self) -> None:
-        """Updates the sampling rate (ASR), then the training interval (ATR)."""
+    def advance(self, now_s: float) -> int:
+        """Evaluates every δt boundary ≤ ``now_s`` not yet evaluated; returns how many."""
+        done = 0
+        while self.next_evaluation_s <= now_s + 1e-9:
+            self.evaluate()
+            done += 1
+        return done
+
+    def evaluate(self) -> None:
+        """One δt step: the sampling rate (ASR; unchanged when no new labels arrived), then the
+        training interval (ATR)."""
+        self.evaluations += 1
         if self._phis:
             similarity = float(np.mean(self._phis))
             if self.rule == "code":

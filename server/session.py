@@ -3,9 +3,12 @@ sparse update in deployed tensor space (specs §3, paper Alg. 1).
 
 One `Session` per device. Each phase: K Adam iterations on mini-batches drawn uniformly from the
 frames of the last ``horizon_s`` seconds, BatchNorm frozen (eval mode, affine parameters fixed),
-only parameters the manifest's parameter map can address are trained. ``Mode.BASE_RELATIVE``
-(the public code) restores the pristine weights before every phase; ``Mode.CUMULATIVE`` (the
-paper) continues from the last update. `AmsServer` serves several sessions round-robin.
+only parameters the manifest's parameter map can address are trained. Updates are cumulative, as
+in the paper: training continues from what the device holds (the server mirrors the wire's
+rounding) and each packet applies to the device's current model. (The public AMS code instead
+restores the pretrained weights before every phase; docs/streaming.md compares the two sources.)
+Every packet names the session's device id and carries an HMAC under its per-device key.
+`AmsServer` serves several sessions round-robin.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from mobdistill.errors import UpdateError, UsageError
 from mobdistill.contract import wire
 from mobdistill.server.rates import AdaptiveRates
-from mobdistill.server.selection import AdamConfig, CoordinateDescentAdam
+from mobdistill.server.selection import AdamConfig, CoordinateDescent
 from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
 from mobdistill.server.teachers import Teacher
 
@@ -32,18 +35,36 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Defaults are the paper's (§4.1); the public code uses horizon 250 s, K=200, batch 10."""
+    """Defaults are the paper's (§4.1): T_horizon 240 s, T_update = δt = 10 s, K = 20, Adam
+    lr 1e-3, γ = 5 %. (The public code: horizon 250 s, K = 200, batch 10.)"""
 
     horizon_s: float = 240.0
     update_interval_s: float = 10.0
+    asr_interval_s: float = 10.0
     iterations: int = 20
     batch_size: int = 8
     lr: float = 1e-3
     gamma: float = 0.05
     selection: str = "paper"
-    mode: Mode = Mode.BASE_RELATIVE
     value_coding: ValueCoding = ValueCoding.F16
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class UpdateCredentials:
+    """What binds packets to one device: its 16-byte id and its HMAC key (``None`` only when the
+    caller opted out of authentication with `insecure`)."""
+
+    device_id: bytes
+    hmac_key: bytes | None
+
+    @classmethod
+    def new(cls, *, insecure: bool = False) -> "UpdateCredentials":
+        return cls(wire.new_device_id(), None if insecure else wire.new_key())
+
+    @property
+    def insecure(self) -> bool:
+        return self.hmac_key is None
 
 
 # ----------------------------------------------------------------------------- buffer
@@ -165,6 +186,48 @@ def _build_mapping(entry: dict, params: dict, modules: dict) -> _Mapping:
     return _Mapping(name, entry["tensor_index"], numel, to_deployed, scale)
 
 
+# ----------------------------------------------------------------------------- packets
+class PacketEncoder:
+    """Cumulative sparse packets for one device: numbered from 1, bound to its id and key."""
+
+    def __init__(self, space: DeployedSpace, credentials: UpdateCredentials,
+                 value_coding: ValueCoding = ValueCoding.F16) -> None:
+        self.space, self.credentials, self.value_coding = space, credentials, value_coding
+        self.sequence = 0
+
+    def encode(self, delta: SparseDelta) -> tuple[bytes, list[TensorPatch]]:
+        self.sequence += 1
+        patches = self.space.to_patches(delta)
+        packet = wire.encode_update(patches, base_sha256=self.space.base_sha256,
+                                    sequence=self.sequence,
+                                    device_id=self.credentials.device_id,
+                                    hmac_key=self.credentials.hmac_key, mode=Mode.CUMULATIVE,
+                                    value_coding=self.value_coding)
+        return packet, patches
+
+    @torch.no_grad()
+    def mirror(self, params: dict[str, torch.nn.Parameter], patches: list[TensorPatch]) -> None:
+        """Sets the sent coordinates to what the device holds after the wire's rounding, so that
+        training continues from exactly the device's model."""
+        quantized = [TensorPatch(p.tensor_index, p.numel, p.indices,
+                                 wire.quantize_values(p.values, self.value_coding))
+                     for p in patches]
+        for name, (idx, values) in self.space.to_torch(quantized).items():
+            params[name].view(-1)[idx] = values
+
+
+def changed_coordinates(params: dict[str, torch.nn.Parameter], masks: list[torch.Tensor],
+                        names: list[str], before: dict[str, torch.Tensor]) -> SparseDelta:
+    """The selected coordinates whose value moved during the phase, with their new values."""
+    delta = {}
+    for name, mask in zip(names, masks):
+        p = params[name].detach().reshape(-1)
+        idx = torch.nonzero(mask.reshape(-1) & (p != before[name].reshape(-1))).reshape(-1)
+        if idx.numel():
+            delta[name] = (idx, p[idx].clone())
+    return delta
+
+
 # ----------------------------------------------------------------------------- session
 @dataclass
 class UpdateResult:
@@ -179,28 +242,37 @@ class UpdateResult:
 
 
 class Session:
-    """One device: its student copy, buffer, optimizer state, sequence counter and rates."""
+    """One device: its student copy, buffer, optimizer state, credentials, packets and rates.
+
+    The credentials default to a fresh per-device key and id (`UpdateCredentials.new`); pass
+    ``UpdateCredentials.new(insecure=True)`` to send unauthenticated packets on purpose."""
 
     def __init__(self, session_id: str, student: torch.nn.Module, manifest: dict,
                  teacher: Teacher, config: ServerConfig = ServerConfig(), *,
-                 hmac_key: bytes | None = None) -> None:
-        self.id, self.config, self.teacher, self.hmac_key = session_id, config, teacher, hmac_key
+                 credentials: UpdateCredentials | None = None,
+                 rates: AdaptiveRates | None = None) -> None:
+        self.id, self.config, self.teacher = session_id, config, teacher
+        self.credentials = credentials or UpdateCredentials.new()
         self.student = copy.deepcopy(student).eval()  # eval: BatchNorm statistics frozen
         self.space = DeployedSpace(manifest, self.student)
         self.params = dict(self.student.named_parameters())
         for name, p in self.params.items():
             p.requires_grad_(name in self.space.mappings)
         self.trainable = [self.params[n] for n in self.space.mappings]
-        self.pristine = {n: p.detach().clone() for n, p in self.params.items()}
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.optimizer = CoordinateDescentAdam(
+        self.optimizer = CoordinateDescent(
             self.trainable, gamma=config.gamma, variant=config.selection,
-            adam=AdamConfig(lr=config.lr), generator=self.generator)
+            rule=AdamConfig(lr=config.lr), generator=self.generator)
+        self.encoder = PacketEncoder(self.space, self.credentials, config.value_coding)
         self.buffer = FrameBuffer(config.horizon_s)
-        self.rates = AdaptiveRates(update_interval_s=config.update_interval_s)
-        self.sequence = 0
-        self.next_update_s = 0.0
+        self.rates = rates or AdaptiveRates(update_interval_s=config.update_interval_s,
+                                            asr_interval_s=config.asr_interval_s)
+        self.next_update_s = self.rates.update_interval_s
         self._last_label: torch.Tensor | None = None
+
+    @property
+    def sequence(self) -> int:
+        return self.encoder.sequence
 
     def add_frame(self, time_s: float, frame: np.ndarray) -> None:
         """Labels one uplinked RGB frame [H, W, 3] and feeds the label-change signal to ASR."""
@@ -212,8 +284,14 @@ class Session:
         chw = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()
         self.buffer.add(LabelledFrame(time_s, chw, label))
 
+    def tick(self, now_s: float) -> None:
+        """Moves the server clock: ASR and ATR are evaluated at every δt boundary passed, training
+        or not (a hibernating session keeps adapting its rates)."""
+        self.rates.advance(now_s)
+
     def due(self, now_s: float) -> bool:
-        return bool(self.buffer.items) and now_s >= self.next_update_s
+        self.tick(now_s)
+        return bool(self.buffer.items) and now_s >= self.next_update_s - 1e-9
 
     def _loss(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = self.student(frames)
@@ -225,9 +303,8 @@ class Session:
     def train_phase(self, now_s: float) -> UpdateResult:
         cfg = self.config
         self.buffer.prune(now_s)
-        if cfg.mode == Mode.BASE_RELATIVE:
-            self._restore_pristine()
-        before = {n: self.params[n].detach().clone() for n in self.space.mappings}
+        names = list(self.space.mappings)
+        before = {n: self.params[n].detach().clone() for n in names}
         self.optimizer.begin_phase()
         losses = []
         for _ in range(cfg.iterations):
@@ -237,49 +314,13 @@ class Session:
             loss.backward()
             self.optimizer.step()
             losses.append(loss.item())
-        masks = self.optimizer.end_phase()
-        delta = self._delta(masks, before)
-        return self._emit(now_s, delta, losses)
-
-    def _restore_pristine(self) -> None:
-        with torch.no_grad():
-            for name, p in self.params.items():
-                p.copy_(self.pristine[name])
-
-    def _delta(self, masks: list[torch.Tensor], before: dict) -> SparseDelta:
-        """Selected coordinates vs the device's model (pristine base or last update)."""
-        reference = self.pristine if self.config.mode == Mode.BASE_RELATIVE else before
-        delta = {}
-        for name, mask in zip(self.space.mappings, masks):
-            p = self.params[name].detach().reshape(-1)
-            changed = mask.reshape(-1) & (p != reference[name].reshape(-1))
-            idx = torch.nonzero(changed).reshape(-1)
-            if idx.numel():
-                delta[name] = (idx, p[idx].clone())
-        return delta
-
-    def _emit(self, now_s: float, delta: SparseDelta, losses: list[float]) -> UpdateResult:
-        cfg = self.config
-        self.sequence += 1
-        patches = self.space.to_patches(delta)
-        packet = wire.encode_update(patches, base_sha256=self.space.base_sha256,
-                                    sequence=self.sequence, mode=cfg.mode,
-                                    value_coding=cfg.value_coding, hmac_key=self.hmac_key)
-        if cfg.mode == Mode.CUMULATIVE:
-            self._mirror_device(patches)
-        self.rates.end_interval()
+        delta = changed_coordinates(self.params, self.optimizer.end_phase(), names, before)
+        packet, patches = self.encoder.encode(delta)
+        self.encoder.mirror(self.params, patches)
         self.next_update_s = now_s + self.rates.update_interval_s
-        return UpdateResult(self.id, self.sequence, packet, sum(len(i) for i, _ in delta.values()),
+        return UpdateResult(self.id, self.sequence, packet,
+                            sum(len(i) for i, _ in delta.values()),
                             sum(p.numel() for p in self.trainable), losses[0], losses[-1], delta)
-
-    @torch.no_grad()
-    def _mirror_device(self, patches: list[TensorPatch]) -> None:
-        """Cumulative mode: continue from what the device holds (values after wire rounding)."""
-        quantized = [TensorPatch(p.tensor_index, p.numel, p.indices,
-                                 wire.quantize_values(p.values, self.config.value_coding))
-                     for p in patches]
-        for name, (idx, values) in self.space.to_torch(quantized).items():
-            self.params[name].view(-1)[idx] = values
 
 
 class AmsServer:

@@ -4,12 +4,14 @@ Every teacher maps one RGB frame (``uint8 [H, W, 3]``) to per-pixel class probab
 ``float32 [C, h, w]`` at a requested size; `Teacher.labels` takes the argmax. Backends: a PyTorch
 module, a TFLite file, an ONNX file, or any Python callable. The built-in ``selfie`` teacher is the
 MediaPipe selfie segmenter (Apache-2.0), extracted from the ``mediapipe==0.10.21`` wheel into a
-cache without installing mediapipe.
+cache without installing mediapipe. `load_teacher` turns what a user types after ``--teacher``
+(a built-in name, a ``.tflite`` or ``.onnx`` path, or ``file.py:factory``) into a teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import subprocess
@@ -131,11 +133,18 @@ class OnnxTeacher(Teacher):
     """An ONNX model taking NCHW RGB in [0, 255] at ``input_size`` and returning [1, C, h, w]."""
 
     def __init__(self, path: Path | str, *, class_names: tuple[str, ...],
-                 input_size: tuple[int, int], activation: str = "softmax") -> None:
+                 input_size: tuple[int, int] | None = None, activation: str = "softmax") -> None:
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        if input_size is None:
+            *_, h, w = model_input.shape
+            if not (isinstance(h, int) and isinstance(w, int)):
+                raise UsageError(f"{path}: the input size is not fixed ({model_input.shape}); "
+                                 "give it (input_size=(H, W))")
+            input_size = (h, w)
         self.class_names, self.input_size = tuple(class_names), input_size
         self.activation = activation
 
@@ -201,3 +210,44 @@ def get_teacher(name: str) -> Teacher:
     if name not in BUILTIN_TEACHERS:
         raise UsageError(f"unknown teacher {name!r}; built-in teachers: {sorted(BUILTIN_TEACHERS)}")
     return BUILTIN_TEACHERS[name]()
+
+
+DEFAULT_CLASSES = SELFIE_CLASSES
+
+
+def load_teacher(spec: str, *, class_names: tuple[str, ...] = DEFAULT_CLASSES,
+                 activation: str | None = None) -> Teacher:
+    """A built-in name, a ``.tflite`` (NHWC RGB/255 in, class probabilities or one foreground
+    probability out), a ``.onnx`` (NCHW RGB 0–255 in, logits out) or ``file.py:factory`` (a
+    function of no arguments returning a `Teacher`). ``class_names`` name the file teachers'
+    output channels (class 0 is the background); ``activation`` is applied to their output."""
+    if spec in BUILTIN_TEACHERS:
+        return get_teacher(spec)
+    path_part, factory = spec.rsplit(":", 1) if ".py:" in spec else (spec, "")
+    path = Path(path_part).expanduser()
+    if not path.is_file():
+        raise UsageError(f"teacher {spec!r} is neither a built-in ({sorted(BUILTIN_TEACHERS)}) "
+                         "nor an existing .tflite, .onnx or file.py:factory")
+    if path.suffix == ".tflite":
+        return TFLiteTeacher(path, class_names=class_names, activation=activation or "none")
+    if path.suffix == ".onnx":
+        return OnnxTeacher(path, class_names=class_names, activation=activation or "softmax")
+    if path.suffix == ".py" and factory:
+        return _teacher_from_factory(path, factory)
+    raise UsageError(f"teacher {spec!r}: expected a .tflite, a .onnx or file.py:factory")
+
+
+def _teacher_from_factory(path: Path, factory: str) -> Teacher:
+    module_spec = importlib.util.spec_from_file_location(f"mobdistill_teacher_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise UsageError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    make = getattr(module, factory, None)
+    if not callable(make):
+        raise UsageError(f"{path} has no function {factory!r}")
+    teacher = make()
+    if not isinstance(teacher, Teacher):
+        raise UsageError(f"{path}:{factory}() returned {type(teacher).__name__}, not a Teacher "
+                         "(wrap a module in TorchTeacher or a function in CallableTeacher)")
+    return teacher

@@ -15,30 +15,44 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="deeplab", help="student (deeplab)")
     parser.add_argument("--video", help="clip names or paths, comma-separated (default: "
                         "carphone_pristine.mp4,bikes.mp4,carphone_distorted.mp4)")
-    parser.add_argument("--teacher", default="selfie", help="built-in teacher")
+    parser.add_argument("--teacher", default="selfie",
+                        help="built-in teacher (selfie), a .tflite or .onnx file, or "
+                             "file.py:factory (a function returning a mobdistill Teacher)")
+    parser.add_argument("--teacher-classes",
+                        help="class names of a file teacher's outputs, comma-separated, "
+                             "background first (default: background,person)")
+    parser.add_argument("--teacher-activation", choices=("none", "softmax", "sigmoid"),
+                        help="applied to a file teacher's output (default: none for .tflite, "
+                             "softmax for .onnx)")
     parser.add_argument("--scheme", default="ams", choices=("none", "one-time", "jit", "ams"))
-    parser.add_argument("--gamma", type=float, help="AMS fraction of parameters per update")
-    parser.add_argument("--t-update", type=float, help="seconds between updates "
-                        "(default 10 s x --time-scale)")
+    parser.add_argument("--gamma", type=float,
+                        help="fraction of parameters per update, AMS and JIT (0.05)")
+    parser.add_argument("--t-update", type=float, help="seconds between updates, also the "
+                        "ASR/ATR interval δt (default 10 s x --time-scale)")
     parser.add_argument("--t-horizon", type=float, help="training horizon in seconds "
                         "(default 240 s x --time-scale)")
-    parser.add_argument("--time-scale", type=float, help="paper clock -> stream clock (0.2)")
+    parser.add_argument("--time-scale", type=float,
+                        help="AMS's clock -> stream clock (0.2); JIT's δ counts real frames")
     parser.add_argument("--resolution", help="HEIGHTxWIDTH of the student (96x192)")
     parser.add_argument("--tiny", action="store_true", help="ASPP width 16 (tests, smoke runs)")
-    parser.add_argument("--iterations", type=int, help="K Adam iterations per update")
+    parser.add_argument("--iterations", type=int,
+                        help="K Adam iterations per update (the paper's 20; fewer only to go "
+                             "faster, e.g. smoke runs)")
     parser.add_argument("--batch-size", type=int, help="frames per training mini-batch")
     parser.add_argument("--value-coding", choices=("f16", "q8", "f32"))
-    parser.add_argument("--update-mode", choices=("base-relative", "cumulative"),
-                        help="AMS updates build on the deployed model (cumulative: the paper, "
-                             "measured best in benchmarks/streaming.py; default) or restart from "
-                             "the pristine base each phase (base-relative: the public code)")
     parser.add_argument("--uplink", choices=("h264", "jpeg"), help="uplink frame coding")
-    parser.add_argument("--link-mbps", type=float, help="downlink rate for arrival times")
+    parser.add_argument("--link-mbps", type=float,
+                        help="cap the downlink at this rate (default: no cap, as the papers "
+                             "measured); late packets are reported")
     parser.add_argument("--server-speedup", type=float,
                         help="server training speed relative to this host's CPU")
     parser.add_argument("--max-frames", type=int, help="frames per clip (default: all)")
     parser.add_argument("--pretrain-iterations", type=int)
+    parser.add_argument("--seed", type=int, help="starting point and server sampling (0)")
     parser.add_argument("--realtime", action="store_true", help="pace frames at the video rate")
+    parser.add_argument("--insecure-updates", action="store_true",
+                        help="send unauthenticated packets and let the engine accept them "
+                             "(default: a fresh per-run key and device id)")
     parser.add_argument("--out", type=Path, default=Path("out/stream"), help="packets, logs, JSON")
     parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     parser.set_defaults(func=run)
@@ -46,26 +60,29 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
         "time_scale": "time_scale", "iterations": "iterations", "batch_size": "batch_size",
-        "value_coding": "value_coding", "update_mode": "mode",
-        "uplink": "uplink_codec", "link_mbps": "link_mbps", "server_speedup": "server_speedup",
-        "max_frames": "max_frames_per_clip", "pretrain_iterations": "pretrain_iterations"}
+        "value_coding": "value_coding", "uplink": "uplink_codec", "link_mbps": "link_mbps",
+        "server_speedup": "server_speedup", "max_frames": "max_frames_per_clip",
+        "pretrain_iterations": "pretrain_iterations", "seed": "seed",
+        "teacher_activation": "teacher_activation"}
 
 
 def config_from_args(args: argparse.Namespace):
     from mobdistill.models.registry import parse_resolution
-    from mobdistill.experiments.stream import StreamConfig
+    from mobdistill.experiments.config import StreamConfig
 
     if args.model != "deeplab":
         raise UsageError(f"--model {args.model}: streaming supports deeplab only")
     kw = {dest: getattr(args, src) for src, dest in _MAP.items() if getattr(args, src) is not None}
     if args.video:
         kw["videos"] = tuple(v.strip() for v in args.video.split(",") if v.strip())
+    if args.teacher_classes:
+        kw["teacher_classes"] = tuple(c.strip() for c in args.teacher_classes.split(","))
     if args.resolution:
         kw["resolution"] = parse_resolution(args.resolution)
     if args.tiny:
         kw["aspp_channels"] = 16
     return StreamConfig(scheme=args.scheme, teacher=args.teacher, model=args.model,
-                        realtime=args.realtime, **kw)
+                        realtime=args.realtime, insecure_updates=args.insecure_updates, **kw)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,8 +92,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asdict(result), indent=1))
     else:
-        print(f"{result.scheme}: mIoU vs teacher {result.miou_mean:.4f} over {result.frames} "
-              f"frames; uplink {result.uplink['kbit_s']} kbit/s, downlink "
-              f"{result.downlink['kbit_s']} kbit/s, {result.downlink['packets_applied']} updates "
-              f"applied by the engine; logs in {result.out_dir}")
+        down = result.downlink
+        print(f"{result.scheme}: mIoU vs teacher {result.miou_with_background['mean']:.4f} "
+              f"with background, {_fmt(result.miou_foreground['mean'])} foreground only, over "
+              f"{result.frames} frames; uplink {result.uplink['kbit_s']} kbit/s, downlink "
+              f"{down['kbit_s']} kbit/s ({down['kbit_s_paper_clock']} on the paper's clock), "
+              f"{down['packets_applied']} updates applied by the engine"
+              + (f", {down['packets_late']} late" if down["packets_late"] else "")
+              + f"; logs in {result.out_dir}")
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mobdistill.server.selection import AdamConfig, CoordinateDescentAdam
+from mobdistill.server.selection import AdamConfig, CoordinateDescent, MomentumConfig
 
 
 def _problem(seed: int = 0):
@@ -17,7 +17,7 @@ def _problem(seed: int = 0):
     return model, lambda: torch.nn.functional.cross_entropy(model(x), y)
 
 
-def _phase(opt: CoordinateDescentAdam, loss_fn, k: int = 5) -> list[torch.Tensor]:
+def _phase(opt: CoordinateDescent, loss_fn, k: int = 5) -> list[torch.Tensor]:
     opt.begin_phase()
     for _ in range(k):
         opt.zero_grad()
@@ -26,10 +26,10 @@ def _phase(opt: CoordinateDescentAdam, loss_fn, k: int = 5) -> list[torch.Tensor
     return opt.end_phase()
 
 
-@pytest.mark.parametrize("variant", ["paper", "code"])
+@pytest.mark.parametrize("variant", ["paper", "code", "random"])
 def test_only_selected_coordinates_change(variant: str) -> None:
     model, loss_fn = _problem()
-    opt = CoordinateDescentAdam(list(model.parameters()), gamma=0.1, variant=variant,
+    opt = CoordinateDescent(list(model.parameters()), gamma=0.1, variant=variant,
                                 generator=torch.Generator().manual_seed(0))
     total = sum(p.numel() for p in model.parameters())
     for _ in range(3):
@@ -46,7 +46,7 @@ def test_only_selected_coordinates_change(variant: str) -> None:
 def test_paper_variant_selects_largest_previous_update_and_keeps_moments_consistent() -> None:
     model, loss_fn = _problem(1)
     params = list(model.parameters())
-    opt = CoordinateDescentAdam(params, gamma=0.2, variant="paper")
+    opt = CoordinateDescent(params, gamma=0.2, variant="paper")
     _phase(opt, loss_fn)
     last = torch.cat([u.reshape(-1).abs() for u in opt.last_update])
     opt.begin_phase()
@@ -76,17 +76,30 @@ def test_first_phase_is_random_and_seeded() -> None:
     masks = []
     for _ in range(2):
         model, _ = _problem()
-        opt = CoordinateDescentAdam(list(model.parameters()), gamma=0.05,
+        opt = CoordinateDescent(list(model.parameters()), gamma=0.05,
                                     generator=torch.Generator().manual_seed(3))
         opt.begin_phase()
         masks.append(torch.cat([m.reshape(-1) for m in opt.masks]))
     assert torch.equal(masks[0], masks[1])
 
 
-def test_gradient_guided_beats_its_own_first_random_phase() -> None:
-    model, loss_fn = _problem(2)
-    opt = CoordinateDescentAdam(list(model.parameters()), gamma=0.1, adam=AdamConfig(lr=1e-2))
-    start = loss_fn().item()
-    for _ in range(6):
+def _final_loss(variant: str, seed: int, rule=AdamConfig(lr=1e-2)) -> float:
+    model, loss_fn = _problem(seed)
+    opt = CoordinateDescent(list(model.parameters()), gamma=0.05, variant=variant, rule=rule,
+                            generator=torch.Generator().manual_seed(seed))
+    for _ in range(8):
         _phase(opt, loss_fn, k=10)
-    assert loss_fn().item() < start
+    return loss_fn().item()
+
+
+@pytest.mark.parametrize("rule", [AdamConfig(lr=1e-2), MomentumConfig(lr=0.05)],
+                         ids=["adam", "momentum"])
+def test_gradient_guided_beats_random_selection(rule) -> None:
+    """The paper's Table 3 comparison in miniature: at γ = 5 %, the same Adam (or momentum SGD)
+    steps on the coordinates with the largest previous update fit better than on a fresh random
+    set each phase — on every one of 5 seeds (smallest margin measured: 0.007, Adam seed 2;
+    runs are deterministic on CPU)."""
+    for seed in range(5):
+        start = _problem(seed)[1]().item()
+        guided, random = _final_loss("paper", seed, rule), _final_loss("random", seed, rule)
+        assert guided < random < start, (seed, start, guided, random)

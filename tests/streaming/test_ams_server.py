@@ -3,122 +3,112 @@ bytes must equal the deployment of the server's trained student (up to the wire'
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 import torch
 
 from mobdistill.contract import wire
-from mobdistill.server.session import AmsServer, ServerConfig, Session
 from mobdistill.contract.wire import Mode
-from mobdistill.server.teachers import CallableTeacher
+from mobdistill.errors import UpdateError
+from mobdistill.server.session import AmsServer, ServerConfig, Session, UpdateCredentials
+from small_student import deploy as _deploy, manifest as _manifest, student as _student, \
+    teacher as _teacher
 
 
-class Student(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.bn = torch.nn.BatchNorm2d(4)
-        self.head = torch.nn.Conv2d(4, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.bn(self.conv(x / 255.0))))
-
-
-def _student() -> Student:
-    torch.manual_seed(0)
-    model = Student()
-    with torch.no_grad():
-        model.bn.running_var.uniform_(0.5, 2.0)
-        model.bn.weight.uniform_(0.5, 1.5)
-    return model.eval()
-
-
-ENTRIES = [("conv.weight", [0, 2, 3, 1], "bn"), ("head.weight", [0, 2, 3, 1], None),
-           ("head.bias", [0], None)]
-
-
-def _deploy(model: Student) -> bytes:
-    """What the exporter would write: a header, then each folded, permuted tensor."""
-    params, modules = dict(model.named_parameters()), dict(model.named_modules())
-    out = bytearray(b"TFL3" + bytes(12))
-    for name, perm, fold in ENTRIES:
-        value = params[name].detach().double()
-        if fold:
-            bn = modules[fold]
-            scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-            value = value * scale.reshape(-1, 1, 1, 1)
-        out += value.permute(*perm).float().numpy().astype("<f4").tobytes()
-    return bytes(out)
-
-
-def _manifest(model: Student) -> dict:
-    data, entries, offset = _deploy(model), [], 16
-    params = dict(model.named_parameters())
-    for i, (name, perm, fold) in enumerate(ENTRIES):
-        size = params[name].numel() * 4
-        entries.append({"parameter": name, "shape": list(params[name].shape), "tensor_index": 10 + i,
-                        "buffer_offset": offset, "buffer_size": size, "dtype": "float32",
-                        "permutation": perm,
-                        "fold": {"kind": "batchnorm", "module": fold, "axis": 0} if fold else None})
-        offset += size
-    return {"artifacts": [{"format": "tflite", "sha256": hashlib.sha256(data).hexdigest()}],
-            "parameter_map": {"status": "complete", "entries": entries,
-                              "unmapped": [{"parameter": "bn.weight", "reason": "folded"}]}}
-
-
-def _teacher() -> CallableTeacher:
-    return CallableTeacher(lambda f: (f[..., 0] > f[..., 2]).astype(np.int64),
-                           class_names=("blue", "red"))
-
-
-def _session(mode: Mode, gamma: float = 0.2, **kw) -> tuple[Session, Student]:
+def _session(gamma: float = 0.2, credentials: UpdateCredentials | None = None,
+             **kw) -> tuple[Session, Student]:
     student = _student()
-    cfg = ServerConfig(iterations=5, batch_size=2, lr=1e-2, gamma=gamma, mode=mode, **kw)
-    session = Session("phone-1", student, _manifest(student), _teacher(), cfg, hmac_key=b"k")
+    cfg = ServerConfig(iterations=5, batch_size=2, lr=1e-2, gamma=gamma, **kw)
+    session = Session("phone-1", student, _manifest(student), _teacher(), cfg,
+                      credentials=credentials)
     rng = np.random.default_rng(0)
     for t in range(6):
         session.add_frame(float(t), rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
     return session, student
 
 
-def _apply(session: Session, data: bytes, model: bytes, guard: wire.SequenceGuard) -> bytes:
-    packet = wire.decode_update(data, expected_base_sha256=session.space.base_sha256, hmac_key=b"k")
-    guard.accept(packet)
-    return wire.apply_update(model, session.space.table, packet)
+def _decode(session: Session, data: bytes) -> wire.UpdatePacket:
+    c = session.credentials
+    return wire.decode_update(data, expected_base_sha256=session.space.base_sha256,
+                              expected_device_id=c.device_id, hmac_key=c.hmac_key)
 
 
-@pytest.mark.parametrize("mode", [Mode.BASE_RELATIVE, Mode.CUMULATIVE])
-def test_device_ends_with_the_servers_student(mode: Mode) -> None:
-    session, student = _session(mode)
-    base = _deploy(student)
-    device, guard = base, wire.SequenceGuard()
+def test_device_ends_with_the_servers_student() -> None:
+    """Cumulative updates (the paper's): each packet applies to what the device holds."""
+    session, student = _session()
+    device, guard = _deploy(student), wire.SequenceGuard()
     for phase in range(3):
         result = session.train_phase(now_s=10.0 * (phase + 1))
         assert result.sequence == phase + 1 and 0 < result.num_changed
-        start = base if mode == Mode.BASE_RELATIVE else device
-        device = _apply(session, result.packet, start, guard)
+        packet = _decode(session, result.packet)
+        assert packet.mode == Mode.CUMULATIVE and packet.authenticated
+        guard.accept(packet)
+        device = wire.apply_update(device, session.space.table, packet)
         want = np.frombuffer(_deploy(session.student), "<f4")
         got = np.frombuffer(device, "<f4")
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)  # float16 on the wire
     assert session.student.bn.weight.requires_grad is False  # BatchNorm frozen
 
 
-def test_base_relative_update_touches_only_gamma_of_the_pristine_model() -> None:
-    session, student = _session(Mode.BASE_RELATIVE, gamma=0.1)
-    session.train_phase(now_s=10.0)
-    result = session.train_phase(now_s=20.0)
-    trainable = sum(p.numel() for p in session.trainable)
-    assert result.num_changed <= int(np.ceil(0.1 * trainable))
-    changed = sum(int((p != session.pristine[n]).sum()) for n, p in session.params.items())
-    assert changed == result.num_changed  # restored to pristine, then one phase
+def test_one_update_mode_for_api_and_cli() -> None:
+    """The server, the stream config and the CLI agree: cumulative, with no switch to a mode
+    that neither paper nor public code runs."""
+    import argparse
+
+    from mobdistill.cli import build_parser
+    from mobdistill.experiments.config import StreamConfig
+
+    assert not hasattr(ServerConfig(), "mode") and not hasattr(StreamConfig(), "mode")
+    with pytest.raises(SystemExit):
+        build_parser(["stream"]).parse_args(["stream", "--update-mode", "base-relative"])
+    assert isinstance(build_parser(["stream"]).parse_args(["stream"]), argparse.Namespace)
+    session, _ = _session()
+    assert _decode(session, session.train_phase(now_s=10.0).packet).mode == Mode.CUMULATIVE
+
+
+def test_each_session_has_its_own_key_and_device_id() -> None:
+    a, _ = _session()
+    b, _ = _session()
+    assert len(a.credentials.device_id) == 16 and a.credentials.hmac_key
+    assert a.credentials != b.credentials
+    data = a.train_phase(now_s=10.0).packet
+    assert _decode(a, data).device_id == a.credentials.device_id
+    with pytest.raises(UpdateError) as wrong_device:
+        wire.decode_update(data, expected_base_sha256=a.space.base_sha256,
+                           expected_device_id=b.credentials.device_id, hmac_key=a.credentials.hmac_key)
+    assert wrong_device.value.status == "wrong_device"
+    with pytest.raises(UpdateError) as wrong_key:
+        wire.decode_update(data, expected_base_sha256=a.space.base_sha256,
+                           expected_device_id=a.credentials.device_id, hmac_key=b.credentials.hmac_key)
+    assert wrong_key.value.status == "bad_hmac"
+
+
+def test_insecure_session_only_on_request() -> None:
+    session, _ = _session(credentials=UpdateCredentials.new(insecure=True))
+    data = session.train_phase(now_s=10.0).packet
+    c = session.credentials
+    with pytest.raises(UpdateError) as refused:
+        wire.decode_update(data, expected_base_sha256=session.space.base_sha256,
+                           expected_device_id=c.device_id, hmac_key=None)
+    assert refused.value.status == "bad_hmac"
+    packet = wire.decode_update(data, expected_base_sha256=session.space.base_sha256,
+                                expected_device_id=c.device_id, hmac_key=None, insecure=True)
+    assert not packet.authenticated
+
+
+def test_session_re_evaluates_asr_every_delta_t_between_updates() -> None:
+    session, _ = _session(update_interval_s=10.0, asr_interval_s=2.0)
+    assert not session.due(5.0)  # T_update not reached ...
+    assert session.rates.evaluations == 2  # ... but ASR ran at 2 s and 4 s
+    assert session.due(10.0) and session.rates.evaluations == 5
+    session.train_phase(10.0)
+    assert session.rates.evaluations == 5  # training does not evaluate the rates itself
 
 
 def test_round_robin_serves_every_due_session() -> None:
     server = AmsServer()
     for i in range(3):
-        session, _ = _session(Mode.BASE_RELATIVE)
+        session, _ = _session()
         session.id = f"phone-{i}"
         server.add(session)
     served = [r.session_id for r in server.run_due(now_s=10.0)]

@@ -1,0 +1,190 @@
+"""The server side of a stream, simulated in video time: uplink, training, packets, the link.
+
+AMS (and one-time): the device samples frames at the ASR rate and uplinks its buffer every
+T_update; the server labels what it received, re-evaluates ASR and ATR every δt and trains at
+every upload (`server.Session`). JIT: each teacher frame (t ≡ 0 mod δ, real frames) goes up
+alone; a frame the server trained on yields a sparse packet (`server.JitDistiller`).
+A packet is ready at *its event time (or when the busy server frees up) + uplink transfer +
+measured training time / server_speedup*. All packets are cumulative (each applies to the
+device's current model), so none may be skipped: `deliver` sends them in order, back to back
+when a link cap is set, and marks those that arrive after the stream's end ``late``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mobdistill.contract import uplink
+from mobdistill.contract.wire import ValueCoding
+from mobdistill.experiments.clips import Stream
+from mobdistill.experiments.config import StreamConfig
+from mobdistill.server.jit import JitConfig, JitDistiller
+from mobdistill.server.rates import AdaptiveRates
+from mobdistill.server.session import (DeployedSpace, PacketEncoder, ServerConfig, Session,
+                                       UpdateCredentials)
+from mobdistill.server.teachers import Teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlannedUpdate:
+    """One packet from the server's point of view, then the link's, then the device's."""
+
+    sequence: int
+    packet: bytes = field(repr=False)
+    values: int
+    boundary_s: float
+    ready_s: float
+    train_wall_s: float
+    loss_before: float | None = None
+    loss_after: float | None = None
+    status: str = "pending"  # delivered | late (arrives after the stream ended)
+    sent_s: float | None = None
+    arrival_s: float | None = None
+    arrival_frame: int | None = None
+
+
+@dataclass
+class Uplink:
+    """Counts what the device sends up; the server trains on the decoded frames."""
+
+    codec: str
+    bitrate_kbps: float
+    bytes: int = 0
+    frames: int = 0
+    chunks: int = 0
+
+    def send(self, stream: Stream, picks: list[int]) -> uplink.UplinkChunk:
+        chunk = uplink.send([stream.frames[i] for i in picks],
+                            [float(stream.times_s[i]) for i in picks],
+                            codec=self.codec, bitrate_kbps=self.bitrate_kbps)
+        self.bytes += chunk.num_bytes
+        self.frames += len(picks)
+        self.chunks += 1 if picks else 0
+        return chunk
+
+
+def _transfer_s(num_bytes: int, link_mbps: float | None) -> float:
+    return num_bytes * 8 / (link_mbps * 1e6) if link_mbps else 0.0
+
+
+def scaled_rates(config: StreamConfig) -> AdaptiveRates:
+    """ASR/ATR with the paper's constants on the stream clock (rates / scale, times · scale)."""
+    s = config.time_scale
+    return AdaptiveRates(update_interval_s=config.update_interval_s,
+                         asr_interval_s=config.asr_interval_s, rate_fps=1.0 / s,
+                         r_min=0.1 / s, r_max=1.0 / s, hibernate_below_fps=0.25 / s,
+                         wake_above_fps=0.35 / s, hibernate_step_s=2.0 * s)
+
+
+def server_config(config: StreamConfig) -> ServerConfig:
+    return ServerConfig(horizon_s=config.horizon_s, update_interval_s=config.update_interval_s,
+                        asr_interval_s=config.asr_interval_s, iterations=config.iterations,
+                        batch_size=config.batch_size, lr=config.lr, gamma=config.gamma,
+                        selection=config.selection,
+                        value_coding=ValueCoding[config.value_coding.upper()], seed=config.seed)
+
+
+def simulate(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: Teacher,
+             config: StreamConfig, link: Uplink,
+             credentials: UpdateCredentials) -> list[PlannedUpdate]:
+    if config.scheme == "none":
+        return []
+    if config.scheme == "jit":
+        return simulate_jit(stream, student, manifest, teacher, config, link, credentials)
+    return simulate_ams(stream, student, manifest, teacher, config, link, credentials)
+
+
+def simulate_ams(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: Teacher,
+                 config: StreamConfig, link: Uplink,
+                 credentials: UpdateCredentials) -> list[PlannedUpdate]:
+    """Events in time order: samples at the current ASR rate, an upload (and training phase)
+    every T_update, an ASR/ATR evaluation every δt; one-time stops after its first phase."""
+    session = Session("stream", student, manifest, teacher, server_config(config),
+                      credentials=credentials, rates=scaled_rates(config))
+    rates = session.rates
+    planned: list[PlannedUpdate] = []
+    buffered: list[int] = []
+    next_sample, server_free, upload_s = 0.0, 0.0, rates.update_interval_s
+    while (now := min(upload_s, rates.next_evaluation_s)) < stream.duration_s:
+        while next_sample < now:
+            buffered.append(min(stream.frame_at(next_sample), len(stream.frames) - 1))
+            next_sample += 1.0 / rates.rate_fps
+        uploading = upload_s <= now + 1e-9
+        if uploading:
+            chunk = link.send(stream, buffered)
+            for i, frame in zip(buffered, chunk.decoded):
+                session.add_frame(float(stream.times_s[i]), frame)
+            buffered = []
+        session.tick(now)
+        if not uploading:
+            continue
+        upload_s = now + rates.update_interval_s
+        if not session.buffer.items:
+            continue
+        begin = max(now + _transfer_s(chunk.num_bytes, config.link_mbps), server_free)
+        wall = time.perf_counter()
+        result = session.train_phase(now)
+        wall = time.perf_counter() - wall
+        server_free = begin + wall / config.server_speedup
+        planned.append(PlannedUpdate(result.sequence, result.packet, result.num_changed, now,
+                                     server_free, wall, result.loss_before, result.loss_after))
+        log.info("ams update %d at %.2fs: %d values, %d B, train %.1fs wall, rate %.2f fps, "
+                 "T_update %.2fs", result.sequence, now, result.num_changed, len(result.packet),
+                 wall, rates.rate_fps, rates.update_interval_s)
+        if config.scheme == "one-time":
+            break
+    return planned
+
+
+def simulate_jit(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: Teacher,
+                 config: StreamConfig, link: Uplink,
+                 credentials: UpdateCredentials) -> list[PlannedUpdate]:
+    """JIT (Alg. 1) on the server with γ-sparse gradient-guided updates (AMS §4.1)."""
+    model = copy.deepcopy(student).eval()
+    space = DeployedSpace(manifest, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in space.mappings)  # what the deployed file cannot hold stays fixed
+    distiller = JitDistiller(model, teacher, JitConfig(threshold=config.jit_threshold,
+                                                       gamma=config.gamma, seed=config.seed),
+                             trainable=list(space.mappings))
+    encoder = PacketEncoder(space, credentials, ValueCoding[config.value_coding.upper()])
+    planned: list[PlannedUpdate] = []
+    server_free = 0.0
+    while (i := distiller.next_teacher_frame) < len(stream.frames):
+        chunk = link.send(stream, [i])
+        distiller.index = i  # frames in between run on the device only
+        begin = max(float(stream.times_s[i]) + _transfer_s(chunk.num_bytes, config.link_mbps),
+                    server_free)
+        wall = time.perf_counter()
+        step = distiller.step(chunk.decoded[0])
+        if step.delta:
+            packet, patches = encoder.encode(step.delta)
+            encoder.mirror(distiller.params, patches)
+        wall = time.perf_counter() - wall
+        server_free = begin + wall / config.server_speedup
+        if step.delta:
+            planned.append(PlannedUpdate(encoder.sequence, packet,
+                                         sum(len(idx) for idx, _ in step.delta.values()),
+                                         float(stream.times_s[i]), server_free, wall))
+    log.info("jit: %d teacher frames, %d packets", distiller.teacher_frames, len(planned))
+    return planned
+
+
+def deliver(planned: list[PlannedUpdate], stream: Stream, link_mbps: float | None) -> None:
+    """In sequence order, one transfer at a time (instant without a cap); a packet arriving
+    after the last frame is ``late``."""
+    t_free = 0.0
+    for p in sorted(planned, key=lambda p: p.sequence):
+        p.sent_s = max(t_free, p.ready_s)
+        p.arrival_s = t_free = p.sent_s + _transfer_s(len(p.packet), link_mbps)
+        frame = stream.frame_at(p.arrival_s)
+        p.status = "delivered" if frame < len(stream.frames) else "late"
+        p.arrival_frame = frame if p.status == "delivered" else None
