@@ -8,7 +8,9 @@ through the manifest's parameter_map.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -23,9 +25,10 @@ import torch
 import tiny_models
 from mobdistill.contract import wire
 from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
-from mobdistill.runtime.engine import run_engine, runtime_library
+from mobdistill.runtime.engine import EngineError, run_engine, runtime_library
 
-KEY = b"per-deployment-key"
+KEY = b"per-device-key-0123456789abcdef!"
+DEVICE = bytes(range(16))  # this test device's id (wire.new_device_id() in real deployments)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -43,6 +46,8 @@ class Model:
         self.table = {i: TensorLocation(e["buffer_offset"], e["buffer_size"], e["dtype"])
                       for i, e in self.entries.items()}
         self.height, self.width = manifest["model"]["resolution"]
+        self.key_file = self.manifest_path.parent / "device.key"
+        self.key_file.write_bytes(KEY)
 
     def biggest(self, folded: bool = True) -> dict:
         cands = [e for e in self.entries.values() if (e["fold"] is not None) == folded]
@@ -55,10 +60,14 @@ class Model:
 
     def packet(self, patches, sequence, **kw) -> bytes:
         kw.setdefault("value_coding", ValueCoding.F32)
+        kw.setdefault("mode", Mode.BASE_RELATIVE)
+        kw.setdefault("device_id", DEVICE)
+        kw.setdefault("hmac_key", KEY)
         return wire.encode_update(patches, base_sha256=self.sha, sequence=sequence, **kw)
 
-    def patched(self, data: bytes, packet: bytes, key: bytes | None = None) -> bytes:
-        decoded = wire.decode_update(packet, expected_base_sha256=self.sha, hmac_key=key)
+    def patched(self, data: bytes, packet: bytes) -> bytes:
+        decoded = wire.decode_update(packet, expected_base_sha256=self.sha,
+                                     expected_device_id=DEVICE, hmac_key=KEY)
         return wire.apply_update(data, self.table, decoded)
 
 
@@ -81,7 +90,9 @@ def _schedule(path: Path, items: list[tuple[int, Path]]) -> Path:
 
 
 def _reseal(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
+    """Header + payload -> + CRC + HMAC with the device key: only the field under test is wrong."""
+    body += struct.pack("<I", zlib.crc32(body))
+    return body + hmac.new(KEY, body, hashlib.sha256).digest()
 
 
 class _LivelyExport:
@@ -135,6 +146,8 @@ def frames(model, tmp_path):
 
 def _run(device, model, frames_path, runs, **kw):
     kw.setdefault("warmup_runs", 0)
+    kw.setdefault("update_key_file", model.key_file)
+    kw.setdefault("update_device_id", DEVICE.hex())
     return run_engine(device, model.manifest_path, num_runs=runs, frames_path=frames_path,
                       output_logits=True, timeout_s=120, **kw)
 
@@ -212,28 +225,34 @@ def _rejection_packets(model: Model, tmp_path: Path) -> tuple[list[tuple[str, by
     entry = model.biggest(folded=False)
     tidx, numel = entry["tensor_index"], entry["buffer_size"] // 4
     good = model.packet([model.patch(entry, rng)], sequence=2)
-    signed = model.packet([model.patch(entry, rng)], sequence=3, hmac_key=KEY)
-    record = bytes(wire._varints(np.array([tidx, numel, 1], np.uint64))) + bytes([0, 0])
-    head = wire.HEADER
+    unsigned = model.packet([model.patch(entry, rng)], sequence=3, hmac_key=None)
+    delta, f32 = wire.IndexCoding.DELTA_VARINT, ValueCoding.F32
 
-    def raw(payload: bytes, sequence: int = 3) -> bytes:
-        return _reseal(head.pack(wire.MAGIC, 1, 0, 0, model.sha, sequence, 1, len(payload),
-                                 len(payload)) + payload)
+    def raw(index: int, value: float, sequence: int = 3) -> bytes:
+        """One record, one element, uncompressed, sealed with the device key."""
+        index_bytes = bytes(wire._varints(np.array([index], np.uint64)))
+        payload = (wire.record_header(tidx, numel, 1, delta, f32, b"", len(index_bytes), 4)
+                   + index_bytes + struct.pack("<f", value))
+        return _reseal(wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.FLAG_HMAC, 0, model.sha,
+                                        DEVICE, sequence, 1, len(payload), len(payload))
+                       + payload)
 
+    body = good[:-(wire.CRC_BYTES + wire.HMAC_BYTES)]
     unknown = max(model.entries) + 1000
     return [
         ("bad_magic", b"XDUP" + good[4:]),
-        ("bad_version", _reseal(good[:4] + b"\x02" + good[5:-4])),
+        ("bad_version", _reseal(body[:4] + b"\x03" + body[5:])),
         ("truncated", good[:-3]),
-        ("bad_checksum", good[:70] + bytes([good[70] ^ 0x10]) + good[71:]),
-        ("bad_hmac", signed),  # authenticated, but this deployment has no key
+        ("bad_checksum", good[:80] + bytes([good[80] ^ 0x10]) + good[81:]),  # in the payload
+        ("bad_hmac", unsigned),  # keys are on: an unauthenticated packet is refused
+        ("bad_hmac", model.packet([model.patch(entry, rng)], sequence=3, hmac_key=b"x" * 32)),
+        ("wrong_device", model.packet([model.patch(entry, rng)], sequence=3,
+                                      device_id=bytes(16))),
         ("base_mismatch", wire.encode_update([model.patch(entry, rng)],
                                              base_sha256=hashlib.sha256(b"x").digest(),
-                                             sequence=3)),
-        ("out_of_range", raw(bytes(wire._varints(np.array([tidx, numel, 1], np.uint64)))
-                             + bytes([0, 0]) + bytes(wire._varints(np.array([numel], np.uint64)))
-                             + bytes(4))),
-        ("non_finite", raw(record + bytes([5]) + struct.pack("<f", np.inf))),
+                                             sequence=3, device_id=DEVICE, hmac_key=KEY)),
+        ("out_of_range", raw(numel, 0.0)),
+        ("non_finite", raw(5, float(np.inf))),
         ("out_of_range", model.packet([TensorPatch(unknown, 4, np.array([1]), np.array([1.0]))],
                                       sequence=3)),
         ("out_of_range", model.packet([TensorPatch(tidx, numel + 1, np.array([1]),
@@ -272,21 +291,23 @@ def test_rejections_keep_the_model_and_name_the_reason(engine_binary, model, fra
     np.testing.assert_allclose(got[1:], want[1:], rtol=0, atol=1e-5)
 
 
-def test_hmac_key_file(engine_binary, model, frames, device, tmp_path):
+def test_keys_are_on_by_default(engine_binary, model, frames, device, tmp_path):
     path, _ = frames
     rng = np.random.default_rng(5)
     entry = model.biggest(folded=False)
-    signed = _write(tmp_path / "a.mdup", model.packet([model.patch(entry, rng)], sequence=1,
-                                                     hmac_key=KEY))
-    plain = _write(tmp_path / "b.mdup", model.packet([model.patch(entry, rng)], sequence=2))
+    signed = _write(tmp_path / "a.mdup", model.packet([model.patch(entry, rng)], sequence=1))
+    plain = _write(tmp_path / "b.mdup", model.packet([model.patch(entry, rng)], sequence=2,
+                                                    hmac_key=None))
     wrong = _write(tmp_path / "c.mdup", model.packet([model.patch(entry, rng)], sequence=3,
                                                     hmac_key=b"another key"))
-    key = _write(tmp_path / "key.bin", KEY)
-    result = _run(device, model, path, 6, update_key_file=key, update_blocking=True,
-                  update_schedule=_schedule(tmp_path / "s.jsonl",
-                                            [(1, signed), (2, plain), (3, wrong)]))
+    sched = _schedule(tmp_path / "s.jsonl", [(1, signed), (2, plain), (3, wrong)])
+    result = _run(device, model, path, 6, update_blocking=True, update_schedule=sched)
     assert [(r["status"], r["reason"]) for r in result.updates] == [
         ("applied", None), ("rejected", "bad_hmac"), ("rejected", "bad_hmac")]
+    # no key and no explicit opt-out: the engine refuses to start, naming the fix
+    with pytest.raises(EngineError, match="--update_key_file"):
+        _run(device, model, path, 6, update_schedule=sched, update_key_file=None,
+             update_device_id=None)
 
 
 def _cumulative_chain(model: Model, tmp_path: Path, n: int, seed: int = 1):
@@ -341,6 +362,7 @@ def _engine_cmd(engine_binary, model, tmp_path, runs, *flags):
     return [str(engine_binary), f"--manifest={model.manifest_path}",
             f"--runtime_lib={runtime_library()}", "--warmup_runs=0", f"--num_runs={runs}",
             f"--jsonl={tmp_path / 'run.jsonl'}", f"--summary={tmp_path / 'summary.json'}",
+            f"--update_key_file={model.key_file}", f"--update_device_id={DEVICE.hex()}",
             *flags]
 
 
@@ -365,6 +387,7 @@ def test_watched_dir_takes_complete_packets_and_renames_them(engine_binary, mode
     inbox.mkdir()
     (inbox / "0001.mdup").write_bytes(packets[0].read_bytes())
     (inbox / "0002.mdup").write_bytes(b"MDUP not a packet")
+    os.utime(inbox / "0002.mdup", (time.time() - 60,) * 2)  # long complete: no writer is busy
     (inbox / "0003.mdup.part").write_bytes(packets[1].read_bytes())  # incomplete: ignored
     proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 150, "--run_delay=0.01",
                                         f"--update_dir={inbox}"),
@@ -380,6 +403,10 @@ def test_watched_dir_takes_complete_packets_and_renames_them(engine_binary, mode
     names = sorted(p.name for p in inbox.iterdir())
     assert names == ["0001.mdup.applied", "0002.mdup.rejected", "0003.mdup.part",
                      "0004.mdup.applied"]
+    # the packets are gone; what is left is each outcome, which cannot be replayed as a packet
+    receipts = [json.loads((inbox / n).read_text()) for n in names if n != "0003.mdup.part"]
+    assert [(r["name"], r["status"]) for r in receipts] == [
+        ("0001.mdup", "applied"), ("0002.mdup", "rejected"), ("0004.mdup", "applied")]
     recs = _records(tmp_path)
     assert [(r["name"], r["status"], r["reason"]) for r in recs] == [
         ("0001.mdup", "applied", None), ("0002.mdup", "rejected", "truncated"),
@@ -447,6 +474,7 @@ def test_update_flags_are_validated(engine_binary, model, tmp_path):
     base = _engine_cmd(engine_binary, model, tmp_path, 2)
     for flags, text in [(["--update_port=70000"], "--update_port"),
                         ([f"--update_key_file={tmp_path}/k"], "need an update source"),
+                        ([f"--update_state_file={tmp_path}/s"], "need an update source"),
                         ([f"--update_dir={tmp_path}/missing"], "is not a folder"),
                         ([f"--update_schedule={tmp_path}/none.jsonl"], "--update_schedule")]:
         done = subprocess.run(base + flags, capture_output=True, text=True, timeout=60)

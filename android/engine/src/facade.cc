@@ -76,11 +76,16 @@ int32_t md_engine_create(const MdEngineOptions* options, MdEngine** out, char* e
   }
   std::unique_ptr<MdEngine> engine(new MdEngine());
   engine->runner.reset(new mobdistill::SegmentationRunner(params));
-  std::vector<uint8_t> key;
+  mobdistill::UpdateSecurity security;
   if (options->update_key != nullptr && options->update_key_size > 0) {
-    key.assign(options->update_key, options->update_key + options->update_key_size);
+    security.hmac_key.assign(options->update_key, options->update_key + options->update_key_size);
   }
-  mobdistill::Status s = engine->runner->Open(std::move(key));
+  if (options->update_device_id != nullptr) {
+    std::memcpy(security.device_id.data(), options->update_device_id, security.device_id.size());
+  }
+  security.insecure = options->insecure_updates != 0;
+  if (options->update_state_file != nullptr) security.state_file = options->update_state_file;
+  mobdistill::Status s = engine->runner->Open(std::move(security));
   if (!s.ok()) {
     SetText(error, error_size, s.message());
     return 1;
@@ -160,20 +165,15 @@ int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size) {
   }
   j["model_version"] = engine->runner->model_version();
   j["delegate_used"] = engine->delegate_used;
-  int64_t applied = 0, rejected = 0;
+  const mobdistill::UpdateTotals totals = engine->runner->update_totals();
   nlohmann::json reasons = nlohmann::json::object();
-  const std::vector<mobdistill::UpdateRecord> records = engine->runner->update_records();
-  for (const mobdistill::UpdateRecord& r : records) {
-    if (r.applied) {
-      ++applied;
-    } else {
-      ++rejected;
-      reasons[r.reason] = reasons.value(r.reason, 0) + 1;
-    }
-  }
-  j["updates"] = {{"applied", applied}, {"rejected", rejected}, {"rejected_by_reason", reasons},
-                  {"last", records.empty() ? nlohmann::json(nullptr)
-                                           : nlohmann::json::parse(records.back().ToJson())}};
+  for (const auto& reason : totals.rejected_by_reason) reasons[reason.first] = reason.second;
+  j["updates"] = {{"received", totals.received},
+                  {"applied", totals.applied},
+                  {"rejected", totals.rejected},
+                  {"rejected_by_reason", reasons},
+                  {"last", totals.has_last ? nlohmann::json::parse(totals.last.ToJson())
+                                           : nlohmann::json(nullptr)}};
   const std::string text = j.dump();
   if (json == nullptr || text.size() + 1 > json_size) return static_cast<int32_t>(text.size() + 1);
   std::memcpy(json, text.c_str(), text.size() + 1);

@@ -54,17 +54,14 @@ double PeakRssMb() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // kB on Linux and Android
 }
 
-nlohmann::json UpdatesJson(const std::vector<UpdateRecord>& updates) {
+// Counts over every record of the run; stage times over the applied ones among the last
+// UpdateLog::kKept records (`stats_over_last`).
+nlohmann::json UpdatesJson(const UpdateLog& updates) {
   std::vector<double> decode, patch, build, warm, total, delay;
   nlohmann::json reasons = nlohmann::json::object();
-  int64_t applied = 0, rejected = 0;
-  for (const UpdateRecord& u : updates) {
-    if (!u.applied) {
-      ++rejected;
-      reasons[u.reason] = reasons.value(u.reason, 0) + 1;
-      continue;
-    }
-    ++applied;
+  for (const auto& reason : updates.rejected_by_reason()) reasons[reason.first] = reason.second;
+  for (const UpdateRecord& u : updates.recent()) {
+    if (!u.applied) continue;
     decode.push_back(u.decode_us);
     patch.push_back(u.patch_us);
     build.push_back(u.build_us);
@@ -73,10 +70,11 @@ nlohmann::json UpdatesJson(const std::vector<UpdateRecord>& updates) {
     delay.push_back(double(u.swapped_frame - u.received_frame));
   }
   const LatencyStats d = ComputeStats(delay);
-  return {{"received", updates.size()},
-          {"applied", applied},
-          {"rejected", rejected},
+  return {{"received", updates.received()},
+          {"applied", updates.applied()},
+          {"rejected", updates.rejected()},
           {"rejected_by_reason", reasons},
+          {"stats_over_last", updates.recent().size()},
           {"decode", StatsJson(ComputeStats(decode))},
           {"patch", StatsJson(ComputeStats(patch))},
           {"build", StatsJson(ComputeStats(build))},
@@ -124,7 +122,7 @@ nlohmann::json SensorsJson(const Results& r) {
 const char* PhaseName(Phase phase) { return phase == Phase::kWarmup ? "warmup" : "measure"; }
 
 Results::Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<SwapRecord> swaps,
-                 std::vector<UpdateRecord> updates)
+                 UpdateLog updates)
     : info_(std::move(info)),
       frames_(std::move(frames)),
       swaps_(std::move(swaps)),

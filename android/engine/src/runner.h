@@ -74,11 +74,11 @@ struct RunInfo {
 class Results {
  public:
   Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<SwapRecord> swaps,
-          std::vector<UpdateRecord> updates = {});
+          UpdateLog updates = {});
   const RunInfo& info() const { return info_; }
   const std::vector<FrameRecord>& frames() const { return frames_; }
   const std::vector<SwapRecord>& swaps() const { return swaps_; }
-  const std::vector<UpdateRecord>& updates() const { return updates_; }
+  const UpdateLog& updates() const { return updates_; }
   const LatencyStats& invoke() const { return invoke_; }  // measured runs only
   const LatencyStats& preprocess() const { return preprocess_; }
   const LatencyStats& postprocess() const { return postprocess_; }
@@ -90,7 +90,7 @@ class Results {
   RunInfo info_;
   std::vector<FrameRecord> frames_;
   std::vector<SwapRecord> swaps_;
-  std::vector<UpdateRecord> updates_;
+  UpdateLog updates_;
   LatencyStats invoke_, preprocess_, postprocess_;
   double first_inference_us_ = 0, warmup_avg_us_ = 0;
   int64_t final_model_version_ = 0;
@@ -161,7 +161,7 @@ class Runner {
   virtual Status AfterRun(int64_t run) = 0;  // untimed: dumps, swap triggers
   virtual RunInfo Info() const = 0;
   virtual std::vector<SwapRecord> Swaps() const { return {}; }
-  virtual std::vector<UpdateRecord> Updates() const { return {}; }
+  virtual UpdateLog Updates() const { return {}; }
   // Called once after the last run (untimed): stop background work, report what is left.
   virtual Status Finish(int64_t /*runs*/) { return Status::Ok(); }
   void NotifySwap(const SwapRecord& s);

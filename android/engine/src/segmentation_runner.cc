@@ -73,13 +73,38 @@ SegmentationRunner::SegmentationRunner(Params params)
     : Runner(params.warmup_runs, params.num_runs, params.run_delay), params_(std::move(params)) {}
 
 SegmentationRunner::~SegmentationRunner() {
-  tcp_listener_.Stop();  // sources first, then the update worker, then the slots it builds
-  dir_watcher_.Stop();
+  // Sources stop taking packets, then the update worker (whose last outcomes still reach the
+  // sources' queues), then the sources finish, then the slots the worker built.
+  tcp_listener_.StopReading();
+  dir_watcher_.StopScanning();
   updates_.reset();
+  tcp_listener_.Stop();
+  dir_watcher_.Stop();
   engine_.reset();  // joins a builder thread before the API table goes away
   if (masks_out_) std::fclose(masks_out_);
   if (logits_out_) std::fclose(logits_out_);
 }
+
+namespace {
+
+bool HexToBytes(const std::string& hex, uint8_t* out, size_t n) {
+  if (hex.size() != 2 * n) return false;
+  for (size_t i = 0; i < n; ++i) {
+    unsigned v = 0;
+    for (size_t k = 0; k < 2; ++k) {
+      const char c = hex[2 * i + k];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= unsigned(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
+      else return false;
+    }
+    out[i] = uint8_t(v);
+  }
+  return true;
+}
+
+}  // namespace
 
 Status SegmentationRunner::Init() {
   const auto t_lib = Clock::now();
@@ -170,14 +195,23 @@ Status SegmentationRunner::Init() {
     return Status::Error("cannot write --output_logits " + params_.output_logits);
   }
   if (params_.updates_enabled()) {
-    std::vector<uint8_t> key;
+    UpdateSecurity security;
     if (!params_.update_key_file.empty()) {
-      if (!ReadFileBytes(params_.update_key_file, &key).ok() || key.empty()) {
+      if (!ReadFileBytes(params_.update_key_file, &security.hmac_key).ok() ||
+          security.hmac_key.empty()) {
         return Status::Error("cannot read --update_key_file " + params_.update_key_file +
                              " (raw key bytes, not empty)");
       }
     }
-    MD_RETURN_IF_ERROR(SetUpUpdates(std::move(base), std::move(key)));
+    if (!params_.update_device_id.empty() &&
+        !HexToBytes(params_.update_device_id, security.device_id.data(),
+                    security.device_id.size())) {
+      return Status::Error("--update_device_id must be 32 hex digits (16 bytes), not '" +
+                           params_.update_device_id + "'");
+    }
+    security.insecure = params_.insecure_updates;
+    security.state_file = params_.update_state_file;
+    MD_RETURN_IF_ERROR(SetUpUpdates(std::move(base), std::move(security)));
     if (!params_.update_schedule.empty()) {
       MD_RETURN_IF_ERROR(LoadUpdateSchedule(params_.update_schedule, &schedule_));
     }
@@ -185,35 +219,18 @@ Status SegmentationRunner::Init() {
   return Status::Ok();
 }
 
-namespace {
 
-bool HexToBytes(const std::string& hex, uint8_t* out, size_t n) {
-  if (hex.size() != 2 * n) return false;
-  for (size_t i = 0; i < n; ++i) {
-    unsigned v = 0;
-    for (size_t k = 0; k < 2; ++k) {
-      const char c = hex[2 * i + k];
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= unsigned(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
-      else return false;
-    }
-    out[i] = uint8_t(v);
-  }
-  return true;
-}
-
-}  // namespace
-
-Status SegmentationRunner::SetUpUpdates(std::vector<uint8_t> base, std::vector<uint8_t> key) {
+Status SegmentationRunner::SetUpUpdates(std::vector<uint8_t> base, UpdateSecurity security) {
   if (manifest_.parameters.empty()) {
     return Status::Error("manifest " + manifest_.path + " has no parameter_map entries, so no "
                          "tensor can be updated; re-export the model with mobdistill export");
   }
   UpdateConfig config;
   config.base = std::move(base);
-  config.hmac_key = std::move(key);
+  config.hmac_key = std::move(security.hmac_key);
+  config.device_id = security.device_id;
+  config.insecure = security.insecure;
+  config.state_file = std::move(security.state_file);
   if (!HexToBytes(manifest_.tflite_sha256, config.base_sha256.data(), 32)) {
     return Status::Error("manifest: tflite sha256 is not 64 hex digits");
   }
@@ -224,26 +241,37 @@ Status SegmentationRunner::SetUpUpdates(std::vector<uint8_t> base, std::vector<u
     loc.dtype = e.dtype == "float32" ? update::DType::kFloat32 : update::DType::kOther;
     config.table[e.tensor_index] = loc;
   }
+  config.max_packet_bytes = update::DecodeLimits::ForTable(config.table).MaxPacketBytes();
+  if (config.insecure) {
+    std::fprintf(stderr, "mobdistill-engine: WARNING: updates are NOT authenticated "
+                 "(insecure): anyone who can reach the update port or folder can rewrite the "
+                 "model. Use a per-device key (--update_key_file) outside experiments.\n");
+  }
   updates_.reset(new UpdateManager(engine_.get(), std::move(config)));
+  MD_RETURN_IF_ERROR(updates_->LoadState());
   updates_->Start();
   return Status::Ok();
 }
 
 Status SegmentationRunner::StartUpdateSources() {
   if (!params_.update_dir.empty()) {
-    MD_RETURN_IF_ERROR(dir_watcher_.Start(params_.update_dir, updates_.get()));
+    MD_RETURN_IF_ERROR(
+        dir_watcher_.Start(params_.update_dir, updates_.get(), updates_->max_packet_bytes()));
   }
   if (params_.update_port >= 0) {
-    MD_RETURN_IF_ERROR(tcp_listener_.Start(params_.update_port, updates_.get()));
-    std::fprintf(stderr, "mobdistill-engine: update listener on 127.0.0.1:%d\n",
-                 tcp_listener_.port());
+    const TcpLimits limits = TcpLimits::For(updates_->max_packet_bytes());
+    MD_RETURN_IF_ERROR(tcp_listener_.Start(params_.update_port, updates_.get(), limits));
+    std::fprintf(stderr, "mobdistill-engine: update listener on 127.0.0.1:%d (messages up to "
+                 "%llu bytes, %d clients, %llu bytes outstanding)\n", tcp_listener_.port(),
+                 static_cast<unsigned long long>(limits.max_message_bytes), limits.max_clients,
+                 static_cast<unsigned long long>(limits.max_outstanding_bytes));
   }
   return Status::Ok();
 }
 
 void SegmentationRunner::Report(std::vector<UpdateRecord>* records) {
   for (const UpdateRecord& r : *records) {
-    update_records_.push_back(r);
+    update_log_.Add(r);
     NotifyUpdate(r);
   }
 }
@@ -257,9 +285,14 @@ void SegmentationRunner::CollectUpdates(int64_t run, bool wait) {
 Status SegmentationRunner::Finish(int64_t /*runs*/) {
   if (!updates_) return Status::Ok();
   tcp_listener_.StopReading();
-  dir_watcher_.Stop();
+  dir_watcher_.StopScanning();
   std::vector<UpdateRecord> records;
   updates_->Stop(&records);
+  dir_watcher_.Stop();  // deletes + receipts for the outcomes the worker reported last
+  if (const uint64_t dropped = updates_->dropped_records()) {
+    info_.warnings.push_back(std::to_string(dropped) + " refused update messages arrived "
+                             "faster than frames ran and were not recorded one by one");
+  }
   for (; schedule_next_ < schedule_.size(); ++schedule_next_) {  // due after the last run
     UpdateRecord r;
     r.source = "schedule";
@@ -275,10 +308,10 @@ Status SegmentationRunner::Finish(int64_t /*runs*/) {
   return Status::Ok();
 }
 
-Status SegmentationRunner::Open(std::vector<uint8_t> hmac_key) {
+Status SegmentationRunner::Open(UpdateSecurity security) {
   MD_RETURN_IF_ERROR(Init());
   if (!manifest_.parameters.empty()) {
-    MD_RETURN_IF_ERROR(SetUpUpdates(engine_->active().bytes(), std::move(hmac_key)));
+    MD_RETURN_IF_ERROR(SetUpUpdates(engine_->active().bytes(), std::move(security)));
   }
   needs_init_ = true;
   return Status::Ok();
@@ -294,10 +327,17 @@ int64_t SegmentationRunner::model_version() {
   return engine_ ? engine_->active().version() : 0;
 }
 
-std::vector<UpdateRecord> SegmentationRunner::update_records() {
+UpdateTotals SegmentationRunner::update_totals() {
   std::lock_guard<std::mutex> lock(frame_mu_);  // between frames by construction
   if (updates_) CollectUpdates(frames_processed_, false);
-  return update_records_;
+  UpdateTotals totals;
+  totals.received = update_log_.received();
+  totals.applied = update_log_.applied();
+  totals.rejected = update_log_.rejected();
+  totals.rejected_by_reason = update_log_.rejected_by_reason();
+  totals.has_last = !update_log_.recent().empty();
+  if (totals.has_last) totals.last = update_log_.recent().back();
+  return totals;
 }
 
 Status SegmentationRunner::ProcessFrame(const uint8_t* rgb, int32_t row_stride, uint8_t* mask,

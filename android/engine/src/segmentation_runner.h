@@ -3,7 +3,9 @@
 #ifndef MOBDISTILL_ENGINE_SEGMENTATION_RUNNER_H_
 #define MOBDISTILL_ENGINE_SEGMENTATION_RUNNER_H_
 
+#include <array>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,6 +38,23 @@ class FrameSource {
   int64_t count_ = 0;
 };
 
+// How streamed updates are authenticated and remembered: from the flags (Init) or from the
+// facade's options (Open).
+struct UpdateSecurity {
+  std::vector<uint8_t> hmac_key;  // empty: no key, so every packet is refused unless insecure
+  std::array<uint8_t, update::kDeviceIdBytes> device_id{};
+  bool insecure = false;          // explicit opt-out: unauthenticated packets are accepted
+  std::string state_file;         // empty: the high-water sequence lives in memory only
+};
+
+// What the app's stats need of the update log: totals and the last record, not the ring.
+struct UpdateTotals {
+  uint64_t received = 0, applied = 0, rejected = 0;
+  std::map<std::string, uint64_t> rejected_by_reason;
+  bool has_last = false;
+  UpdateRecord last;
+};
+
 class SegmentationRunner : public Runner {
  public:
   explicit SegmentationRunner(Params params);
@@ -47,8 +66,8 @@ class SegmentationRunner : public Runner {
 
   // ---- Frame-by-frame use without the benchmark loop (the JNI facade, camera apps).
   // Loads runtime + manifest + model (Init) and, if the manifest has a parameter_map, the
-  // update pipeline with `hmac_key` (empty: the deployment has no key).
-  Status Open(std::vector<uint8_t> hmac_key);
+  // update pipeline with `security`.
+  Status Open(UpdateSecurity security);
   // One caller frame (uint8 RGB, rows `row_stride` bytes apart) -> class ids in `mask`.
   // Adopts a prepared update first (between frames). Stateful models run `init` on the first
   // frame after Open/ResetVideo (default mask: object 1 = the centre half), then `step` on it.
@@ -63,7 +82,7 @@ class SegmentationRunner : public Runner {
   std::string delegate_used() const { return info_.delegate_used; }
   int64_t model_version();
   int64_t frames_processed() const { return frames_processed_; }
-  std::vector<UpdateRecord> update_records();
+  UpdateTotals update_totals();
 
  protected:
   Status Init() override;
@@ -75,14 +94,14 @@ class SegmentationRunner : public Runner {
   Status AfterRun(int64_t run) override;
   RunInfo Info() const override { return info_; }
   std::vector<SwapRecord> Swaps() const override { return swaps_; }
-  std::vector<UpdateRecord> Updates() const override { return update_records_; }
+  UpdateLog Updates() const override { return update_log_; }
   Status Finish(int64_t runs) override;
 
  private:
   Status WriteFrameInput(TfLiteSignatureRunner* r, const std::string& name);
   Status RunInit(bool read_source_frame);
   Status ApplySwapIfReady(int64_t run);
-  Status SetUpUpdates(std::vector<uint8_t> base, std::vector<uint8_t> hmac_key);
+  Status SetUpUpdates(std::vector<uint8_t> base, UpdateSecurity security);
   Status StartUpdateSources();
   void CollectUpdates(int64_t run, bool wait);  // between frames: adopt + report
   void Report(std::vector<UpdateRecord>* records);
@@ -109,7 +128,7 @@ class SegmentationRunner : public Runner {
   TcpUpdateListener tcp_listener_;
   std::vector<ScheduledPacket> schedule_;
   size_t schedule_next_ = 0;
-  std::vector<UpdateRecord> update_records_;
+  UpdateLog update_log_;
   // Frame-by-frame use (facade): one frame at a time; ApplyUpdateNow adopts between frames.
   std::mutex frame_mu_;
   int64_t frames_processed_ = 0;

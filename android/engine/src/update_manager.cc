@@ -1,7 +1,15 @@
 #include "update_manager.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
 #include <utility>
+
+#include "manifest.h"
 
 namespace mobdistill {
 namespace {
@@ -28,7 +36,71 @@ UpdateRecord RunEnded(const IncomingPacket& p) {
   return r;
 }
 
+std::string Hex(const uint8_t* bytes, size_t n) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    out += kDigits[bytes[i] >> 4];
+    out += kDigits[bytes[i] & 15];
+  }
+  return out;
+}
+
+bool WriteAll(int fd, const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += size_t(n);
+  }
+  return true;
+}
+
 }  // namespace
+
+Status ReadUpdateState(const std::string& path, UpdateState* state) {
+  *state = UpdateState();
+  if (access(path.c_str(), F_OK) != 0 && errno == ENOENT) return Status::Ok();  // first start
+  std::vector<uint8_t> bytes;
+  const std::string fix = "; delete it only if no packet older than the last applied one can "
+                          "reach this engine";
+  if (!ReadFileBytes(path, &bytes).ok()) {
+    return Status::Error("cannot read --update_state_file " + path + fix);
+  }
+  const nlohmann::json j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+  if (!j.is_object() || !j.contains("base_sha256") || !j["base_sha256"].is_string() ||
+      !j.contains("last_sequence") || !j["last_sequence"].is_number_unsigned()) {
+    return Status::Error("--update_state_file " + path + " is not {\"base_sha256\": hex, "
+                         "\"last_sequence\": N}" + fix);
+  }
+  state->base_sha256_hex = j["base_sha256"].get<std::string>();
+  state->last_sequence = j["last_sequence"].get<uint64_t>();
+  return Status::Ok();
+}
+
+Status WriteUpdateState(const std::string& path, const UpdateState& state) {
+  const nlohmann::json j = {{"base_sha256", state.base_sha256_hex},
+                            {"last_sequence", state.last_sequence}};
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Status::Error("cannot write " + tmp + ": " + std::strerror(errno));
+  const bool ok = WriteAll(fd, j.dump() + "\n") && fsync(fd) == 0;
+  if (close(fd) != 0 || !ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    return Status::Error("cannot replace --update_state_file " + path + ": " + why);
+  }
+  // The rename itself must survive a power cut: sync the folder that holds the name.
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    fsync(dir_fd);
+    close(dir_fd);
+  }
+  return Status::Ok();
+}
 
 UpdateManager::UpdateManager(Engine* engine, UpdateConfig config)
     : engine_(engine), config_(std::move(config)), current_(config_.base) {}
@@ -36,6 +108,47 @@ UpdateManager::UpdateManager(Engine* engine, UpdateConfig config)
 UpdateManager::~UpdateManager() {
   std::vector<UpdateRecord> ignored;
   Stop(&ignored);
+}
+
+Status UpdateManager::LoadState() {
+  if (config_.state_file.empty()) return Status::Ok();
+  UpdateState state;
+  MD_RETURN_IF_ERROR(ReadUpdateState(config_.state_file, &state));
+  // A state written for another base model (a new deployment) does not constrain this one.
+  if (state.base_sha256_hex != Hex(config_.base_sha256.data(), config_.base_sha256.size())) {
+    return Status::Ok();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  last_sequence_ = adopted_sequence_ = state.last_sequence;
+  needs_rebase_ = state.last_sequence > 0;
+  return Status::Ok();
+}
+
+void UpdateManager::PersistAdopted() {
+  UpdateState state;
+  state.base_sha256_hex = Hex(config_.base_sha256.data(), config_.base_sha256.size());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!persist_pending_) return;
+    persist_pending_ = false;
+    state.last_sequence = adopted_sequence_;
+  }
+  const Status s = WriteUpdateState(config_.state_file, state);
+  if (!s.ok()) std::fprintf(stderr, "mobdistill-engine: warning: %s\n", s.message().c_str());
+}
+
+void UpdateManager::Report(UpdateRecord record) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (finished_.size() < kMaxWaitingRecords) {
+    finished_.push_back(std::move(record));
+  } else {
+    ++dropped_records_;
+  }
+}
+
+uint64_t UpdateManager::dropped_records() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return dropped_records_;
 }
 
 void UpdateManager::Start() {
@@ -68,25 +181,38 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   }
   update::UpdatePacket packet;
   const auto t0 = Clock::now();
-  update::Status s = update::DecodeUpdatePacket(
-      p->bytes.data(), p->bytes.size(), config_.base_sha256.data(),
-      config_.hmac_key.empty() ? nullptr : config_.hmac_key.data(), config_.hmac_key.size(),
-      last_sequence_, &packet);
+  update::DecodeOptions options;
+  options.expected_base_sha256 = config_.base_sha256.data();
+  options.expected_device_id = config_.device_id.data();
+  options.hmac_key = config_.hmac_key.empty() ? nullptr : config_.hmac_key.data();
+  options.hmac_key_size = config_.hmac_key.size();
+  options.allow_unauthenticated = config_.insecure;
+  options.last_sequence = last_sequence_;
+  options.limits = update::DecodeLimits::ForTable(config_.table);
+  update::Status s = update::DecodeUpdatePacket(p->bytes.data(), p->bytes.size(), options, &packet);
   const auto t1 = Clock::now();
   r.decode_us = Us(t0, t1);
   if (!s.ok()) {
     r.reason = update::StatusCodeName(s.code);
     r.message = s.message;
-    if (s.code == update::StatusCode::kReplay && p->bytes.size() >= 48) {
-      // CRC, HMAC and base already passed: the header's sequence (bytes 40..47) is genuine.
+    if (s.code == update::StatusCode::kReplay && p->bytes.size() >= 64) {
+      // Every other check passed: the header's sequence (bytes 56..63) is genuine.
       r.has_sequence = true;
-      for (int k = 7; k >= 0; --k) r.sequence = (r.sequence << 8) | p->bytes[40 + size_t(k)];
+      for (int k = 7; k >= 0; --k) r.sequence = (r.sequence << 8) | p->bytes[56 + size_t(k)];
     }
     return r;
   }
   r.has_sequence = true;
   r.sequence = packet.sequence;
   r.mode = packet.mode == update::Mode::kCumulative ? "cumulative" : "base_relative";
+  if (needs_rebase_ && packet.mode == update::Mode::kCumulative) {
+    r.reason = "resync_needed";
+    r.message = "the engine restarted on the base model after sequence " +
+                std::to_string(last_sequence_) + " (--update_state_file); a cumulative packet "
+                "would patch the wrong weights: send a base-relative packet with a higher "
+                "sequence first";
+    return r;
+  }
   for (const update::TensorPatch& t : packet.tensors) r.num_values += t.values.size();
   // Base-relative values replace elements of the pristine base; cumulative ones build on the
   // currently deployed bytes (docs/wire-format.md, "Modes").
@@ -112,6 +238,7 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   }
   r.applied = true;  // provisional: final when the frame thread adopts the slot
   last_sequence_ = packet.sequence;
+  needs_rebase_ = false;
   current_ = std::move(keep);
   return r;
 }
@@ -119,8 +246,16 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
 void UpdateManager::WorkerLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    cv_.wait(lock, [this] { return stopping_ || (!queue_.empty() && !awaiting_); });
+    cv_.wait(lock, [this] {
+      return stopping_ || persist_pending_ || (!queue_.empty() && !awaiting_);
+    });
     if (stopping_) return;
+    if (persist_pending_) {  // off the frame thread: fsync can take milliseconds
+      lock.unlock();
+      PersistAdopted();
+      lock.lock();
+      continue;
+    }
     IncomingPacket p = std::move(queue_.front());
     queue_.pop_front();
     busy_ = true;
@@ -159,6 +294,10 @@ void UpdateManager::BetweenFrames(int64_t run, bool wait, std::vector<UpdateReco
         if (engine_->ApplyPendingSwap(&event, &failure)) {
           in_flight_record_.swapped_frame = run;
           finished_.push_back(in_flight_record_);
+          if (!config_.state_file.empty()) {
+            adopted_sequence_ = in_flight_record_.sequence;
+            persist_pending_ = true;
+          }
           // Under the lock: the worker cannot finish the next packet first, so outcomes (TCP
           // acks, renames) come out in the order the packets were taken.
           if (in_flight_.on_done) in_flight_.on_done(in_flight_record_);
@@ -184,6 +323,7 @@ void UpdateManager::Stop(std::vector<UpdateRecord>* finished) {
     cv_.notify_all();
   }
   if (worker_.joinable()) worker_.join();
+  PersistAdopted();  // an adoption the worker had no time to write
   std::vector<std::pair<std::function<void(const UpdateRecord&)>, UpdateRecord>> callbacks;
   {
     std::lock_guard<std::mutex> lock(mu_);

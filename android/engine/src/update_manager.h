@@ -20,6 +20,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -47,9 +48,26 @@ struct IncomingPacket {
 struct UpdateConfig {
   std::vector<uint8_t> base;                       // pristine deployed .tflite bytes
   std::array<uint8_t, 32> base_sha256{};           // the manifest's artifact sha256
-  std::vector<uint8_t> hmac_key;                   // empty: the deployment has no key
+  std::vector<uint8_t> hmac_key;                   // empty: no key (refused unless insecure)
+  std::array<uint8_t, update::kDeviceIdBytes> device_id{};  // --update_device_id
+  bool insecure = false;                           // --insecure_updates: explicit opt-out
   update::TensorTable table;                       // manifest parameter_map
+  // The largest packet (TCP message, watched-folder file) this model can need:
+  // DecodeLimits::ForTable(table).MaxPacketBytes(). Larger ones are refused unread.
+  uint64_t max_packet_bytes = 0;
+  // --update_state_file: the last applied sequence survives restarts (empty: memory only).
+  std::string state_file;
 };
+
+// The persisted high-water mark: one JSON line {"base_sha256": hex, "last_sequence": N},
+// replaced atomically (temporary file, fsync, rename, fsync of the folder).
+struct UpdateState {
+  std::string base_sha256_hex;
+  uint64_t last_sequence = 0;
+};
+// A missing file is a first start (*state zeroed, Ok); an unreadable or corrupt one is an error.
+Status ReadUpdateState(const std::string& path, UpdateState* state);
+Status WriteUpdateState(const std::string& path, const UpdateState& state);
 
 class UpdateManager {
  public:
@@ -58,7 +76,17 @@ class UpdateManager {
   UpdateManager(const UpdateManager&) = delete;
   UpdateManager& operator=(const UpdateManager&) = delete;
 
+  // Reads config.state_file (if any); call before Start. After a restart with a persisted
+  // sequence N the deployed model is the base again, so cumulative packets (which build on
+  // model N) are refused as `resync_needed` until a base-relative packet re-bases the chain.
+  Status LoadState();
   void Start();
+  // Any thread: a packet a source refused before it reached the manager (too_large, busy,
+  // timeout, unreadable) becomes a record at the next BetweenFrames. At most kMaxWaitingRecords
+  // wait; beyond that they are only counted (dropped_records), so a flood stays bounded.
+  void Report(UpdateRecord record);
+  static constexpr size_t kMaxWaitingRecords = 1024;
+  uint64_t dropped_records();
   // Any thread: the packet becomes visible at the next BetweenFrames.
   void Submit(IncomingPacket packet);
   // Any thread: the packet is handed to the worker at once with `received_frame`.
@@ -70,11 +98,12 @@ class UpdateManager {
   // a rejected record with reason run_ended (a built but never adopted slot included).
   void Stop(std::vector<UpdateRecord>* finished);
   uint64_t last_sequence();
+  uint64_t max_packet_bytes() const { return config_.max_packet_bytes; }
 
  private:
   void WorkerLoop();
   UpdateRecord Process(IncomingPacket* packet);  // worker: decode, patch, build
-  void Finalize(IncomingPacket* packet, UpdateRecord record);  // lock held by caller: no
+  void PersistAdopted();  // worker: writes the state file for the last adopted sequence
 
   Engine* engine_;
   UpdateConfig config_;
@@ -91,6 +120,10 @@ class UpdateManager {
   // Worker state (committed when a slot is built): sequence guard and deployed bytes.
   uint64_t last_sequence_ = 0;
   std::vector<uint8_t> current_;
+  bool needs_rebase_ = false;      // restarted after a persisted sequence: base-relative first
+  uint64_t adopted_sequence_ = 0;  // last sequence a frame adopted ...
+  bool persist_pending_ = false;   // ... not yet written to config_.state_file
+  uint64_t dropped_records_ = 0;
 };
 
 }  // namespace mobdistill

@@ -4,6 +4,8 @@
 #define MOBDISTILL_ENGINE_UPDATE_RECORD_H_
 
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <string>
 
 namespace mobdistill {
@@ -27,6 +29,34 @@ struct UpdateRecord {
 
   // One JSON object, no newline: {"event":"update","sequence":...,"status":...,...}
   std::string ToJson() const;
+};
+
+// Every outcome of a run or an app session, in bounded memory: running totals over all records
+// and the last kKept records themselves (for the summary's stage-time statistics and the
+// facade's `last`). An engine that takes an update every second for days stays the same size.
+class UpdateLog {
+ public:
+  static constexpr size_t kKept = 256;
+  void Add(const UpdateRecord& record) {
+    ++received_;
+    if (record.applied) {
+      ++applied_;
+    } else {
+      ++rejected_by_reason_[record.reason];
+    }
+    recent_.push_back(record);
+    if (recent_.size() > kKept) recent_.pop_front();
+  }
+  uint64_t received() const { return received_; }
+  uint64_t applied() const { return applied_; }
+  uint64_t rejected() const { return received_ - applied_; }
+  const std::map<std::string, uint64_t>& rejected_by_reason() const { return rejected_by_reason_; }
+  const std::deque<UpdateRecord>& recent() const { return recent_; }  // oldest first
+
+ private:
+  uint64_t received_ = 0, applied_ = 0;
+  std::map<std::string, uint64_t> rejected_by_reason_;  // keys: the fixed reason names
+  std::deque<UpdateRecord> recent_;
 };
 
 }  // namespace mobdistill

@@ -20,10 +20,18 @@ typedef struct MdEngineOptions {
   const char* delegate_lib;  // --delegate_lib: GPU delegate library, or NULL
   const char* delegate;      // "cpu", "xnnpack", "gpu" or "nnapi"; NULL = "xnnpack"
   int32_t num_threads;       // --num_threads; <= 0 means 1
-  // --update_key_file as bytes: the deployment's HMAC-SHA256 key for md_engine_apply_update,
-  // or NULL/0 when it has none (then authenticated packets are refused, and vice versa).
+  // --update_key_file as bytes: this device's HMAC-SHA256 key for md_engine_apply_update.
+  // Without one every packet is refused (bad_hmac) unless insecure_updates is set.
   const uint8_t* update_key;
   size_t update_key_size;
+  // --update_device_id as bytes: 16 bytes, or NULL (all zero); packets must name this id.
+  const uint8_t* update_device_id;
+  // --insecure_updates: non-zero accepts unauthenticated packets (and refuses authenticated
+  // ones). Only for experiments; the engine warns on stderr.
+  int32_t insecure_updates;
+  // --update_state_file: where the last applied sequence is kept across restarts (e.g. in the
+  // app's private files folder), or NULL. Without it a restarted app accepts old packets again.
+  const char* update_state_file;
 } MdEngineOptions;
 
 typedef struct MdModelInfo {
@@ -47,8 +55,8 @@ void md_engine_reset(MdEngine* engine);
 // the interpreter invoke alone. 0 on success.
 int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
                           uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size);
-// One sparse-update packet (wire format MDUP v1, docs/wire-format.md): decodes and verifies it
-// (base sha256, CRC, HMAC, sequence), patches a copy of the model and builds + warms a new
+// One sparse-update packet (wire format MDUP v2, docs/wire-format.md): decodes and verifies it
+// (base sha256, device id, CRC, HMAC, sequence), patches a copy of the model and builds + warms a new
 // interpreter, all on the calling thread: call it from a background thread, never the camera
 // analyzer. The next md_engine_segment swaps to it (between frames; frames keep running on the
 // old model meanwhile). Writes the outcome as one JSON object (the engine's update record:
@@ -59,7 +67,8 @@ int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t p
                                char* result_json, size_t result_size);
 // Running statistics as one JSON object: frames, model_version, delegate_used, invoke
 // {count, min_us, p50_us, p90_us, p99_us, max_us, mean_us} over the last 1000 frames, and
-// updates {applied, rejected, rejected_by_reason, last}. Returns 0, or the buffer size needed
+// updates {received, applied, rejected, rejected_by_reason, last} (counts over the engine's
+// life; the engine keeps only the last 256 records). Returns 0, or the buffer size needed
 // (> 0) when `json_size` is too small (nothing written then).
 int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size);
 // The benchmark: exactly `mobdistill-engine argv...` (same flags, same JSONL and summary files),
