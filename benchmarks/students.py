@@ -50,7 +50,7 @@ def step_inputs(manifest_path: Path, frames: np.ndarray) -> tuple[str, list[dict
     memory = manifest["memory"]
     if memory is None:
         return "serving_default", [{"frame": f[None].astype(np.float32)} for f in frames]
-    runner = TfliteRunner(mf.artifact_path(manifest_path, manifest, "tflite"))
+    runner = TfliteRunner(manifest.tflite_path)
     init = next(s for s in manifest["signatures"] if s["name"] == memory["init_signature"])
     mask = next(t for t in init["inputs"] if t["role"] == "mask")
     _, h, w, n = mask["shape"]
@@ -74,11 +74,11 @@ def time_runs(run, inputs: list[dict], repeats: int) -> float:
 def side_by_side(name: str, manifest_path: Path, threads: int, repeats: int) -> dict:
     """Median ms of ai_edge_litert, ONNX Runtime and PyTorch eager on the same inputs."""
     manifest = mf.load(manifest_path)
-    h, w = manifest["model"]["resolution"]
+    h, w = manifest.resolution
     frames = read_frames("bikes.mp4", 8, size=(h, w), start=20)
     signature, inputs = step_inputs(manifest_path, frames)
-    tflite = TfliteRunner(mf.artifact_path(manifest_path, manifest, "tflite"), num_threads=threads)
-    onnx = OnnxRunner({signature: mf.artifact_path(manifest_path, manifest, "onnx", signature)},
+    tflite = TfliteRunner(manifest.tflite_path, num_threads=threads)
+    onnx = OnnxRunner({signature: manifest.artifact("onnx", signature).path},
                       num_threads=threads)
     entry = registry.get(name)
     config = entry.config_type(**manifest["model"]["config"])

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mobdistill.contract import wire
+from mobdistill.export.manifest import load as load_manifest
 from mobdistill.runtime.device import LocalDevice
 from mobdistill.runtime.engine import REPO_ROOT, run_engine
 from mobdistill.runtime.frames import decode_to_raw
@@ -35,27 +36,30 @@ from mobdistill.runtime.profile import export_if_needed
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GAMMAS = (0.01, 0.05, 0.10, 0.20)
+DEVICE, KEY = bytes(range(16)), b"bench-device-key"  # packets as deployed: bound and MACed
 RESOLUTION = (256, 512)
 
 
 def make_packets(manifest_path: Path, gamma: float, count: int, out: Path) -> list[Path]:
     """`count` base-relative packets touching a γ share of every mapped tensor."""
-    manifest = json.loads(manifest_path.read_text())
-    base = (manifest_path.parent / manifest["artifacts"][0]["file"]).read_bytes()
+    manifest = load_manifest(manifest_path)
+    base = manifest.tflite_path.read_bytes()
     sha = hashlib.sha256(base).digest()
     rng = np.random.default_rng(int(gamma * 1000))
     paths = []
     for seq in range(1, count + 1):
         patches = []
-        for e in manifest["parameter_map"]["entries"]:
-            numel = e["buffer_size"] // 4
+        for e in manifest.parameter_entries:
+            numel = e.buffer_size // 4
             k = max(1, int(round(numel * gamma)))
             idx = np.sort(rng.choice(numel, k, replace=False))
-            old = np.frombuffer(base, "<f4", numel, e["buffer_offset"])[idx]
-            patches.append(wire.TensorPatch(e["tensor_index"], numel, idx,
+            old = np.frombuffer(base, "<f4", numel, e.buffer_offset)[idx]
+            patches.append(wire.TensorPatch(e.tensor_index, numel, idx,
                                             old + rng.normal(0, 0.01, k).astype(np.float32)))
         path = out / f"g{int(gamma * 100):02d}_{seq:03d}.mdup"
-        path.write_bytes(wire.encode_update(patches, base_sha256=sha, sequence=seq))
+        path.write_bytes(wire.encode_update(patches, base_sha256=sha, sequence=seq,
+                                            device_id=DEVICE, hmac_key=KEY,
+                                            mode=wire.Mode.BASE_RELATIVE))
         paths.append(path)
     return paths
 
@@ -71,9 +75,12 @@ def run_gamma(manifest: Path, frames: Path, gamma: float, args, work: Path) -> d
                                             "packet": str(p)}) + "\n"
                                 for i, p in enumerate(packets)))
     runs = (args.updates + 1) * args.period
+    key_file = work / "update.key"
+    key_file.write_bytes(KEY)
     result = run_engine(LocalDevice(work / "device"), manifest, num_threads=args.num_threads,
                         warmup_runs=args.warmup, num_runs=runs, frames_path=frames,
-                        update_schedule=schedule, timeout_s=600)
+                        update_schedule=schedule, update_key_file=key_file,
+                        update_device_id=DEVICE.hex(), timeout_s=600)
     ups = result.updates
     assert all(u["status"] == "applied" for u in ups), ups
     updating = set()

@@ -58,8 +58,12 @@ def _ams_bytes(session: Session, patches: list[wire.TensorPatch]) -> tuple[int, 
     return len(wire.encode_ams_baseline(variables)), variables
 
 
+BENCH_DEVICE, BENCH_KEY = bytes(16), b"bench-key"  # packets as deployed: bound and MACed
+
+
 def _same_values(ours: bytes, variables: list, base_sha: bytes, ams: bytes) -> bool:
-    decoded = wire.decode_update(ours, expected_base_sha256=base_sha)
+    decoded = wire.decode_update(ours, expected_base_sha256=base_sha,
+                                 expected_device_id=BENCH_DEVICE, hmac_key=BENCH_KEY)
     ours_values = np.concatenate([p.values for p in decoded.tensors]) if decoded.tensors else []
     raw = gzip.decompress(ams)
     mask_bytes = sum((m.size + 7) // 8 for m, _ in variables)
@@ -71,6 +75,7 @@ def _xor_prototype_bytes(patches: list[wire.TensorPatch], base: bytes, table: di
                          base_sha: bytes) -> int:
     """Packet size if F16 values were XORed with fp16(base value) before byte-planing."""
     raw = bytearray(wire.encode_update(patches, base_sha256=base_sha, sequence=1,
+                                       device_id=BENCH_DEVICE, hmac_key=None,
                                        compress=False)[wire.HEADER.size:-wire.CRC_BYTES])
     at = len(raw) - 2 * sum(len(p.values) for p in patches)
     for p in sorted(patches, key=lambda p: p.tensor_index):
@@ -80,15 +85,15 @@ def _xor_prototype_bytes(patches: list[wire.TensorPatch], base: bytes, table: di
         planes = x.astype("<u2").view(np.uint8).reshape(-1, 2)
         raw[at:at + 2 * len(x)] = planes[:, 0].tobytes() + planes[:, 1].tobytes()
         at += 2 * len(x)
-    return wire.HEADER.size + len(wire._deflate_smallest(bytes(raw))) + wire.CRC_BYTES
+    return (wire.HEADER.size + len(wire._deflate_smallest(bytes(raw))) + wire.CRC_BYTES
+            + wire.HMAC_BYTES)
 
 
 def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) -> dict:
-    from mobdistill.export.manifest import artifact_path
     from mobdistill.runtime.update_verify import tensor_table
 
     manifest = load(manifest_path, check_files=False)
-    base = artifact_path(manifest_path, manifest, "tflite").read_bytes()
+    base = manifest.tflite_path.read_bytes()
     table = tensor_table(manifest)
     entry = registry.get("deeplab")
     torch.manual_seed(0)
@@ -108,6 +113,7 @@ def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) ->
                "trainable_params": result.num_trainable, "ams_bytes": ams_size}
         for coding in ValueCoding:
             data = wire.encode_update(patches, base_sha256=session.space.base_sha256, sequence=1,
+                                      device_id=BENCH_DEVICE, hmac_key=BENCH_KEY,
                                       value_coding=coding)
             row[f"ours_{coding.name.lower()}_bytes"] = len(data)
             if coding == ValueCoding.F16:
@@ -115,7 +121,8 @@ def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) ->
                 row["equal_values_f16"] = _same_values(data, variables,
                                                        session.space.base_sha256, ams)
         row["ours_f16_search_bytes"] = len(wire.encode_update(
-            patches, base_sha256=session.space.base_sha256, sequence=1, search_deflate=True))
+            patches, base_sha256=session.space.base_sha256, sequence=1, device_id=BENCH_DEVICE,
+            hmac_key=BENCH_KEY, search_deflate=True))
         row["xor_f16_prototype_bytes"] = _xor_prototype_bytes(patches, base, table,
                                                               session.space.base_sha256)
         row["ours_f16_search_vs_ams"] = row["ours_f16_search_bytes"] / ams_size

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mobdistill.errors import ManifestError
+from mobdistill.errors import ManifestError, MissingArtifactError, UsageError
 from mobdistill.files import atomic_write_text, sha256_file
 
 SCHEMA_NAME = "mobdistill.manifest"
@@ -100,24 +101,14 @@ def write(manifest: dict[str, Any], path: Path) -> None:
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
-def load(path: Path, *, check_files: bool = True) -> dict[str, Any]:
+def load(path: Path, *, check_files: bool = True) -> Manifest:
     """Read and validate a manifest; with check_files, every artifact must match its sha256."""
-    try:
-        manifest = json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise ManifestError(f"manifest {path} not found; run `mobdistill export` first") from err
-    except (OSError, json.JSONDecodeError) as err:
-        raise ManifestError(f"cannot read manifest {path}: {err}") from err
-    validate(manifest)
-    if check_files:
-        for artifact in manifest["artifacts"]:
-            check_artifact(Path(path).parent / artifact["file"], artifact["sha256"])
-    return manifest
+    return Manifest.load(path, check_files=check_files)
 
 
 def check_artifact(path: Path, expected_sha256: str) -> None:
     if not path.is_file():
-        raise ManifestError(f"artifact {path} listed in the manifest is missing")
+        raise ManifestError(f"artifact {path} listed in the manifest is missing; re-export it")
     actual = sha256_file(path)
     if actual != expected_sha256:
         raise ManifestError(
@@ -125,10 +116,204 @@ def check_artifact(path: Path, expected_sha256: str) -> None:
             f"{expected_sha256[:12]}…): it was modified or truncated; re-export it")
 
 
-def artifact_path(manifest_path: Path, manifest: dict[str, Any], fmt: str,
-                  signature: str | None = None) -> Path:
-    """The file of format `fmt` (holding `signature`, if given) listed in the manifest."""
-    for artifact in manifest["artifacts"]:
-        if artifact["format"] == fmt and (signature is None or signature in artifact["signatures"]):
-            return Path(manifest_path).parent / artifact["file"]
-    raise ManifestError(f"the manifest lists no {fmt} artifact" + (f" for {signature}" if signature else ""))
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file listed in the manifest; `path` is resolved beside the manifest."""
+
+    format: str  # "tflite" | "onnx"
+    path: Path
+    sha256: str
+    size_bytes: int
+    signatures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input_with_role(self, role: str) -> TensorSpec | None:
+        return next((t for t in self.inputs if t.role == role), None)
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """The memory queue of a stateful model: which outputs feed which inputs, and how long."""
+
+    queue_length: int
+    init_signature: str
+    step_signature: str
+    carry: tuple[tuple[str, str], ...]  # (output, input)
+
+
+@dataclass(frozen=True)
+class ParameterEntry:
+    """Where one PyTorch parameter lives in the .tflite (the update address)."""
+
+    parameter: str
+    shape: tuple[int, ...]
+    tensor_index: int
+    buffer_index: int
+    buffer_offset: int
+    buffer_size: int
+    tflite_shape: tuple[int, ...]
+    permutation: tuple[int, ...]
+    fold: Any  # None or the BatchNorm it was folded with (docs/manifest.md)
+
+
+def _tensor(t: Mapping[str, Any]) -> TensorSpec:
+    return TensorSpec(t["name"], tuple(t["shape"]), t["dtype"], t["layout"], t["role"])
+
+
+class Manifest(Mapping[str, Any]):
+    """A validated manifest with typed accessors. It stays a read-only mapping of its JSON
+    document, so code that needs a field without an accessor reads it by key."""
+
+    def __init__(self, data: Mapping[str, Any], path: Path) -> None:
+        validate(dict(data))
+        self._data = data
+        self.path = Path(path)
+
+    @classmethod
+    def load(cls, path: Path, *, check_files: bool = True) -> Manifest:
+        """Read and validate `path`; with check_files, every artifact must match its sha256."""
+        path = Path(path)
+        if path.suffix == ".tflite":
+            path = _manifest_beside(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise ManifestError(f"manifest {path} not found; run `mobdistill export` first") \
+                from err
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ManifestError(f"cannot read manifest {path}: {err}") from err
+        if not isinstance(data, dict):
+            raise ManifestError(f"{path} is not a mobdistill manifest (not a JSON object)")
+        manifest = cls(data, path)
+        if check_files:
+            for artifact in manifest.artifacts:
+                check_artifact(artifact.path, artifact.sha256)
+        return manifest
+
+    # -- the mapping view of the JSON document
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # -- typed accessors
+    @property
+    def model_name(self) -> str:
+        return str(self._data["model"]["name"])
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        height, width = self._data["model"]["resolution"]
+        return int(height), int(width)
+
+    @property
+    def num_params(self) -> int:
+        return int(self._data["model"]["num_params"])
+
+    @cached_property
+    def artifacts(self) -> tuple[Artifact, ...]:
+        return tuple(Artifact(a["format"], self.path.parent / a["file"], a["sha256"],
+                              int(a["size_bytes"]), tuple(a["signatures"]))
+                     for a in self._data["artifacts"])
+
+    def artifact(self, fmt: str, signature: str | None = None) -> Artifact:
+        """The artifact of format `fmt` (holding `signature`, if given)."""
+        for artifact in self.artifacts:
+            if artifact.format == fmt and (signature is None or signature in artifact.signatures):
+                return artifact
+        raise MissingArtifactError(
+            f"manifest {self.path} lists no {fmt} artifact"
+            + (f" for signature {signature}" if signature else "")
+            + f"; re-export with --format {fmt}")
+
+    @property
+    def tflite(self) -> Artifact:
+        return self.artifact("tflite")
+
+    @property
+    def tflite_path(self) -> Path:
+        return self.tflite.path
+
+    @property
+    def tflite_sha256(self) -> str:
+        return self.tflite.sha256
+
+    @property
+    def onnx_paths(self) -> dict[str, Path]:
+        """Signature name -> the ONNX file that holds it."""
+        return {name: a.path for a in self.artifacts if a.format == "onnx"
+                for name in a.signatures}
+
+    @cached_property
+    def signatures(self) -> tuple[Signature, ...]:
+        return tuple(Signature(s["name"], tuple(map(_tensor, s["inputs"])),
+                               tuple(map(_tensor, s["outputs"])))
+                     for s in self._data["signatures"])
+
+    def signature(self, name: str) -> Signature:
+        for signature in self.signatures:
+            if signature.name == name:
+                return signature
+        raise ManifestError(f"manifest {self.path} has no signature {name!r}")
+
+    @cached_property
+    def memory(self) -> MemorySpec | None:
+        memory = self._data["memory"]
+        if memory is None:
+            return None
+        return MemorySpec(int(memory["queue_length"]), memory["init_signature"],
+                          memory["step_signature"],
+                          tuple((c["output"], c["input"]) for c in memory["carry"]))
+
+    @property
+    def parameter_map_status(self) -> str:
+        return str(self._data["parameter_map"]["status"])
+
+    @cached_property
+    def parameter_entries(self) -> tuple[ParameterEntry, ...]:
+        return tuple(ParameterEntry(e["parameter"], tuple(e["shape"]), int(e["tensor_index"]),
+                                    int(e["buffer_index"]), int(e["buffer_offset"]),
+                                    int(e["buffer_size"]), tuple(e["tflite_shape"]),
+                                    tuple(e["permutation"]), e["fold"])
+                     for e in self._data["parameter_map"]["entries"])
+
+
+def _manifest_beside(tflite: Path) -> Path:
+    """The manifest in the same folder that lists `tflite` (what `mobdistill export` wrote).
+
+    A bare .tflite does not say which inputs are frames or masks, nor how a memory queue is
+    carried, so the engine cannot run it without its manifest."""
+    if not tflite.is_file():
+        raise UsageError(f"{tflite} not found")
+    for candidate in sorted(tflite.parent.glob("*.manifest.json")):
+        try:
+            data = json.loads(candidate.read_text())
+            files = [a["file"] for a in data["artifacts"] if a["format"] == "tflite"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if tflite.name in files:
+            return candidate
+    raise UsageError(
+        f"{tflite} has no manifest beside it: mobdistill runs a model through the "
+        "*.manifest.json that `mobdistill export` writes next to the .tflite (it names the "
+        "frame and mask inputs, the output and the memory queue); export the model with "
+        "`mobdistill export`, or pass its manifest")

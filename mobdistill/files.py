@@ -17,13 +17,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy through a temporary file in dst's directory so dst is never half-written."""
+def atomic_copy(src: Path, dst: Path, *, mode: int | None = None) -> None:
+    """Copy through a temporary file in dst's directory so dst is never half-written.
+
+    With `mode`, the copy gets it before it appears under its name (mkstemp makes it 0600)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import posixpath
+import secrets
 import shlex
 import socket
 import stat
@@ -36,10 +37,10 @@ from mobdistill.runtime.device import DEFAULT_TIMEOUT_S, CommandResult, Device, 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = "/data/local/tmp/mobdistill"
-DEFAULT_TCP_PORT = 5555
-EXIT_MARK = "@@mobdistill-exit="
+EXIT_MARK = "@@mobdistill-exit-"  # + a per-run nonce; the run's last line
 TIMEOUT_EXIT_CODES = (124, 137, 143)  # toybox/GNU `timeout`: 124, or killed by KILL/TERM
 PUSH_MODE = stat.S_IFREG | 0o755  # staged engines must be executable
+PRIVATE_MODE = stat.S_IFREG | 0o600  # keys: the shell user only
 
 _LINK_ERRORS = (
     OSError,
@@ -67,14 +68,6 @@ class AdbOptions:
     push_retries: int = 1  # a dropped push is retried this many times after reconnecting
     workdir: str = DEFAULT_WORKDIR
     progress: bool | None = None  # push progress bar; None = only on a terminal
-
-
-def tagged(message: str, state: str) -> DeviceError:
-    """A DeviceError carrying the adb-style device state ('unauthorized', 'no permissions',
-    'offline') for `mobdistill devices`."""
-    error = DeviceError(message)
-    error.state = state  # type: ignore[attr-defined]
-    return error
 
 
 def default_adbkey() -> Path:
@@ -220,22 +213,23 @@ class AdbDevice(Device):
                 auth_callback=lambda _: asked.append(True),
             )
         except adb_errors.DeviceAuthError as err:
-            raise tagged(f"{self.serial} requires authorization: {err}", "unauthorized") from err
+            raise DeviceError(f"{self.serial} requires authorization: {err}",
+                              state="unauthorized") from err
         except _LINK_ERRORS as err:
             self._adb.close()
             if asked:
-                raise tagged(
+                raise DeviceError(
                     f"{self.serial} is unauthorized: it did not accept our key within "
                     f"{opts.auth_timeout_s:g} s. Unlock the phone and tap Allow on \"Allow USB "
                     f"debugging?\" (key {opts.adbkey or default_adbkey()}.pub), then retry; "
-                    "raise --auth-timeout if you need longer", "unauthorized",
+                    "raise --auth-timeout if you need longer", state="unauthorized",
                 ) from err
             raise self._connect_error(err) from err
 
     def _connect_error(self, err: BaseException) -> DeviceError:
         fix = usb_fix(err)
         if fix:
-            return tagged(f"cannot open {self.serial}: {fix}", "no permissions")
+            return DeviceError(f"cannot open {self.serial}: {fix}", state="no permissions")
         if isinstance(err, ConnectionRefusedError):
             return DeviceError(
                 f"nothing accepts ADB connections at {self.serial}: check the address and port "
@@ -250,12 +244,6 @@ class AdbDevice(Device):
 
     def close(self) -> None:
         self._adb.close()
-
-    def __enter__(self) -> AdbDevice:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def _ensure(self) -> ShellDevice:
         if not self._adb.available:
@@ -323,7 +311,8 @@ class AdbDevice(Device):
         return self.options.workdir
 
     # -- files -----------------------------------------------------------------------------
-    def stage(self, local: Path, remote_name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    def stage(self, local: Path, remote_name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+              private: bool = False) -> str:
         local = Path(local)
         if not local.is_file():
             raise DeviceError(f"cannot stage {local}: no such file")
@@ -332,12 +321,13 @@ class AdbDevice(Device):
         part = posixpath.join(folder, f".{name}.part")
         digest, size = sha256_file(local), local.stat().st_size
         self._shell(f"mkdir -p {shlex.quote(folder)}")
-        if self._remote_sha256(remote) == digest:
+        if not private and self._remote_sha256(remote) == digest:
             LOG.debug("%s already staged on %s", remote, self.serial)
             return remote
+        mode = PRIVATE_MODE if private else PUSH_MODE
         for attempt in range(self.options.push_retries + 1):
             try:
-                self._push(local, part, size, timeout_s)
+                self._push(local, part, size, timeout_s, mode)
                 break
             except DeviceError as err:
                 if attempt == self.options.push_retries:
@@ -348,7 +338,7 @@ class AdbDevice(Device):
         self._shell(f"mv -f {shlex.quote(part)} {shlex.quote(remote)}")
         return remote
 
-    def _push(self, local: Path, remote: str, size: int, timeout_s: float) -> None:
+    def _push(self, local: Path, remote: str, size: int, timeout_s: float, mode: int) -> None:
         from tqdm import tqdm
 
         adb = self._ensure()
@@ -358,7 +348,7 @@ class AdbDevice(Device):
         try:
             with open(local, "rb") as handle, bar:
                 reader = _ProgressReader(handle, bar, time.monotonic() + timeout_s)
-                adb.push(reader, remote, st_mode=PUSH_MODE,
+                adb.push(reader, remote, st_mode=mode,
                          read_timeout_s=self.options.read_timeout_s)
         except TimeoutError as err:
             raise self._lost(err, f"pushing {local.name} (over {timeout_s:g} s)") from err
@@ -390,6 +380,9 @@ class AdbDevice(Device):
             f"sha256 {remote_digest} vs {digest}); removed it, stage again"
         )
 
+    def remove(self, remote: str) -> None:
+        self._shell(f"rm -f {shlex.quote(remote)}")
+
     def fetch(self, remote: str, local: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         local = Path(local)
         adb = self._ensure()
@@ -415,37 +408,48 @@ class AdbDevice(Device):
 
     # -- commands --------------------------------------------------------------------------
     def run(self, argv: list[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> CommandResult:
-        """Run `argv` in workdir (LD_LIBRARY_PATH=workdir). The device's `timeout` kills it."""
+        """Run `argv` in workdir (LD_LIBRARY_PATH=workdir). The device's `timeout` kills it.
+
+        stdout and stderr go to separate files on the device; the reply is stdout, a line
+        `EXIT_MARK<nonce>:stderr`, stderr, and last a line `EXIT_MARK<nonce>=<rc>`. The nonce is
+        new for every run and nothing the command prints can follow the last line, so output
+        that imitates a marker (a file name, say) is read as output."""
         if not argv:
             raise DeviceError("run needs a command")
+        nonce = secrets.token_hex(8)
         wd = shlex.quote(self.workdir())
-        errfile = shlex.quote(posixpath.join(self.workdir(), f".stderr.{os.getpid()}"))
+        out, err = (shlex.quote(posixpath.join(self.workdir(), f".run.{nonce}.{k}"))
+                    for k in ("out", "err"))
         command = " ".join(shlex.quote(arg) for arg in argv)
         script = (
             f"mkdir -p {wd} && cd {wd} && LD_LIBRARY_PATH={wd} "
-            f"timeout -k 2 {max(int(timeout_s + 0.999), 1)} {command} 2>{errfile}; "
-            f"rc=$?; printf '\\n{EXIT_MARK}%d\\n' $rc; cat {errfile}; rm -f {errfile}"
+            f"timeout -k 2 {max(int(timeout_s + 0.999), 1)} {command} >{out} 2>{err}; "
+            f"rc=$?; cat {out} 2>/dev/null; printf '\\n{EXIT_MARK}{nonce}:stderr\\n'; "
+            f"cat {err} 2>/dev/null; printf '\\n{EXIT_MARK}{nonce}=%d\\n' $rc; "
+            f"rm -f {out} {err}"
         )
         start = time.monotonic()
         adb = self._ensure()
         try:
-            out = adb.shell(script, read_timeout_s=timeout_s + 15, timeout_s=timeout_s + 15)
+            reply = adb.shell(script, read_timeout_s=timeout_s + 15, timeout_s=timeout_s + 15)
         except adb_errors.AdbTimeoutError:
             self._adb.close()  # closing the stream makes adbd kill the command
             return CommandResult(-9, "", f"no answer from {self.serial} in {timeout_s:g} s",
                                  timed_out=True)
         except _LINK_ERRORS as err:
             raise self._lost(err, f"running {argv[0]}") from err
-        return self._parse_run(out, timeout_s, time.monotonic() - start)
+        return self._parse_run(reply, nonce, timeout_s, time.monotonic() - start)
 
-    def _parse_run(self, out: str, timeout_s: float, elapsed_s: float) -> CommandResult:
-        stdout, sep, rest = out.rpartition(f"\n{EXIT_MARK}")
-        if not sep:
+    def _parse_run(self, reply: str, nonce: str, timeout_s: float,
+                   elapsed_s: float) -> CommandResult:
+        body, sep, code_text = reply.rpartition(f"\n{EXIT_MARK}{nonce}=")
+        stdout, split, stderr = body.partition(f"\n{EXIT_MARK}{nonce}:stderr\n")
+        code_text = code_text.strip()
+        if not sep or not split or not code_text.lstrip("-").isdigit():
             raise DeviceError(
                 f"{self.serial} ended the command without an exit status (adbd restarted or the "
-                f"connection dropped?); output so far: {out[-300:]!r}")
-        code_text, _, stderr = rest.partition("\n")
-        exit_code = int(code_text) if code_text.strip().lstrip("-").isdigit() else -1
+                f"connection dropped?); output so far: {reply[-300:]!r}")
+        exit_code = int(code_text)
         if exit_code == 127 and "timeout" in stderr and "not found" in stderr:
             raise DeviceError(f"{self.serial} has no `timeout` command (needs Android 7+)")
         timed_out = exit_code in TIMEOUT_EXIT_CODES and elapsed_s >= timeout_s - 0.5

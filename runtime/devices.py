@@ -92,16 +92,15 @@ def probe(spec: str, *, options: AdbOptions | None = None) -> DeviceInfo:
         with AdbDevice.open(spec, options=options) as device:
             return DeviceInfo(spec, "adb", device.transport, "device", device.describe())
     except DeviceError as err:
-        state = getattr(err, "state", "offline")
-        return DeviceInfo(spec, "adb", transport, state, error=str(err))
+        return DeviceInfo(spec, "adb", transport, err.state, error=str(err))
 
 
 def list_devices(
     specs: Sequence[str] = (), *, options: AdbOptions | None = None, include_usb: bool = True,
 ) -> DeviceList:
     """The host, every USB phone found, and each HOST:PORT in `specs` (TCP cannot be scanned)."""
-    host = LocalDevice()
-    rows = [DeviceInfo("host", "host", "local", "device", host.describe())]
+    with LocalDevice() as host:
+        rows = [DeviceInfo("host", "host", "local", "device", host.describe())]
     notes: list[str] = []
     serials: list[str] = []
     usb_supported = True

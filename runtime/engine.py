@@ -4,31 +4,38 @@ The engine is a benchmark_model-style executable (`mobdistill-engine`) that read
 checks the model's sha256, runs the frames and writes one JSON line per frame (flushed per
 record) plus a summary JSON. This module:
 
-* builds the host engine with CMake into build/engine (`build_host_engine`),
+* finds the host engine: --engine / $MOBDISTILL_ENGINE, else builds it with CMake into
+  build/engine in a source checkout (`find_engine`, `build_host_engine`),
 * finds the TFLite C API runtime library shipped by the litert-lm-api wheel (`runtime_library`),
 * stages engine, runtime library, model, manifest and frames on a `Device` and runs the engine
   (`run_engine`), fetching the per-frame log and summary even when the engine failed or timed
   out, so completed frames are never lost.
 
-Only the `Device` interface (stage, fetch, run, workdir, abi, describe) is used, so the same code
+`EngineOptions` is the one place Python writes the engine's defaults (`to_flags`). Only the
+`Device` interface (stage, fetch, remove, run, workdir, abi, describe) is used, so the same code
 drives the host (`LocalDevice`) and a phone (`AdbDevice`).
 """
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import importlib.util
 import json
 import logging
 import os
+import posixpath
 import shutil
 import subprocess
+import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from mobdistill.errors import DeviceError, EngineError, UsageError
+from mobdistill.export.manifest import Manifest
 from mobdistill.runtime.device import DEFAULT_TIMEOUT_S, Device
 
 log = logging.getLogger(__name__)
@@ -37,14 +44,87 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ENGINE_SOURCE = REPO_ROOT / "android" / "engine"
 BUILD_DIR = REPO_ROOT / "build" / "engine"
 ENGINE_NAME = "mobdistill-engine"
+ENGINE_ENV = "MOBDISTILL_ENGINE"  # path of a mobdistill-engine build (installed packages)
 RUNTIME_LIB_NAME = "liblitert-lm.so"
 _HOST_ABIS = {"x86_64", "amd64", "aarch64"}
+
+
+class Delegate(enum.Enum):
+    """Which TFLite delegate the engine applies (one at most; the engine reports what ran)."""
+
+    XNNPACK = "xnnpack"
+    GPU = "gpu"
+    NNAPI = "nnapi"
+    CPU = "cpu"  # the built-in kernels, no delegate
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run the engine: the one place Python writes the engine's defaults.
+
+    Field names follow the engine's flags (benchmark_model's where it has them). File-valued
+    update options are local paths that `run_engine` stages; device-side paths are strings.
+    """
+
+    num_threads: int = 1
+    warmup_runs: int = 1
+    num_runs: int = 50
+    delegate: Delegate = Delegate.XNNPACK
+    timeout_s: float = DEFAULT_TIMEOUT_S  # the whole run on the device, then it is killed
+    run_delay_s: float = 0.0  # sleep between runs (paces frames at a video's rate)
+    record_sensors: bool = False
+    engine_binary: Path | None = None  # None: $MOBDISTILL_ENGINE, else the source-tree build
+    # streamed sparse updates (docs/engine.md)
+    update_schedule: Path | None = None  # local JSONL {"frame": K, "packet": PATH[, "sequence"]}
+    update_dir: str | None = None  # watched folder on the device
+    update_port: int | None = None  # TCP port on the device's loopback
+    update_key_file: Path | None = None  # local HMAC key file (staged 0600, removed after)
+    update_device_id: str | None = None  # 32 hex chars the packets must carry
+    insecure_updates: bool = False  # accept unauthenticated packets (opt-in only)
+    update_state_file: str | None = None  # high-water sequence file on the device
+    update_blocking: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_threads == 0 or self.num_threads < -1:
+            raise UsageError(f"--num_threads {self.num_threads}: use -1 (runtime decides) or >= 1")
+        if self.warmup_runs < 0 or self.num_runs < 1:
+            raise UsageError("--warmup_runs must be >= 0 and --num_runs >= 1")
+        if self.timeout_s <= 0:
+            raise UsageError(f"--timeout {self.timeout_s:g}: must be positive")
+
+    def to_flags(self, staged: Mapping[str, str] | None = None) -> list[str]:
+        """The engine flags for these options; `staged` maps each file-valued flag
+        ("update_schedule", "update_key_file") to its path on the device."""
+        staged = staged or {}
+        flags = [f"--num_threads={self.num_threads}", f"--warmup_runs={self.warmup_runs}",
+                 f"--num_runs={self.num_runs}"]
+        flags += [f"--use_{d.value}={_bool(self.delegate is d)}"
+                  for d in (Delegate.XNNPACK, Delegate.GPU, Delegate.NNAPI)]
+        if self.run_delay_s:
+            flags.append(f"--run_delay={self.run_delay_s:g}")
+        if self.record_sensors:
+            flags.append("--record_sensors=true")
+        for name in ("update_schedule", "update_key_file"):
+            if getattr(self, name) is not None:
+                flags.append(f"--{name}={staged[name]}")
+        for name in ("update_dir", "update_port", "update_device_id", "update_state_file"):
+            if getattr(self, name) is not None:
+                flags.append(f"--{name}={getattr(self, name)}")
+        if self.insecure_updates:
+            flags.append("--insecure_updates=true")
+        if self.update_blocking:
+            flags.append("--update_blocking=true")
+        return flags
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 class EngineRunError(EngineError):
     """The engine failed, crashed or timed out; `partial` holds the frames it completed."""
 
-    def __init__(self, message: str, partial: "ProfileResult | None" = None) -> None:
+    def __init__(self, message: str, partial: ProfileResult | None = None) -> None:
         super().__init__(message)
         self.partial = partial
 
@@ -66,6 +146,39 @@ class FrameTiming:
     thermal_c: dict[str, float] | None = None  # zone type -> degrees C
 
 
+@dataclass(frozen=True)
+class UpdateEvent:
+    """One `{"event": "update"}` record of the engine: a packet applied or rejected.
+
+    `sequence` is the packet's own when the engine decoded it, else the one its schedule line
+    declared; `packet` is the local file a scheduled packet was staged from."""
+
+    source: str  # "schedule" | "dir" | "tcp"
+    name: str
+    sequence: int | None
+    mode: str | None
+    status: str  # "applied" | "rejected"
+    reason: str | None
+    message: str
+    received_frame: int | None
+    swapped_frame: int | None
+    decode_us: float | None
+    patch_us: float | None
+    build_us: float | None
+    warm_us: float | None
+    packet_bytes: int
+    values: int
+    packet: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.status == "applied"
+
+
+_FRAME_FIELDS = frozenset(f.name for f in fields(FrameTiming))
+_EVENT_FIELDS = frozenset(f.name for f in fields(UpdateEvent))
+
+
 @dataclass
 class ProfileResult:
     """What one engine run measured. Latencies in the summary are microseconds."""
@@ -73,23 +186,44 @@ class ProfileResult:
     model: str
     manifest_path: str
     device: dict[str, str]
-    num_threads: int
-    warmup_runs: int
-    num_runs: int
+    options: EngineOptions
     frames: list[FrameTiming]
     summary: dict[str, Any] = field(default_factory=dict)
     jsonl_path: str = ""
     summary_path: str = ""
     output_masks_path: str | None = None
     output_logits_path: str | None = None
-    # `{"event": "update", ...}` records from the JSONL, in order (streamed sparse updates)
-    updates: list[dict[str, Any]] = field(default_factory=list)
+    update_events: list[UpdateEvent] = field(default_factory=list)
+
+    @property
+    def num_threads(self) -> int:
+        return self.options.num_threads
+
+    @property
+    def warmup_runs(self) -> int:
+        return self.options.warmup_runs
+
+    @property
+    def num_runs(self) -> int:
+        return self.options.num_runs
+
+    @property
+    def updates(self) -> list[dict[str, Any]]:
+        """The update events as JSON records (for reports and JSON output)."""
+        return [asdict(event) for event in self.update_events]
 
     def measured_invoke_us(self) -> list[float]:
         return [f.invoke_us for f in self.frames if f.phase == "measure"]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["options"] = _options_json(self.options)
+        return data
+
+
+def _options_json(options: EngineOptions) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, Delegate) else str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(options).items()}
 
 
 @dataclass(frozen=True)
@@ -163,15 +297,37 @@ def runtime_library() -> Path:
     raise EngineError(f"litert-lm-api is installed but ships no {RUNTIME_LIB_NAME}")
 
 
-def engine_for(device: Device) -> tuple[Path, Path]:
+def source_checkout() -> bool:
+    """True when running from a source tree that holds the engine's sources (editable install)."""
+    return (ENGINE_SOURCE / "CMakeLists.txt").is_file()
+
+
+def find_engine(binary: Path | None = None) -> Path:
+    """The host engine: `binary` (--engine), else $MOBDISTILL_ENGINE, else the source tree's
+    build (built on demand). An installed package without either says how to get one."""
+    chosen = binary or (Path(os.environ[ENGINE_ENV]) if os.environ.get(ENGINE_ENV) else None)
+    if chosen is not None:
+        if not (chosen.is_file() and os.access(chosen, os.X_OK)):
+            raise UsageError(f"engine {chosen} is not an executable file (--engine or "
+                             f"${ENGINE_ENV}); build it with `make engine` in a source checkout")
+        return chosen
+    if source_checkout():
+        return build_host_engine()
+    raise UsageError(
+        f"no engine build: this mobdistill is installed without the engine's sources. In a "
+        f"checkout of mobdistill run `make engine`, then pass --engine "
+        f"CHECKOUT/build/engine/{ENGINE_NAME} or set {ENGINE_ENV} to that path")
+
+
+def engine_for(device: Device, binary: Path | None = None) -> tuple[Path, Path]:
     """(engine executable, runtime library) built for the device's ABI."""
     abi = device.abi()
     if abi in _HOST_ABIS and abi == os.uname().machine:
-        return build_host_engine(), runtime_library()
-    android = REPO_ROOT / "build" / f"engine-android-{abi}"
-    binary, lib = android / ENGINE_NAME, android / RUNTIME_LIB_NAME
-    if binary.is_file() and lib.is_file():
-        return binary, lib
+        return find_engine(binary), runtime_library()
+    android = binary.parent if binary else REPO_ROOT / "build" / f"engine-android-{abi}"
+    engine, lib = binary or android / ENGINE_NAME, android / RUNTIME_LIB_NAME
+    if engine.is_file() and lib.is_file():
+        return engine, lib
     raise EngineError(
         f"no engine build for ABI {abi}: cross-compile android/engine with the NDK into {android} "
         f"and put that ABI's {RUNTIME_LIB_NAME} beside it (see docs/engine.md)")
@@ -191,59 +347,69 @@ def _stage_cached(device: Device, local: Path, name: str, timeout_s: float) -> s
     return _STAGED[key]
 
 
-def _tflite_file(manifest_path: Path) -> Path:
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot read manifest {manifest_path}: {err}") from err
-    for artifact in manifest.get("artifacts", []):
-        if artifact.get("format") == "tflite":
-            path = manifest_path.parent / artifact["file"]
-            if not path.is_file():
-                raise UsageError(f"manifest {manifest_path} lists {path}, which does not exist; "
-                                 "re-export the model")
-            return path
-    raise UsageError(f"manifest {manifest_path} lists no tflite artifact; export with tflite")
+def _runs_dir() -> Path:
+    """Where run logs land by default: build/engine-runs in a checkout, else a private temp dir."""
+    if source_checkout():
+        return REPO_ROOT / "build" / "engine-runs"
+    return Path(tempfile.mkdtemp(prefix="mobdistill-runs-"))
 
 
-_FRAME_FIELDS = frozenset(f.name for f in fields(FrameTiming))
-
-
-def _load_frames(jsonl: Path, updates: list[dict[str, Any]] | None = None) -> list[FrameTiming]:
-    """Per-frame records; `{"event": ...}` records go to `updates` (if given) instead."""
-    frames = []
+def _load_records(jsonl: Path, packets: Mapping[str, tuple[str, int | None]]
+                  ) -> tuple[list[FrameTiming], list[UpdateEvent]]:
+    """Per-frame records and update events; `packets` maps a staged packet name to its local
+    file and the sequence its schedule line declared."""
+    frames: list[FrameTiming] = []
+    events: list[UpdateEvent] = []
     if not jsonl.is_file():
-        return frames
+        return frames, events
     for line in jsonl.read_text().splitlines():
         try:
             record = json.loads(line)
-            if isinstance(record, dict) and "event" in record:
-                if updates is not None:
-                    updates.append(record)
-                continue
-            # Fields a newer engine adds are skipped, not fatal; a missing field is.
-            frames.append(FrameTiming(**{k: v for k, v in record.items() if k in _FRAME_FIELDS}))
+            if isinstance(record, dict) and record.get("event") == "update":
+                events.append(_update_event(record, packets))
+            elif isinstance(record, dict) and "event" not in record:
+                # Fields a newer engine adds are skipped, not fatal; a missing field is.
+                frames.append(FrameTiming(**{k: v for k, v in record.items()
+                                             if k in _FRAME_FIELDS}))
         except (ValueError, TypeError):
             break  # a line cut by a kill: everything before it is complete
-    return frames
+    return frames, events
 
 
-def _stage_schedule(device: Device, schedule: Path, run_id: str, timeout_s: float) -> str:
-    """Stage every packet a schedule names, then the schedule rewritten to the staged paths."""
-    lines = []
+def _update_event(record: dict[str, Any],
+                  packets: Mapping[str, tuple[str, int | None]]) -> UpdateEvent:
+    known = {k: v for k, v in record.items() if k in _EVENT_FIELDS}
+    local, declared = packets.get(posixpath.basename(str(record.get("name", ""))), (None, None))
+    if known.get("sequence") is None:
+        known["sequence"] = declared
+    return UpdateEvent(**{**known, "packet": local})
+
+
+def _stage_schedule(device: Device, schedule: Path, run_id: str, local_dir: Path,
+                    timeout_s: float) -> tuple[str, dict[str, tuple[str, int | None]]]:
+    """Stage every packet a schedule names, then the schedule rewritten to the staged paths.
+
+    Returns the staged schedule and, per staged packet name, (local file, declared sequence)."""
+    lines, packets = [], {}
     for i, line in enumerate(Path(schedule).read_text().splitlines()):
         if not line.strip():
             continue
-        entry = json.loads(line)
-        packet = Path(entry["packet"])
+        try:
+            entry = json.loads(line)
+            packet = Path(entry["packet"])
+            frame = int(entry["frame"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"{schedule} line {i + 1}: expected "
+                             '{"frame": K, "packet": PATH}: ' + str(err)) from err
         if not packet.is_absolute():
             packet = Path(schedule).parent / packet
-        entry["packet"] = device.stage(packet, f"{run_id}.u{i}.mdup", timeout_s=timeout_s)
-        lines.append(json.dumps(entry))
-    local = REPO_ROOT / "build" / "engine-runs" / f"{run_id}.schedule.jsonl"
-    local.parent.mkdir(parents=True, exist_ok=True)
+        name = f"{run_id}.u{i}.mdup"
+        staged = device.stage(packet, name, timeout_s=timeout_s)
+        packets[name] = (str(packet), entry.get("sequence"))
+        lines.append(json.dumps({"frame": frame, "packet": staged}))
+    local = local_dir / f"{run_id}.schedule.jsonl"
     local.write_text("\n".join(lines) + "\n")
-    return device.stage(local, f"{run_id}.schedule.jsonl", timeout_s=timeout_s)
+    return device.stage(local, local.name, timeout_s=timeout_s), packets
 
 
 # --------------------------------------------------------------------------- run
@@ -252,54 +418,49 @@ def _stage_schedule(device: Device, schedule: Path, run_id: str, timeout_s: floa
 def run_engine(
     device: Device,
     manifest_path: Path,
+    options: EngineOptions | None = None,
     *,
-    num_threads: int = 1,
-    warmup_runs: int = 1,
-    num_runs: int = 50,
     frames_path: Path | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
     init_mask: Path | None = None,
     out_dir: Path | None = None,
     output_masks: bool = False,
     output_logits: bool = False,
     extra_flags: tuple[str, ...] = (),
     extra_files: dict[str, Path] | None = None,
-    update_schedule: Path | None = None,
-    update_dir: str | None = None,
-    update_port: int | None = None,
-    update_key_file: Path | None = None,
-    update_blocking: bool = False,
+    **overrides: Any,
 ) -> ProfileResult:
-    """Run the engine on `device` and return its per-frame timings and summary.
+    """Run the engine on `device` and return its per-frame timings, update events and summary.
 
-    `extra_files` maps an engine flag (e.g. "swap_graph") to a local file that is staged and
-    passed as --flag=<staged path>. Streamed sparse updates (docs/engine.md): `update_schedule`
-    is a local JSONL of `{"frame": K, "packet": PATH}` (packets staged with it),
-    `update_dir` a folder on the device, `update_port` a TCP port on the device's loopback,
-    `update_key_file` the local HMAC key file; the outcomes land in `ProfileResult.updates`. Logs land in `out_dir` (default: a fresh folder under
-    build/engine-runs). Raises EngineRunError (an EngineError) naming what failed, with
-    `.partial` holding the frames completed before a failure, crash or timeout.
+    `options` (default `EngineOptions()`) says how; keyword `overrides` replace single fields of
+    it (`run_engine(device, m, num_runs=5)`). `extra_files` maps an engine flag (e.g.
+    "swap_graph") to a local file that is staged and passed as --flag=<staged path>. Logs land
+    in `out_dir` (default: a fresh folder under build/engine-runs). Raises EngineRunError (an
+    EngineError) naming what failed, with `.partial` holding the frames completed before a
+    failure, crash or timeout. The key file is staged readable by its owner only and removed
+    from the device after the run.
     """
-    manifest_path = Path(manifest_path)
-    if not manifest_path.is_file():
-        raise UsageError(f"manifest {manifest_path} not found; run `mobdistill export` first")
-    tflite = _tflite_file(manifest_path)
+    options = replace(options or EngineOptions(), **overrides)
+    manifest = Manifest.load(Path(manifest_path), check_files=False)
+    tflite = manifest.tflite_path
+    if not tflite.is_file():
+        raise UsageError(f"manifest {manifest.path} lists {tflite}, which does not exist; "
+                         "re-export the model")
     if frames_path is not None and not Path(frames_path).is_file():
         raise UsageError(f"frames file {frames_path} not found")
-    engine, runtime = engine_for(device)
+    engine, runtime = engine_for(device, options.engine_binary)
     run_id = uuid.uuid4().hex[:8]
-    local = Path(out_dir or REPO_ROOT / "build" / "engine-runs" / run_id)
+    local = Path(out_dir or _runs_dir() / run_id)
     local.mkdir(parents=True, exist_ok=True)
+    timeout_s = options.timeout_s
     staged_engine = _stage_cached(device, engine, ENGINE_NAME, timeout_s)
     staged_lib = _stage_cached(device, runtime, RUNTIME_LIB_NAME, timeout_s)
     remote_tflite = device.stage(tflite, tflite.name, timeout_s=timeout_s)
-    remote_manifest = device.stage(manifest_path, manifest_path.name, timeout_s=timeout_s)
+    remote_manifest = device.stage(manifest.path, manifest.path.name, timeout_s=timeout_s)
     work = device.workdir()
     remote = {k: f"{work}/{run_id}.{k}" for k in ("jsonl", "summary.json", "masks", "logits")}
     flags = [f"--manifest={remote_manifest}", f"--graph={remote_tflite}",
-             f"--runtime_lib={staged_lib}", f"--num_threads={num_threads}",
-             f"--warmup_runs={warmup_runs}", f"--num_runs={num_runs}",
-             f"--jsonl={remote['jsonl']}", f"--summary={remote['summary.json']}"]
+             f"--runtime_lib={staged_lib}", f"--jsonl={remote['jsonl']}",
+             f"--summary={remote['summary.json']}"]
     if frames_path is not None:
         staged = device.stage(Path(frames_path), f"{run_id}.rgb", timeout_s=timeout_s)
         flags.append(f"--frames={staged}")
@@ -313,31 +474,29 @@ def run_engine(
     for flag, path in (extra_files or {}).items():
         staged = device.stage(Path(path), f"{run_id}.{flag}", timeout_s=timeout_s)
         flags.append(f"--{flag}={staged}")
-    if update_schedule is not None:
-        staged = _stage_schedule(device, Path(update_schedule), run_id, timeout_s)
-        flags.append(f"--update_schedule={staged}")
-    if update_dir is not None:
-        flags.append(f"--update_dir={update_dir}")
-    if update_port is not None:
-        flags.append(f"--update_port={update_port}")
-    if update_key_file is not None:
-        staged = device.stage(Path(update_key_file), f"{run_id}.key", timeout_s=timeout_s)
-        flags.append(f"--update_key_file={staged}")
-    if update_blocking:
-        flags.append("--update_blocking=true")
-    flags += list(extra_flags)
+    staged_files: dict[str, str] = {}
+    packets: dict[str, tuple[str, int | None]] = {}
+    if options.update_schedule is not None:
+        staged_files["update_schedule"], packets = _stage_schedule(
+            device, options.update_schedule, run_id, local, timeout_s)
+    if options.update_key_file is not None:
+        staged_files["update_key_file"] = device.stage(
+            Path(options.update_key_file), f"{run_id}.key", timeout_s=timeout_s, private=True)
+    flags += options.to_flags(staged_files) + list(extra_flags)
     # chmod through the shell: staging copies bytes, not the executable bit (host and adb alike)
     argv = ["sh", "-c", 'chmod 755 "$0" 2>/dev/null; exec "$0" "$@"', staged_engine, *flags]
     log.info("running %s on %s", ENGINE_NAME, device.serial)
-    done = device.run(argv, timeout_s=timeout_s)
+    try:
+        done = device.run(argv, timeout_s=timeout_s)
+    finally:
+        if "update_key_file" in staged_files:
+            device.remove(staged_files["update_key_file"])
     run = EngineRun(argv, done.exit_code, done.timed_out, done.stderr, local)
     fetched = _fetch_outputs(device, remote, local, timeout_s)
-    updates: list[dict[str, Any]] = []
-    frames = _load_frames(fetched["jsonl"], updates)
+    frames, events = _load_records(fetched["jsonl"], packets)
     result = ProfileResult(
-        model=_model_name(manifest_path), manifest_path=str(manifest_path),
-        device=device.describe(), num_threads=num_threads, warmup_runs=warmup_runs,
-        num_runs=num_runs, frames=frames, updates=updates,
+        model=manifest.model_name, manifest_path=str(manifest.path), device=device.describe(),
+        options=options, frames=frames, update_events=events,
         summary=_read_json(fetched["summary.json"]) if run.exit_code == 0 else {},
         jsonl_path=str(fetched["jsonl"]), summary_path=str(fetched["summary.json"]),
         output_masks_path=str(fetched["masks"]) if output_masks else None,
@@ -364,10 +523,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _model_name(manifest_path: Path) -> str:
-    return str(_read_json(manifest_path).get("model", {}).get("name", manifest_path.stem))
 
 
 def _raise_if_failed(run: EngineRun, result: ProfileResult, timeout_s: float, serial: str) -> None:

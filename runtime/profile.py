@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from mobdistill.errors import UsageError
-from mobdistill.runtime.device import DEFAULT_TIMEOUT_S, Device, LocalDevice
-from mobdistill.runtime.engine import ProfileResult, run_engine
+from mobdistill.export.manifest import Manifest
+from mobdistill.runtime.device import Device, LocalDevice
+from mobdistill.runtime.engine import EngineOptions, ProfileResult, run_engine
 from mobdistill.runtime.frames import decode_to_raw
 
 log = logging.getLogger(__name__)
@@ -57,57 +58,48 @@ def export_if_needed(model: str, *, out_dir: Path, resolution: tuple[int, int] |
     return Path(result.manifest_path)
 
 
-def manifest_resolution(manifest_path: Path) -> tuple[int, int]:
-    try:
-        height, width = json.loads(manifest_path.read_text())["model"]["resolution"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"cannot read model.resolution from {manifest_path}: {err}") from err
-    return int(height), int(width)
-
-
 def profile(
     *,
     model: str | None = None,
     artifact: Path | None = None,
     device: Device | None = None,
     out_dir: Path,
-    num_threads: int = 1,
-    warmup_runs: int = 1,
-    num_runs: int = 50,
+    options: EngineOptions | None = None,
     video: str | Path | None = None,
     resolution: tuple[int, int] | None = None,
     queue_length: int | None = None,
     tiny: bool = False,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    delegate_flags: tuple[str, ...] = (),
 ) -> ProfileReport:
-    """Profile one model (by registry name, exported on demand) or one exported manifest.
-
-    `delegate_flags` are benchmark_model-style engine flags, e.g. ("--use_gpu=true",).
-    """
+    """Profile one model (by registry name, exported on demand) or one exported artifact: its
+    manifest, or the .tflite that `mobdistill export` wrote beside one."""
     if (model is None) == (artifact is None):
         raise UsageError("give exactly one of --model NAME or --artifact MANIFEST")
+    options = options or EngineOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if artifact is not None:
-        manifest = Path(artifact)
-        if not manifest.is_file():
-            raise UsageError(f"--artifact {manifest} not found; pass a *.manifest.json")
+        manifest = Manifest.load(Path(artifact), check_files=False)
     else:
-        manifest = export_if_needed(model, out_dir=out_dir, resolution=resolution,
-                                    queue_length=queue_length, tiny=tiny)
-    height, width = manifest_resolution(manifest)
+        assert model is not None
+        manifest = Manifest.load(export_if_needed(model, out_dir=out_dir, resolution=resolution,
+                                                  queue_length=queue_length, tiny=tiny),
+                                 check_files=False)
+    height, width = manifest.resolution
     frames = decode_to_raw(video, out_dir / f"frames-{height}x{width}.rgb",
-                           resolution=(height, width), max_frames=warmup_runs + num_runs + 1)
-    result = run_engine(device or LocalDevice(), manifest, num_threads=num_threads,
-                        warmup_runs=warmup_runs, num_runs=num_runs, frames_path=frames.path,
-                        timeout_s=timeout_s, out_dir=out_dir / "engine",
-                        extra_flags=delegate_flags)
+                           resolution=(height, width),
+                           max_frames=options.warmup_runs + options.num_runs + 1)
+    if device is None:
+        with LocalDevice() as host:
+            result = run_engine(host, manifest.path, options, frames_path=frames.path,
+                                out_dir=out_dir / "engine")
+    else:
+        result = run_engine(device, manifest.path, options, frames_path=frames.path,
+                            out_dir=out_dir / "engine")
     paths = out_dir / "profile.json", out_dir / "frames.csv", out_dir / "latency.png"
     paths[0].write_text(json.dumps(result_json(result, frames.video), indent=2) + "\n")
     write_csv(result, paths[1])
     plot_latency(result, paths[2])
-    return ProfileReport(result, manifest, frames.path, *paths, table=format_table(result))
+    return ProfileReport(result, manifest.path, frames.path, *paths, table=format_table(result))
 
 
 def invoke_ms(result: ProfileResult) -> dict[str, float]:

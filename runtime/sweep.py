@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from mobdistill.errors import UsageError
-from mobdistill.runtime.device import DEFAULT_TIMEOUT_S, Device
+from mobdistill.runtime.device import Device, LocalDevice
+from mobdistill.runtime.engine import EngineOptions
 from mobdistill.runtime.profile import export_if_needed, profile
 
 
@@ -61,14 +62,19 @@ class SweepResult:
 
 
 def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None, out_dir: Path,
-          num_threads: int = 1, warmup_runs: int = 1, num_runs: int = 50, rounds: int = 1,
+          options: EngineOptions | None = None, rounds: int = 1,
           video: str | Path | None = None, resolution: tuple[int, int] | None = None,
-          tiny: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
-          delegate_flags: tuple[str, ...] = ()) -> SweepResult:
+          tiny: bool = False) -> SweepResult:
     """Export and profile each queue length; `rounds` > 1 interleaves them (Q1..Qn, Q1..Qn, …)
     and pools the runs, so a slow drift in device load or temperature spreads over every Q."""
     if rounds < 1:
         raise UsageError(f"--rounds {rounds} must be at least 1")
+    if device is None:
+        with LocalDevice() as host:  # one staging of the engine for every Q
+            return sweep(model=model, queue_lengths=queue_lengths, device=host, out_dir=out_dir,
+                         options=options, rounds=rounds, video=video, resolution=resolution,
+                         tiny=tiny)
+    options = options or EngineOptions()
     out_dir = Path(out_dir)
     manifests = {q: export_if_needed(model, out_dir=out_dir, resolution=resolution,
                                      queue_length=q, tiny=tiny) for q in queue_lengths}
@@ -79,9 +85,7 @@ def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None,
         for q in queue_lengths:
             report = profile(artifact=manifests[q], device=device,
                              out_dir=out_dir / f"q{q}" / f"round{round_index}",
-                             num_threads=num_threads, warmup_runs=warmup_runs,
-                             num_runs=num_runs, video=video, timeout_s=timeout_s,
-                             delegate_flags=delegate_flags)
+                             options=options, video=video)
             pooled[q] += [us / 1000.0 for us in report.result.measured_invoke_us()]
             delegates[q] = str(report.result.summary.get("delegate_used"))
             serial = report.result.device.get("serial", serial)
@@ -92,7 +96,8 @@ def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None,
                                  float(np.percentile(ms, 90)), float(ms.mean()), delegates[q],
                                  str(manifests[q])))
     paths = out_dir / "sweep.json", out_dir / "sweep.csv", out_dir / "sweep.png"
-    result = SweepResult(model, serial, num_threads, num_runs * rounds, points, *map(str, paths))
+    result = SweepResult(model, serial, options.num_threads, options.num_runs * rounds, points,
+                         *map(str, paths))
     paths[0].write_text(json.dumps(result.to_json(), indent=2) + "\n")
     with open(paths[1], "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(points[0])))

@@ -1,7 +1,6 @@
 """`mobdistill devices`: the host, attached USB phones and the given HOST:PORT phones, probed.
 
 Exit code 3 when a device named with --device is not usable (unauthorized, offline, busy).
-`add_adb_options` / `adb_options` are shared with the commands that take `--device`.
 """
 
 from __future__ import annotations
@@ -9,24 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
-from mobdistill.runtime.adb_device import AdbOptions
+from mobdistill.cli.options import adb_options, add_device_options
 from mobdistill.runtime.devices import DeviceList, list_devices
-
-_DEFAULTS = AdbOptions()
-
-
-def add_adb_options(parser: argparse.ArgumentParser) -> None:
-    """--adb-key and --auth-timeout, for every command that reaches a phone."""
-    parser.add_argument("--adb-key", type=Path, default=None,
-                        help="ADB private key (default ~/.android/adbkey, created if missing)")
-    parser.add_argument("--auth-timeout", type=float, default=_DEFAULTS.auth_timeout_s,
-                        help="seconds to wait for 'Allow USB debugging?' on the phone")
-
-
-def adb_options(args: argparse.Namespace) -> AdbOptions:
-    return AdbOptions(adbkey=args.adb_key, auth_timeout_s=args.auth_timeout)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +18,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="also probe this HOST:PORT or USB serial (repeatable); TCP phones "
                              "cannot be discovered, only probed")
     parser.add_argument("--no-usb", action="store_true", help="do not scan USB")
-    add_adb_options(parser)
+    add_device_options(parser, device=False)
     parser.add_argument("--json", action="store_true", help="print a JSON object to stdout")
     parser.set_defaults(func=run)
 

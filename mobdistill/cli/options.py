@@ -1,4 +1,9 @@
-"""CLI options shared by commands that take a model (info, export).
+"""CLI options shared by several commands: the model options (info, export), the device options
+(every command with --device) and the engine options (profile, sweep).
+
+Flag style: the engine's flags keep TFLite benchmark_model's names (`--num_threads`,
+`--warmup_runs`, `--num_runs`, `--use_xnnpack`, `--use_gpu`, `--use_nnapi`, `--run_delay`);
+every other flag is lower-case with dashes (`--queue-length`, `--adb-key`, `--auth-timeout`).
 
 Each model option maps to one config field through `dataclasses.replace`:
 --no-aspp -> aspp=False, --queue-length -> queue_length, --num-classes -> num_classes,
@@ -9,12 +14,18 @@ An option left out keeps the paper (or, with --tiny, the tiny) value.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mobdistill.errors import UsageError
 from mobdistill.models import registry
 from mobdistill.models.spec import ModelEntry
+
+if TYPE_CHECKING:  # the runtime imports adb-shell: only when a command runs
+    from mobdistill.runtime.adb_device import AdbOptions
+    from mobdistill.runtime.device import Device
+    from mobdistill.runtime.engine import EngineOptions
 
 # argparse dest -> (flag, config field)
 MODEL_OPTIONS: dict[str, tuple[str, str]] = {
@@ -84,3 +95,81 @@ def select_model(
         resolution = entry.tiny_resolution if args.tiny else entry.default_resolution
     registry.check_resolution(entry, *resolution, require_divisible=require_divisible)
     return ModelSelection(entry, config, resolution)
+
+
+# ------------------------------------------------------------------------------ devices
+def add_device_options(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """--device (unless the command adds its own), --adb-key and --auth-timeout."""
+    from mobdistill.runtime.adb_device import AdbOptions
+
+    if device:
+        parser.add_argument("--device", default="host",
+                            help="host (default), a USB serial, HOST:PORT, or adb/auto")
+    parser.add_argument("--adb-key", type=Path, default=None,
+                        help="ADB private key (default ~/.android/adbkey, created if missing)")
+    parser.add_argument("--auth-timeout", type=float, default=AdbOptions().auth_timeout_s,
+                        help="seconds to wait for 'Allow USB debugging?' on the phone")
+
+
+def adb_options(args: argparse.Namespace) -> AdbOptions:
+    from mobdistill.runtime.adb_device import AdbOptions
+
+    return AdbOptions(adbkey=args.adb_key, auth_timeout_s=args.auth_timeout)
+
+
+def open_device(args: argparse.Namespace) -> Device:
+    """The device named by --device, connected; close it (it is a context manager)."""
+    from mobdistill.runtime.devices import open_device as open_spec
+
+    return open_spec(args.device, options=adb_options(args))
+
+
+# ------------------------------------------------------------------------------ engine
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+# benchmark_model's delegate flags; the engine reports which delegate actually ran.
+DELEGATE_FLAGS = {
+    "use_xnnpack": "XNNPACK delegate (default)",
+    "use_gpu": "GPU delegate (phones; needs the LiteRT GPU delegate library)",
+    "use_nnapi": "NNAPI (Android only)",
+}
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The engine's run options; defaults come from EngineOptions (shown in --help)."""
+    from mobdistill.runtime.engine import EngineOptions
+
+    defaults = {f.name: f.default for f in fields(EngineOptions)}
+    parser.add_argument("--num_threads", type=int, default=defaults["num_threads"],
+                        help="CPU threads, -1: the runtime decides (default %(default)s)")
+    parser.add_argument("--warmup_runs", type=int, default=defaults["warmup_runs"],
+                        help="warmup runs (default %(default)s)")
+    parser.add_argument("--num_runs", type=int, default=defaults["num_runs"],
+                        help="measured runs (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=defaults["timeout_s"],
+                        help="seconds before the engine is killed (default %(default)s)")
+    for flag, help_text in DELEGATE_FLAGS.items():
+        parser.add_argument(f"--{flag}", type=_boolean, nargs="?", const=True, default=None,
+                            metavar="true|false", help=help_text)
+    parser.add_argument("--engine", type=Path, default=None,
+                        help="a mobdistill-engine build (default: $MOBDISTILL_ENGINE, else "
+                             "build/engine of this source checkout, built on demand)")
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    from mobdistill.runtime.engine import Delegate, EngineOptions
+
+    if args.use_gpu and args.use_nnapi:
+        raise UsageError("--use_gpu and --use_nnapi exclude each other: the engine applies one "
+                         "delegate")
+    delegate = (Delegate.GPU if args.use_gpu else Delegate.NNAPI if args.use_nnapi
+                else Delegate.CPU if args.use_xnnpack is False else Delegate.XNNPACK)
+    return EngineOptions(num_threads=args.num_threads, warmup_runs=args.warmup_runs,
+                         num_runs=args.num_runs, delegate=delegate, timeout_s=args.timeout,
+                         engine_binary=args.engine)

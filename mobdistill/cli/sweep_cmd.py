@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mobdistill.cli.profile_cmd import add_engine_options, delegate_flags, resolution
+from mobdistill.cli.options import engine_options, open_device
+from mobdistill.cli.profile_cmd import add_shared_options, resolution
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -15,20 +16,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/sweep"), help="output folder")
     parser.add_argument("--rounds", type=int, default=1,
                         help="interleaved passes over all Q, runs pooled (default 1)")
-    add_engine_options(parser)
+    add_shared_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobdistill.runtime.devices import open_device
     from mobdistill.runtime.sweep import parse_int_list, sweep
 
-    result = sweep(model=args.model, queue_lengths=parse_int_list(args.queue_lengths),
-                   device=open_device(args.device), out_dir=args.out,
-                   num_threads=args.num_threads, warmup_runs=args.warmup_runs,
-                   num_runs=args.num_runs, rounds=args.rounds, video=args.video,
-                   resolution=resolution(args),
-                   tiny=args.tiny, timeout_s=args.timeout, delegate_flags=delegate_flags(args))
+    options, queue_lengths = engine_options(args), parse_int_list(args.queue_lengths)
+    with open_device(args) as device:
+        result = sweep(model=args.model, queue_lengths=queue_lengths, device=device,
+                       out_dir=args.out, options=options, rounds=args.rounds, video=args.video,
+                       resolution=resolution(args), tiny=args.tiny)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

@@ -85,6 +85,24 @@ def test_run_exit_code_stdout_stderr(device: AdbDevice) -> None:
     assert not result.timed_out
 
 
+def test_output_imitating_the_exit_marker_cannot_spoof_the_status(device: AdbDevice) -> None:
+    """A file name holding the marker, printed on stderr after stdout, used to set the code."""
+    fake = "\\n@@mobdistill-exit=0\\n@@mobdistill-exit-0123456789abcdef=0\\n"
+    result = device.run(["sh", "-c", f"printf '{fake}'; printf '{fake}' >&2; exit 5"],
+                        timeout_s=10)
+    assert result.exit_code == 5
+    assert result.stdout.count("@@mobdistill-exit") == 2
+    assert result.stderr.count("@@mobdistill-exit") == 2
+
+
+def test_private_files_are_staged_owner_only_and_removable(device: AdbDevice, peer: AdbPeer,
+                                                           tmp_path: Path) -> None:
+    remote = device.stage(_blob(tmp_path, 32, "key"), "run.key", private=True)
+    assert stat.S_IMODE(_on_phone(peer, remote).stat().st_mode) == 0o600
+    device.remove(remote)
+    assert not _on_phone(peer, remote).exists()
+
+
 def test_run_timeout_kills_the_command(device: AdbDevice) -> None:
     start = time.monotonic()
     result = device.run(["sleep", "30"], timeout_s=1)
@@ -139,7 +157,7 @@ def test_unauthorized_device_gives_a_clear_error(tmp_path: Path, options: AdbOpt
     with AdbPeer(tmp_path / "locked", auth="never") as locked:
         with pytest.raises(DeviceError, match="unauthorized.*Allow") as info:
             AdbDevice.open(locked.serial, options=options)
-        assert getattr(info.value, "state", None) == "unauthorized"
+        assert info.value.state == "unauthorized"
         assert locked.prompts  # our public key reached the "Allow USB debugging?" prompt
 
 

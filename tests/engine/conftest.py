@@ -14,9 +14,10 @@ import tiny_models  # noqa: E402
 
 @pytest.fixture(scope="session")
 def engine_binary() -> Path:
-    from mobdistill.runtime.engine import build_host_engine
+    """$MOBDISTILL_ENGINE when set, else the source tree's build (built on demand)."""
+    from mobdistill.runtime.engine import find_engine
 
-    return build_host_engine()
+    return find_engine()
 
 
 @pytest.fixture(scope="session")
@@ -38,4 +39,5 @@ def stateful_manifest(tiny_dir) -> Path:
 def device(tmp_path):
     from mobdistill.runtime.device import LocalDevice
 
-    return LocalDevice(tmp_path / "device")
+    with LocalDevice(tmp_path / "device") as host:
+        yield host

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -11,8 +14,9 @@ import numpy as np
 import pytest
 
 import tiny_models
-from mobdistill.errors import EngineError, UsageError
-from mobdistill.runtime.engine import BUILD_DIR, EngineRunError, run_engine, runtime_library
+from mobdistill.errors import EngineError, ManifestError, MissingArtifactError, UsageError
+from mobdistill.runtime.engine import (BUILD_DIR, Delegate, EngineOptions, EngineRunError,
+                                       run_engine, runtime_library)
 
 H, W = 16, 24
 
@@ -37,9 +41,14 @@ def test_stateless_run_and_stats(engine_binary, stateless_manifest, device, tmp_
     assert [f.phase for f in result.frames] == ["warmup"] * 2 + ["measure"] * 12
     assert [f.frame for f in result.frames] == [i % 5 for i in range(14)]
     inv = s["invoke"]
-    assert inv["count"] == 12 and inv["min_us"] <= inv["p50_us"] <= inv["max_us"]
-    assert inv["p50_us"] <= inv["p90_us"] <= inv["p99_us"] <= inv["max_us"]
-    assert np.isclose(inv["p50_us"], np.percentile(result.measured_invoke_us(), 50), rtol=1e-6)
+    # The summary's statistics are those of the per-frame log's measured runs.
+    measured = np.array(result.measured_invoke_us())
+    assert inv["count"] == 12 == measured.size
+    for q in (50, 90, 99):
+        assert np.isclose(inv[f"p{q}_us"], np.percentile(measured, q), rtol=1e-3), q
+    assert np.isclose(inv["min_us"], measured.min(), rtol=1e-3)
+    assert np.isclose(inv["max_us"], measured.max(), rtol=1e-3)
+    assert np.isclose(inv["mean_us"], measured.mean(), rtol=1e-3)
     assert s["frames"] == {"warmup": 2, "measure": 12, "source_frames": 5}
     assert s["delegate_requested"] == "xnnpack" and s["delegate_used"] == "xnnpack"
     assert s["runtime_version"].startswith("2.") and s["host"]["cpu_count"] >= 1
@@ -114,8 +123,9 @@ def test_corrupt_model_is_refused(engine_binary, stateless_manifest, device, tmp
 
 
 def test_missing_model_and_manifest(stateless_manifest, device, tmp_path):
-    with pytest.raises(UsageError, match="not found"):
+    with pytest.raises(ManifestError, match="not found") as missing:
         run_engine(device, tmp_path / "nope.manifest.json")
+    assert missing.value.exit_code == 2
     folder = tmp_path / "m"
     shutil.copytree(stateless_manifest.parent, folder)
     (folder / "tiny_stateless.tflite").unlink()
@@ -133,12 +143,14 @@ def test_wrong_frame_size_names_sizes(engine_binary, stateless_manifest, device,
 
 def test_timeout_kills_engine_and_keeps_completed_frames(engine_binary, stateless_manifest,
                                                          device, tmp_path):
+    # 10000 runs 50 ms apart would take 500 s; a loaded machine may need several seconds
+    # just to load the runtime, so the deadline leaves room for a few frames either way.
     with pytest.raises(EngineRunError) as err:
-        run_engine(device, stateless_manifest, warmup_runs=0, num_runs=10000, timeout_s=2.0,
-                   extra_flags=("--run_delay=0.02",), out_dir=tmp_path / "logs")
+        run_engine(device, stateless_manifest, warmup_runs=0, num_runs=10000, timeout_s=8.0,
+                   run_delay_s=0.05, out_dir=tmp_path / "logs")
     assert "timed out" in str(err.value)
     partial = err.value.partial
-    assert partial is not None and 5 <= len(partial.frames) < 10000
+    assert partial is not None and 1 <= len(partial.frames) <= 8.0 / 0.05
     assert [f.run for f in partial.frames] == list(range(len(partial.frames)))
 
 
@@ -200,22 +212,106 @@ def test_hot_swap_frames_see_old_or_new_model_never_a_mix(engine_binary, statele
 
 def test_peak_memory_is_the_engines_own(engine_binary, stateless_manifest, device):
     """ru_maxrss survives fork+exec; the engine must not report its parent's peak."""
-    ballast = np.ones(768 * 2**20 // 8)  # ~768 MB resident in this (parent) process
+    ballast = np.ones(384 * 2**20 // 8)  # ~384 MB resident in this (parent) process
     result = run_engine(device, stateless_manifest, warmup_runs=0, num_runs=2, timeout_s=60)
     assert ballast.sum() > 0
-    assert 0 < result.summary["peak_rss_mb"] < 600
+    assert 0 < result.summary["peak_rss_mb"] < 300
+
+
+_UPDATE = {"event": "update", "source": "schedule", "name": "/w/ab12cd34.u0.mdup",
+           "sequence": None, "mode": None, "status": "rejected", "reason": "bad_hmac",
+           "message": "HMAC mismatch", "received_frame": 2, "swapped_frame": None,
+           "decode_us": 10.0, "patch_us": None, "build_us": None, "warm_us": None,
+           "packet_bytes": 120, "values": 0, "field_from_a_newer_engine": 1}
 
 
 def test_frame_log_loader_skips_new_fields_and_stops_at_a_cut_line(tmp_path):
-    from mobdistill.runtime.engine import _load_frames
+    from mobdistill.runtime.engine import _load_records
 
     record = {"run": 0, "frame": 0, "phase": "measure", "preprocess_us": 1.0, "invoke_us": 2.0,
               "postprocess_us": 3.0, "model_version": 0}
     log = tmp_path / "frames.jsonl"
     log.write_text("\n".join([json.dumps({**record, "field_from_a_newer_engine": 1}),
-                              json.dumps({"event": "update", "sequence": 1}),
+                              json.dumps(_UPDATE),
                               json.dumps({**record, "run": 1}),
                               json.dumps({**record, "run": 2})[:25]]))
-    events: list[dict] = []
-    frames = _load_frames(log, events)
-    assert [f.run for f in frames] == [0, 1] and events == [{"event": "update", "sequence": 1}]
+    frames, events = _load_records(log, {"ab12cd34.u0.mdup": ("/local/p7.mdup", 7)})
+    assert [f.run for f in frames] == [0, 1]
+    (event,) = events
+    # a packet refused before its header was read takes the sequence its schedule line declared
+    assert (event.status, event.reason, event.sequence, event.packet) == \
+        ("rejected", "bad_hmac", 7, "/local/p7.mdup")
+    assert not event.applied
+
+
+def test_engine_options_write_the_defaults_once():
+    flags = EngineOptions().to_flags()
+    assert flags[:3] == ["--num_threads=1", "--warmup_runs=1", "--num_runs=50"]
+    assert "--use_xnnpack=true" in flags and "--use_gpu=false" in flags
+    gpu = EngineOptions(delegate=Delegate.GPU).to_flags()
+    assert "--use_gpu=true" in gpu and "--use_xnnpack=false" in gpu
+    with pytest.raises(UsageError):
+        EngineOptions(num_runs=0)
+    with pytest.raises(KeyError):  # a file-valued option needs its staged path
+        EngineOptions(update_key_file=Path("k")).to_flags()
+
+
+# Flags the C++ side adds with wire v2 (H1/H2 are adding them now); see the note in the test.
+_PENDING_FLAGS = {"update_device_id", "insecure_updates", "update_state_file"}
+
+
+def test_every_flag_written_is_one_the_engine_knows(engine_binary):
+    """EngineOptions.to_flags with every option set, checked against `mobdistill-engine --help`."""
+    done = subprocess.run([str(engine_binary), "--help"], capture_output=True, text=True,
+                          timeout=30)
+    known = set(re.findall(r"^\s+--(\w+)", done.stdout + done.stderr, re.M))
+    assert {"num_threads", "num_runs", "update_key_file"} <= known
+    options = EngineOptions(num_threads=2, warmup_runs=0, num_runs=3, delegate=Delegate.NNAPI,
+                            run_delay_s=0.01, record_sensors=True, update_schedule=Path("s"),
+                            update_dir="/d", update_port=0, update_key_file=Path("k"),
+                            update_device_id="00" * 16, insecure_updates=True,
+                            update_state_file="/d/state", update_blocking=True)
+    written = {f[2:].split("=", 1)[0] for f in options.to_flags(
+        {"update_schedule": "/d/s", "update_key_file": "/d/k"})}
+    missing = written - known
+    # Until the engine build carries the wire-v2 flags, only those may be missing.
+    assert missing <= _PENDING_FLAGS, missing
+    if missing:
+        pytest.skip(f"engine --help lacks {sorted(missing)} (wire v2 not built yet); the other "
+                    f"{len(written - missing)} flags are known")
+
+
+def test_a_bare_tflite_runs_through_the_manifest_beside_it(engine_binary, stateless_manifest,
+                                                          device, tmp_path):
+    tflite = stateless_manifest.parent / "tiny_stateless.tflite"
+    result = run_engine(device, tflite, warmup_runs=0, num_runs=2, timeout_s=60)
+    assert len(result.frames) == 2 and result.manifest_path == str(stateless_manifest)
+    alone = tmp_path / "alone.tflite"
+    alone.write_bytes(tflite.read_bytes())
+    with pytest.raises(UsageError, match="manifest") as err:
+        run_engine(device, alone)
+    assert err.value.exit_code == 2
+    data = json.loads(stateless_manifest.read_text())
+    data["artifacts"] = [{**a, "format": "onnx", "file": "x.onnx"} for a in data["artifacts"]]
+    onnx_only = tmp_path / "onnx_only.manifest.json"
+    onnx_only.write_text(json.dumps(data))
+    with pytest.raises(MissingArtifactError, match="no tflite artifact") as err:
+        run_engine(device, onnx_only)
+    assert err.value.exit_code == 2
+
+
+def test_host_device_stages_privately_runs_in_its_workdir_and_cleans_up(tmp_path):
+    from mobdistill.runtime.device import LocalDevice
+
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    with LocalDevice() as host:
+        root = Path(host.workdir())
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700 and root.owner() == getpass.getuser()
+        staged = host.stage(key, "run.key", private=True)
+        assert stat.S_IMODE(Path(staged).stat().st_mode) == 0o600
+        assert host.run(["pwd"], timeout_s=10).stdout.strip() == str(root)
+        host.remove(staged)
+        assert not Path(staged).exists()
+    assert not root.exists()
+    assert LocalDevice().workdir() != LocalDevice().workdir()  # never a shared fixed folder

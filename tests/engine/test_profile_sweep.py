@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import tiny_models
 from mobdistill.cli import main
 from mobdistill.errors import UsageError
+from mobdistill.export.manifest import Manifest
 from mobdistill.runtime.frames import decode_to_raw
 from mobdistill.runtime.sweep import parse_int_list
 
@@ -38,10 +41,12 @@ def test_profile_cli_writes_reports(engine_binary, stateful_manifest, tmp_path, 
     entry = printed["results"]["host"]
     (runtime, models), = entry.items()
     assert runtime.startswith("litert-2.") and models["tiny_stateful"]["queue_length"] == 3
-    ms = models["tiny_stateful"]["invoke_ms"]
-    assert ms["min_ms"] <= ms["p50_ms"] <= ms["max_ms"]
-    rows = (out / "frames.csv").read_text().splitlines()
-    assert rows[0].startswith("run,frame,phase") and len(rows) == 1 + 7
+    rows = list(csv.DictReader((out / "frames.csv").open()))
+    assert [r["phase"] for r in rows] == ["warmup"] + ["measure"] * 6
+    measured_ms = np.array([float(r["invoke_us"]) for r in rows[1:]]) / 1000
+    ms = models["tiny_stateful"]["invoke_ms"]  # the report's figures are the CSV's frames
+    assert np.isclose(ms["p50_ms"], np.percentile(measured_ms, 50), rtol=1e-3, atol=1e-4)
+    assert np.isclose(ms["max_ms"], measured_ms.max(), rtol=1e-3, atol=1e-4)
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -50,27 +55,29 @@ def test_profile_cli_bad_artifact_exits_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_sweep_over_queue_lengths(engine_binary, tmp_path, monkeypatch, capsys):
-    import mobdistill.runtime.sweep as sweep_mod
-
-    built = {q: tiny_models.build_stateful(tmp_path / f"export-q{q}", queue_length=q)
-             for q in (1, 3)}
-
-    def fake_export(model, *, out_dir, resolution, queue_length, tiny):
-        return built[queue_length]
-
-    monkeypatch.setattr(sweep_mod, "export_if_needed", fake_export)
-    capsys.readouterr()  # the converter's own chatter
+def test_sweep_exports_each_queue_length_and_pools_rounds(engine_binary, tmp_path, capsys):
+    """Two real tiny MobileVOS exports (Q=1, Q=2), profiled in two interleaved rounds; stdout
+    holds only the JSON (the converters' chatter must not reach it)."""
     out = tmp_path / "sweep"
-    code = main(["sweep", "--model", "mobilevos", "--queue-lengths", "1,3", "--num_runs", "5",
-                 "--rounds", "2", "--out", str(out), "--json"])
+    code = main(["sweep", "--model", "mobilevos", "--tiny", "--queue-lengths", "1,2",
+                 "--num_runs", "3", "--warmup_runs", "0", "--rounds", "2", "--out", str(out),
+                 "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert [p["queue_length"] for p in result["points"]] == [1, 3]
-    assert result["num_runs"] == 10  # two interleaved rounds, pooled
-    assert sorted(p.name for p in (out / "q3").iterdir()) == ["round0", "round1"]
-    for p in result["points"]:
-        assert p["p10_ms"] <= p["p50_ms"] <= p["p90_ms"]
+    assert result["num_runs"] == 6  # two interleaved rounds, pooled
+    for point, q in zip(result["points"], (1, 2), strict=True):
+        assert point["queue_length"] == q
+        manifest = Manifest.load(Path(point["manifest"]))
+        assert manifest.memory is not None and manifest.memory.queue_length == q
+        step = manifest.signature(manifest.memory.step_signature)
+        assert step.input_with_role("memory").shape[0] == q  # the graph itself holds Q slots
+        pooled = []
+        for round_dir in ("round0", "round1"):
+            rows = list(csv.DictReader((out / f"q{q}" / round_dir / "frames.csv").open()))
+            pooled += [float(r["invoke_us"]) / 1000 for r in rows if r["phase"] == "measure"]
+        assert len(pooled) == 6
+        assert np.isclose(point["p50_ms"], np.percentile(pooled, 50), rtol=1e-6)
+        assert np.isclose(point["p90_ms"], np.percentile(pooled, 90), rtol=1e-6)
     assert (out / "sweep.csv").is_file() and (out / "sweep.png").is_file()
 
 

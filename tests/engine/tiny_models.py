@@ -104,11 +104,13 @@ def _io(name, shape, role, layout="NHWC"):
     return {"name": name, "shape": list(shape), "dtype": "float32", "layout": layout, "role": role}
 
 
-def _manifest(name, tflite: Path, resolution, signatures, config, memory) -> dict:
+def _manifest(name, tflite: Path, resolution, signatures, config, memory,
+              model: torch.nn.Module) -> dict:
     return {
         "schema": "mobdistill.manifest", "schema_version": 1,
         "created_utc": "2026-01-01T00:00:00Z",
-        "model": {"name": name, "config": config, "resolution": list(resolution), "num_params": 0},
+        "model": {"name": name, "config": config, "resolution": list(resolution),
+                  "num_params": sum(p.numel() for p in model.parameters())},
         "artifacts": [{"format": "tflite", "file": tflite.name, "sha256": sha256(tflite),
                        "size_bytes": tflite.stat().st_size,
                        "signatures": [s["name"] for s in signatures]}],
@@ -119,6 +121,9 @@ def _manifest(name, tflite: Path, resolution, signatures, config, memory) -> dic
                    "class_names": ["background", "object 1"], "layout": "NHWC",
                    "activation": "none"},
         "memory": memory,
+        "verification": None,  # the tests compare against the interpreter themselves
+        "tool_versions": {},
+        "parameter_map": {"status": "not_exported", "entries": [], "unmapped": []},
     }
 
 
@@ -136,7 +141,7 @@ def build_stateless(out_dir: Path, resolution=(16, 24), name="tiny_stateless", s
         .convert().export(str(tflite))
     sigs = [{"name": "serving_default", "inputs": [_io("frame", (1, h, w, 3), "frame")],
              "outputs": [_io("logits", (1, h, w, 2), "logits")]}]
-    manifest = _manifest(name, tflite, resolution, sigs, {"channels": channels}, None)
+    manifest = _manifest(name, tflite, resolution, sigs, {"channels": channels}, None, model)
     path = out_dir / f"{name}.manifest.json"
     path.write_text(json.dumps(manifest, indent=2))
     return path
@@ -176,7 +181,7 @@ def build_stateful(out_dir: Path, queue_length: int = 3, resolution=(16, 24),
               "pad": "repeat_oldest", "init_signature": "init", "step_signature": "step",
               "carry": [{"output": "key", "input": "memory_keys"},
                         {"output": "value", "input": "memory_values"}]}
-    manifest = _manifest(name, tflite, resolution, sigs, {"queue_length": q}, memory)
+    manifest = _manifest(name, tflite, resolution, sigs, {"queue_length": q}, memory, net)
     path = out_dir / f"{name}.manifest.json"
     path.write_text(json.dumps(manifest, indent=2))
     return path

@@ -44,7 +44,7 @@ def test_signatures_match_interpreter(tiny_export):
 
     manifest_path = tiny_export("mobilevos").manifest_path
     manifest = mf.load(manifest_path)
-    interpreter = Interpreter(str(mf.artifact_path(manifest_path, manifest, "tflite")))
+    interpreter = Interpreter(str(manifest.tflite_path))
     listed = interpreter.get_signature_list()
     for signature in manifest["signatures"]:
         assert sorted(listed[signature["name"]]["inputs"]) == sorted(t["name"] for t in signature["inputs"])
@@ -60,7 +60,7 @@ def test_mobilevos_tflite_sequence_matches_python_reference_runner(tiny_export):
     frames = read_frames("bikes.mp4", 5, size=(h, w), start=40)
     model = result.model()
     manifest = mf.load(result.manifest_path)
-    runner = TfliteRunner(mf.artifact_path(result.manifest_path, manifest, "tflite"))
+    runner = TfliteRunner(manifest.tflite_path)
     outputs = run_frames(runner, entry.signatures(config, h, w), entry.memory(config), frames)
     masks = object_masks(h, w, config.num_objects)
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_parameter_map_patch_reproduces_pytorch(tiny_export, tmp_path):
     bn = dict(model.named_modules())[entry["fold"]["module"]]
     scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
     deployed = (param.detach() * scale.view(-1, 1, 1, 1)).permute(*entry["permutation"]).reshape(-1)
-    data = bytearray(mf.artifact_path(result.manifest_path, manifest, "tflite").read_bytes())
+    data = bytearray(manifest.tflite_path.read_bytes())
     start, size = entry["buffer_offset"], entry["buffer_size"]
     data[start:start + size] = deployed.numpy().astype("<f4").tobytes()
     interpreter = Interpreter(model_content=bytes(data))
