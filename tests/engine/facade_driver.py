@@ -18,19 +18,38 @@ class Options(ctypes.Structure):
     _fields_ = [("manifest", ctypes.c_char_p), ("runtime_lib", ctypes.c_char_p),
                 ("delegate_lib", ctypes.c_char_p), ("delegate", ctypes.c_char_p),
                 ("num_threads", ctypes.c_int32), ("update_key", ctypes.c_char_p),
-                ("update_key_size", ctypes.c_size_t)]
+                ("update_key_size", ctypes.c_size_t), ("update_device_id", ctypes.c_char_p),
+                ("insecure_updates", ctypes.c_int32), ("update_state_file", ctypes.c_char_p)]
 
 
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in ("height", "width", "num_classes", "queue_length")]
 
 
+def options(request: dict) -> Options:
+    key = bytes.fromhex(request["update_key_hex"])
+    state = request.get("update_state_file")
+    return Options(request["manifest"].encode(), request["runtime_lib"].encode(), None,
+                   b"xnnpack", 1, key, len(key), bytes.fromhex(request["update_device_id_hex"]),
+                   0, state.encode() if state else None)
+
+
+def restart(lib, request: dict, packet: bytes) -> dict:
+    """A second engine on the same state file (an app restarted): the old packet is a replay."""
+    err, engine = ctypes.create_string_buffer(1024), ctypes.c_void_p()
+    opts = options(request)
+    assert lib.md_engine_create(ctypes.byref(opts), ctypes.byref(engine), err, 1024) == 0
+    result = ctypes.create_string_buffer(8192)
+    code = lib.md_engine_apply_update(engine, packet, len(packet), result, 8192)
+    lib.md_engine_destroy(engine)
+    return {"code": code, "record": json.loads(result.value)}
+
+
 def main(request: dict) -> dict:
     lib = ctypes.CDLL(request["facade"])
     lib.md_engine_delegate_used.restype = ctypes.c_char_p
     err, engine = ctypes.create_string_buffer(1024), ctypes.c_void_p()
-    opts = Options(request["manifest"].encode(), request["runtime_lib"].encode(), None,
-                   b"xnnpack", 1, None, 0)
+    opts = options(request)
     reply: dict = {"create": lib.md_engine_create(ctypes.byref(opts), ctypes.byref(engine), err,
                                                   1024), "error": err.value.decode()}
     info = Info()
@@ -64,6 +83,8 @@ def main(request: dict) -> dict:
     reply["stats_code"] = lib.md_engine_stats(engine, result, 8192)
     reply["stats"] = json.loads(result.value)
     lib.md_engine_destroy(engine)
+    if request.get("update_state_file"):
+        reply["after_restart"] = restart(lib, request, packet)
     return reply
 
 

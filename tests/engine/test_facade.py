@@ -21,6 +21,8 @@ import pytest
 from mobdistill.contract import wire
 from mobdistill.runtime.engine import BUILD_DIR, runtime_library
 
+KEY, DEVICE = b"facade-device-key", bytes(range(16))  # the driver passes both to the facade
+
 
 sys.path.insert(0, str(Path(__file__).parent))
 from facade_driver import Options  # noqa: E402
@@ -47,13 +49,16 @@ def test_facade_segment_update_stats(engine_binary, tiny_export, tmp_path):
     n = entry["buffer_size"] // 4
     sha = hashlib.sha256(base).digest()
     packet = wire.encode_update([wire.TensorPatch(entry["tensor_index"], n, np.array([0]),
-                                                  np.array([9.0]))], base_sha256=sha, sequence=4)
+                                                  np.array([9.0]))], base_sha256=sha, sequence=4,
+                                device_id=DEVICE, hmac_key=KEY, mode=wire.Mode.BASE_RELATIVE)
     np.save(tmp_path / "frame.npy", frame)
     (tmp_path / "update.mdup").write_bytes(packet)
     request = {"facade": str(BUILD_DIR / "libmobdistill_facade_host.so"),
                "manifest": str(export.manifest_path), "runtime_lib": str(runtime_library()),
                "frame": str(tmp_path / "frame.npy"), "packet": str(tmp_path / "update.mdup"),
-               "replays": 200}
+               "replays": 200, "update_key_hex": KEY.hex(), "update_device_id_hex": DEVICE.hex(),
+               "update_state_file": str(tmp_path / "app-files" / "updates.state")}
+    (tmp_path / "app-files").mkdir()
     (tmp_path / "request.json").write_text(json.dumps(request))
     # One CPU: the caller resumes before the update worker, which exposed a lost-swap deadlock.
     one_cpu = ["taskset", "-c", "0"] if shutil.which("taskset") else []
@@ -68,7 +73,8 @@ def test_facade_segment_update_stats(engine_binary, tiny_export, tmp_path):
         return run(frame=frame[None].astype(np.float32))["logits"][0].argmax(-1)
 
     table = {entry["tensor_index"]: wire.TensorLocation(entry["buffer_offset"], n * 4)}
-    patched = wire.apply_update(base, table, wire.decode_update(packet, expected_base_sha256=sha))
+    patched = wire.apply_update(base, table, wire.decode_update(
+        packet, expected_base_sha256=sha, expected_device_id=DEVICE, hmac_key=KEY))
     assert reply["create"] == 0, reply["error"]
     assert reply["info_code"] == 0 and reply["info"][0:2] == [h, w] and reply["info"][3] == 0
     assert reply["delegate_used"] == "xnnpack"
@@ -84,6 +90,12 @@ def test_facade_segment_update_stats(engine_binary, tiny_export, tmp_path):
     # a synchronous refusal is counted before apply_update returns (no race with stats)
     assert reply["rejected_after_each_replay"] == list(range(2, 202))
     assert stats["updates"]["applied"] == 1 and stats["updates"]["rejected"] == 201
+    assert stats["updates"]["received"] == 202
+    # the app restarted on the same state file: the packet it applied before is a replay now
+    state = json.loads((tmp_path / "app-files" / "updates.state").read_text())
+    assert state == {"base_sha256": sha.hex(), "last_sequence": 4}
+    restarted = reply["after_restart"]
+    assert restarted["code"] == 1 and restarted["record"]["reason"] == "replay"
 
 
 def test_facade_errors_and_benchmark_main(lib, tmp_path):
