@@ -127,9 +127,11 @@ def markdown(exports: dict, profiles: dict, threads: int) -> str:
     lines = ["| model | resolution | params | convert TFLite s | TFLite MB | ONNX MB | TRANSPOSE |"
              " TFLite max abs err | ONNX max abs err |", "|---" * 9 + "|"]
     for name, row in exports.items():
-        sizes = {a["format"]: sum(b["size_bytes"] for b in row["artifacts"] if b["format"] == a["format"])
+        sizes = {a["format"]: sum(b["size_bytes"] for b in row["artifacts"]
+                                  if b["format"] == a["format"])
                  for a in row["artifacts"]}
-        errs = {fmt: max(c["max_abs_err"] for c in row["verification"]["results"] if c["format"] == fmt)
+        errs = {fmt: max(c["max_abs_err"] for c in row["verification"]["results"]
+                         if c["format"] == fmt)
                 for fmt in ("tflite", "onnx")}
         transposes = next(a["transpose_ops"] for a in row["artifacts"] if a["format"] == "tflite")
         h, w = row["resolution"]

@@ -107,6 +107,10 @@ def run_gamma(manifest: Path, frames: Path, gamma: float, args, work: Path) -> d
     }
 
 
+def _stages_ms(stages_us: dict[str, float]) -> str:
+    return ", ".join(f"{k[:-3]} {v / 1000:.1f}" for k, v in stages_us.items())
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -167,7 +171,7 @@ def main() -> None:
     plot(rows, RESULTS / "update_apply.png")
     for r in rows:
         print(f"γ={r['gamma'] * 100:4.0f}%  {r['packet_bytes'] / 1024:7.1f} KiB  apply "
-              f"{r['apply_total_median_ms']:6.1f} ms ({', '.join(f'{k[:-3]} {v / 1000:.1f}' for k, v in r['apply_median_us'].items())})"
+              f"{r['apply_total_median_ms']:6.1f} ms ({_stages_ms(r['apply_median_us'])})"
               f"  invoke p50/p99 steady {r['invoke_steady_ms']['p50']:.2f}/"
               f"{r['invoke_steady_ms']['p99']:.2f} ms, updating "
               f"{r['invoke_updating_ms']['p50']:.2f}/{r['invoke_updating_ms']['p99']:.2f} ms")

@@ -29,8 +29,16 @@ from mobdistill.export import tflite as tflite_export
 from mobdistill.export.checkpoint import load_checkpoint
 from mobdistill.export.deploy import signature_modules
 from mobdistill.export.param_map import build_parameter_map
-from mobdistill.export.verify import (OnnxRunner, TfliteRunner, Tolerance, TorchRunner,
-                                      VerifyReport, compare, run_frames)
+from mobdistill.export.verify import (
+    OnnxRunner,
+    Runner,
+    TfliteRunner,
+    Tolerance,
+    TorchRunner,
+    VerifyReport,
+    compare,
+    run_frames,
+)
 from mobdistill.models import registry
 from mobdistill.models.spec import MemoryQueueSpec, ModelEntry, SignatureSpec
 from mobdistill.video import DEFAULT_CLIP, read_frames
@@ -102,7 +110,8 @@ def export_model(
     """Export `model_name` and return where the verified artifacts and manifest are.
 
     `tiny` starts from the model's small test configuration and resolution instead of the
-    paper's; `overrides` replace config fields; a complete `config` replaces both. Raises UsageError (bad model/option/out_dir), CheckpointError, ExportError, VerifyError.
+    paper's; `overrides` replace config fields; a complete `config` replaces both. Raises
+    UsageError (bad model/option/out_dir), CheckpointError, ExportError, VerifyError.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
@@ -194,7 +203,7 @@ def _verify(job: _Job, video: str | Path, tolerance: Tolerance) -> None:
             f"argmax agreement {worst.argmax_agreement}; nothing was written")
 
 
-def _runners(job: _Job) -> Iterator[tuple[str, object]]:
+def _runners(job: _Job) -> Iterator[tuple[str, Runner]]:
     onnx_files: dict[str, Path] = {}
     for artifact in job.artifacts:
         path = job.stage / artifact["file"]

@@ -56,5 +56,6 @@ def _read_state(path: Path) -> Mapping[str, torch.Tensor]:
 def _listing(kind: str, keys: list[str]) -> str:
     if not keys:
         return ""
-    shown = ", ".join(keys[:_SHOWN]) + (f", … (+{len(keys) - _SHOWN})" if len(keys) > _SHOWN else "")
+    more = f", … (+{len(keys) - _SHOWN})" if len(keys) > _SHOWN else ""
+    shown = ", ".join(keys[:_SHOWN]) + more
     return f"{len(keys)} {kind} key(s): {shown}"

@@ -60,5 +60,6 @@ def sample_inputs(spec: SignatureSpec, *, seed: int = 0) -> dict[str, Tensor]:
 @torch.no_grad()
 def run_torch(module: SignatureModule, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a signature wrapper on numpy inputs (the PyTorch reference for verification)."""
-    result = module(**{name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in inputs.items()})
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in inputs.items()}
+    result = module(**tensors)
     return {name: value.numpy() for name, value in result.items()}

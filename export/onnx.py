@@ -31,6 +31,9 @@ def to_onnx(module: SignatureModule, path: Path) -> None:
                 output_names=[t.name for t in module.spec.outputs],
                 verbose=False,
             )
+            if program is None:
+                raise ExportError(f"torch.onnx returned no program for {module.spec.name}")
             program.save(str(path), external_data=False)
     except Exception as err:  # the exporter raises many unrelated types
-        raise ExportError(f"torch.onnx could not export signature {module.spec.name}: {err}") from err
+        raise ExportError(
+            f"torch.onnx could not export signature {module.spec.name}: {err}") from err

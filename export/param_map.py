@@ -58,7 +58,7 @@ def _out_channels(module: nn.Module) -> int:
     return int(getattr(module, "out_channels", getattr(module, "out_features", -1)))
 
 
-def _bn_scale(bn: nn.Module) -> np.ndarray:
+def _bn_scale(bn: nn.modules.batchnorm._BatchNorm) -> np.ndarray:
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     return scale.double().numpy()
 
@@ -96,7 +96,8 @@ def build_parameter_map(model: nn.Module, flatbuffer: FlatBuffer, data: bytes) -
             "tensor_name": tensor["name"], "buffer_index": buffer_index,
             "buffer_offset": offset, "buffer_size": size, "dtype": "float32",
             "tflite_shape": tensor["shape"], "permutation": list(permutation),
-            "fold": {"kind": "batchnorm", "module": fold.module, "axis": 0} if folded else None,
+            "fold": ({"kind": "batchnorm", "module": fold.module, "axis": 0}
+                     if folded and fold is not None else None),
         })
     weights_missing = any(u["parameter"].endswith("weight") and "folded" not in u["reason"]
                           for u in unmapped)
@@ -127,7 +128,8 @@ def _find(value: np.ndarray, fold: Fold | None, by_size: dict[int, list[int]],
     for flat, permutation, folded in _candidates(value, fold):
         atol = 1e-6 * max(1.0, float(np.abs(flat).max(initial=0.0)))
         hits = [i for i in pool
-                if np.allclose(read_buffer(data, flatbuffer.buffers[i]), flat, rtol=1e-5, atol=atol)]
+                if np.allclose(read_buffer(data, flatbuffer.buffers[i]), flat,
+                               rtol=1e-5, atol=atol)]
         if len(hits) == 1:
             return hits[0], permutation, folded
     return None

@@ -61,7 +61,7 @@ def iter_frames(
                     continue
                 image = frame.to_image()
                 if size is not None and image.size != (size[1], size[0]):
-                    image = image.resize((size[1], size[0]), Image.BILINEAR)
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 yield np.asarray(image.convert("RGB"), dtype=np.uint8)
                 yielded += 1
     except (av.error.FFmpegError, OSError) as err:

@@ -26,6 +26,9 @@ class Normalize(nn.Module):
         std: Per-channel standard deviation on the [0, 1] scale.
     """
 
+    scale: Tensor  # buffers
+    shift: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)

@@ -139,6 +139,8 @@ def soft_aggregate(object_logits: Tensor) -> Tensor:
 class MobileVOS(nn.Module):
     """The MobileVOS student. Deployment methods: `init` and `step`."""
 
+    single_object_pair: Tensor  # buffer
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config

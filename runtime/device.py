@@ -87,13 +87,13 @@ class LocalDevice(Device):
     serial = "host"
 
     def __init__(self, root: Path | None = None) -> None:
+        self._cleanup: weakref.finalize | None = None
         if root is None:
             self._root = Path(tempfile.mkdtemp(prefix="mobdistill-device-"))
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._root, ignore_errors=True)
         else:
             self._root = Path(root)
             self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._cleanup = None
 
     def close(self) -> None:
         if self._cleanup is not None:

@@ -60,8 +60,10 @@ def format_result(result: ExportResult) -> str:
     h, w = result.resolution
     lines = [f"exported {result.model} at {h}x{w} ({result.num_params:,} params)"]
     for artifact in result.artifacts:
-        extra = f", {artifact.transpose_ops} TRANSPOSE ops" if artifact.transpose_ops is not None else ""
-        lines.append(f"  {artifact.format:6s} {artifact.file}  {artifact.size_bytes / 1e6:.2f} MB{extra}")
+        extra = (f", {artifact.transpose_ops} TRANSPOSE ops"
+                 if artifact.transpose_ops is not None else "")
+        lines.append(f"  {artifact.format:6s} {artifact.file}  "
+                     f"{artifact.size_bytes / 1e6:.2f} MB{extra}")
     if result.verification:
         lines.append(f"verified on {result.verification['frames']} frames of "
                      f"{result.verification['video']}:")

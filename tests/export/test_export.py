@@ -47,8 +47,9 @@ def test_signatures_match_interpreter(tiny_export):
     interpreter = Interpreter(str(manifest.tflite_path))
     listed = interpreter.get_signature_list()
     for signature in manifest["signatures"]:
-        assert sorted(listed[signature["name"]]["inputs"]) == sorted(t["name"] for t in signature["inputs"])
-        assert sorted(listed[signature["name"]]["outputs"]) == sorted(t["name"] for t in signature["outputs"])
+        listed_io = listed[signature["name"]]
+        assert sorted(listed_io["inputs"]) == sorted(t["name"] for t in signature["inputs"])
+        assert sorted(listed_io["outputs"]) == sorted(t["name"] for t in signature["outputs"])
     assert manifest["memory"]["queue_length"] == 2
 
 
