@@ -63,16 +63,21 @@ from mobdistill.contract import wire
 m = json.loads(manifest.read_text())
 base = (manifest.parent / m["artifacts"][0]["file"]).read_bytes()
 sha = hashlib.sha256(base).digest()
+KEY, DEVICE = b"verify-host-key", bytes(range(16))  # the check passes them to the facade
 h, w = m["model"]["resolution"]
 entry = next(e for e in m["parameter_map"]["entries"] if e["parameter"] == "classifier.bias")
 n = entry["buffer_size"] // 4
 patch = wire.TensorPatch(entry["tensor_index"], n, np.array([n - 1]), np.array([5.0]))
-good = wire.encode_update([patch], base_sha256=sha, sequence=1, value_coding=wire.ValueCoding.F32)
+good = wire.encode_update([patch], base_sha256=sha, sequence=1, value_coding=wire.ValueCoding.F32,
+                          device_id=DEVICE, hmac_key=KEY)
 (work / "good.mdup").write_bytes(good)
-(work / "bad.mdup").write_bytes(good[:70] + bytes([good[70] ^ 0x10]) + good[71:])
+(work / "update.key").write_bytes(KEY)  # RealCoreCheck gives key and id to the engine
+(work / "device_id.hex").write_text(DEVICE.hex())
+(work / "bad.mdup").write_bytes(good[:90] + bytes([good[90] ^ 0x10]) + good[91:])  # payload: bad_checksum
 table = {e["tensor_index"]: wire.TensorLocation(e["buffer_offset"], e["buffer_size"], e["dtype"])
          for e in m["parameter_map"]["entries"]}
-patched = wire.apply_update(base, table, wire.decode_update(good, expected_base_sha256=sha))
+patched = wire.apply_update(base, table, wire.decode_update(good, expected_base_sha256=sha,
+                                                            expected_device_id=DEVICE, hmac_key=KEY))
 frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 frame.tofile(work / "frame.rgb")
 for name, data in (("base", base), ("patched", patched)):

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import enum
 import gzip
-import hmac
 import hashlib
+import hmac
 import os
 import struct
 import zlib
@@ -97,6 +97,12 @@ class DecodeLimits:
         return cls.for_numels(loc.buffer_size // 4 for loc in table.values()
                               if loc.dtype == "float32")
 
+    def max_packet_bytes(self) -> int:
+        """The largest packet on the wire these limits accept (C++ ``MaxPacketBytes``): deflate
+        may expand incompressible data slightly. Transports refuse larger messages unread."""
+        return (HEADER.size + self.max_raw_bytes + self.max_raw_bytes // 1024 + 64 + CRC_BYTES
+                + HMAC_BYTES)
+
 
 # For host tools that decode without a model at hand (the device always derives its limits).
 HOST_LIMITS = DecodeLimits(max_elements=1 << 24, max_raw_bytes=64 << 20)
@@ -104,7 +110,8 @@ HOST_LIMITS = DecodeLimits(max_elements=1 << 24, max_raw_bytes=64 << 20)
 
 @dataclass
 class TensorPatch:
-    """New values for ``indices`` (flat, strictly increasing) of deployed tensor ``tensor_index``."""
+    """New values for ``indices`` (flat, strictly increasing) of deployed tensor
+    ``tensor_index``."""
 
     tensor_index: int
     numel: int
@@ -327,8 +334,8 @@ def encode_update(
     raw = bytes(records + index_bytes + value_bytes)
     stored = (_deflate_smallest(raw) if search_deflate else zlib.compress(raw, 9)) \
         if compress else raw
-    flags = (FLAG_CUMULATIVE if mode == Mode.CUMULATIVE else 0) | (FLAG_COMPRESSED if compress else 0)
-    flags |= FLAG_HMAC if hmac_key else 0
+    flags = (FLAG_CUMULATIVE if mode == Mode.CUMULATIVE else 0) \
+        | (FLAG_COMPRESSED if compress else 0) | (FLAG_HMAC if hmac_key else 0)
     return seal((MAGIC, VERSION, flags, 0, base_sha256, device_id, sequence, len(patches),
                  len(stored), len(raw)), stored, hmac_key)
 
@@ -383,7 +390,7 @@ def _check_hmac(data: bytes, flags: int, mac_at: int, hmac_key: bytes | None,
     if has_mac and not hmac_key:
         raise UpdateError("packet carries an HMAC but no key was given; pass the key",
                           "bad_hmac")
-    if has_mac:
+    if has_mac and hmac_key:
         want = hmac.new(hmac_key, data[:mac_at], hashlib.sha256).digest()
         if not hmac.compare_digest(want, data[mac_at:mac_at + HMAC_BYTES]):
             raise UpdateError("bad HMAC: the packet was not made with this device's key",
@@ -437,7 +444,8 @@ def _read_record(reader: _Reader, limits: DecodeLimits, declared: int, elements:
     param_len, index_len, value_len = reader.varint(), reader.varint(), reader.varint()
     params = reader.take(param_len)
     name = f"tensor {tensor_index}"
-    if codes[0] not in IndexCoding._value2member_map_ or codes[1] not in ValueCoding._value2member_map_:
+    known_index = codes[0] in IndexCoding._value2member_map_
+    if not known_index or codes[1] not in ValueCoding._value2member_map_:
         raise UpdateError(f"{name}: unknown coding {codes.hex()} (index, value): made by a newer "
                           "encoder; update the app", "unsupported")
     index_coding, value_coding = IndexCoding(codes[0]), ValueCoding(codes[1])
@@ -539,7 +547,8 @@ def decode_update(
     if declared != reader.remaining():
         raise UpdateError(f"{reader.remaining() - declared} trailing payload bytes", "malformed")
     index_lists = [_read_indices(reader.take(r.index_bytes), r) for r in records]
-    tensors = [TensorPatch(r.tensor_index, r.numel, idx, _read_values(reader.take(r.value_bytes), r))
+    tensors = [TensorPatch(r.tensor_index, r.numel, idx,
+                           _read_values(reader.take(r.value_bytes), r))
                for r, idx in zip(records, index_lists)]
     mode = Mode.CUMULATIVE if flags & FLAG_CUMULATIVE else Mode.BASE_RELATIVE
     return UpdatePacket(sequence, mode, base, tensors, VERSION, bool(flags & FLAG_HMAC), device_id)
@@ -549,7 +558,8 @@ class SequenceGuard:
     """Refuses replayed and out-of-order packets.
 
     Base-relative packets are self-contained, so gaps are fine: ``sequence > last``. Cumulative
-    packets build on the previous one, so a gap means the device missed one: ``sequence == last + 1``.
+    packets build on the previous one, so a gap means the device missed one:
+    ``sequence == last + 1``.
     """
 
     def __init__(self, last_sequence: int = 0) -> None:

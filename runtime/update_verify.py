@@ -8,14 +8,20 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from mobdistill.contract.wire import (
+    DecodeLimits,
+    SequenceGuard,
+    TensorLocation,
+    apply_update,
+    decode_update,
+)
 from mobdistill.errors import EngineError, ManifestError, UpdateError, UsageError
 from mobdistill.export.manifest import load as load_manifest
-from mobdistill.contract.wire import (
-    DecodeLimits, SequenceGuard, TensorLocation, apply_update, decode_update,
-)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIR = REPO_ROOT / "android" / "engine" / "update"
@@ -118,7 +124,7 @@ class VerifyUpdateResult:
         return all(p.status == "ok" for p in self.packets)
 
 
-def tensor_table(manifest: dict) -> dict[int, TensorLocation]:
+def tensor_table(manifest: Mapping[str, Any]) -> dict[int, TensorLocation]:
     entries = (manifest.get("parameter_map") or {}).get("entries", [])
     if not entries:
         raise ManifestError("the manifest has no parameter_map entries: nothing is updatable")

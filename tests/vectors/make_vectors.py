@@ -21,11 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mobdistill.errors import UpdateError
 from mobdistill.contract import wire
 from mobdistill.contract.wire import (
-    DecodeLimits, IndexCoding, Mode, SequenceGuard, TensorLocation, TensorPatch, ValueCoding,
+    DecodeLimits,
+    IndexCoding,
+    Mode,
+    SequenceGuard,
+    TensorLocation,
+    TensorPatch,
+    ValueCoding,
 )
+from mobdistill.errors import UpdateError
 
 KEY = b"mobdistill-test-key"
 DEVICE = bytes(range(0x10, 0x20))
@@ -130,8 +136,8 @@ def _packets(base_sha: bytes) -> list[tuple[str, bytes, int, bytes, bool]]:
                                   compress=True), 0, KEY, False),
         ("count_lies", sealed(base_sha, lying_count + b"\x01" + bytes(37) + one), 0, KEY, False),
         ("value_bytes_disagree", sealed(base_sha, wire.record_header(
-            2, 100, 1, IndexCoding.DELTA_VARINT, ValueCoding.F32, b"", 1, 8) + bytes([5]) + one * 2),
-         0, KEY, False),
+            2, 100, 1, IndexCoding.DELTA_VARINT, ValueCoding.F32, b"", 1, 8) + bytes([5])
+            + one * 2), 0, KEY, False),
         ("zip_bomb", sealed(base_sha, bomb, compress=True, raw_len=LIMITS.max_raw_bytes), 0, KEY,
          False),
         ("raw_too_large", sealed(base_sha, bytes(16), compress=True,
