@@ -9,11 +9,16 @@ import zlib
 import numpy as np
 import pytest
 
-from mobdistill.errors import UpdateError
 from mobdistill.contract import wire
 from mobdistill.contract.wire import (
-    IndexCoding, Mode, SequenceGuard, TensorLocation, TensorPatch, ValueCoding,
+    IndexCoding,
+    Mode,
+    SequenceGuard,
+    TensorLocation,
+    TensorPatch,
+    ValueCoding,
 )
+from mobdistill.errors import UpdateError
 
 BASE = hashlib.sha256(b"base model").digest()
 KEY = b"per-device key"
