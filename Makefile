@@ -1,25 +1,47 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - export MobileVOS (TFLite + ONNX, verified) and profile it with the engine on the host
-#   make test   - the test suite
-# Both create what they need: Debian packages, the virtual environment, the host engine build.
+#   make test   - lint, type check and the test suite (slow and phone tests deselected)
+# Both create what they need: Debian packages, the virtual environment, the host engine build,
+# the streaming teacher (downloaded once into the cache, so no test touches the network).
+#   make test-full - also the slow tests (full-size exports of every student)
 
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-17-jdk-headless curl unzip clang
+DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-17-jdk-headless curl \
+          unzip clang python3-venv nodejs npm
 KOTLINC := .cache/npm/node_modules/kotlin-compiler/bin/kotlinc
 OUT    ?= out
 
-.PHONY: demo test setup system-deps engine clean
+.PHONY: demo test test-full check setup system-deps engine teacher clean fuzz
 
-demo: setup engine
+demo: setup engine teacher
 	$(BIN)/mobdistill export --model mobilevos --out $(OUT)/mobilevos
 	$(BIN)/mobdistill profile --artifact $(OUT)/mobilevos/mobilevos.manifest.json --out $(OUT)/profile
 
-test: setup engine $(KOTLINC)
+test: setup engine teacher $(KOTLINC) check
 	$(BIN)/python -m pytest -q -m "not slow and not phone"
+
+test-full: setup engine teacher $(KOTLINC) check
+	$(BIN)/python -m pytest -q -m "not phone"
+
+# ruff (pycodestyle, pyflakes, import order) on everything, mypy on the library. The library's
+# packages live in top-level folders mapped by setuptools, which mypy cannot follow through an
+# editable install: it checks a tree of links laid out as the installed package.
+TYPECHECK := build/typecheck
+check: setup
+	$(BIN)/ruff check .
+	rm -rf $(TYPECHECK)/mobdistill && mkdir -p $(TYPECHECK)/mobdistill
+	for f in mobdistill/*; do ln -s $(CURDIR)/$$f $(TYPECHECK)/mobdistill/; done
+	for d in models export contract runtime server experiments; do \
+	  ln -s $(CURDIR)/$$d $(TYPECHECK)/mobdistill/$$d; done
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p mobdistill
+
+# The MediaPipe selfie teacher that streaming trains from, fetched once (sha256-checked).
+teacher: setup
+	$(BIN)/python -c "from mobdistill.server.teachers import fetch_selfie_model as f; print(f())"
 
 setup: system-deps $(VENV)/.installed
 
@@ -43,6 +65,12 @@ $(KOTLINC):
 
 engine: setup
 	$(BIN)/python -c "from mobdistill.runtime.engine import build_host_engine; print(build_host_engine())"
+
+# The update decoder's libFuzzer target (ASan/UBSan, clang) with inputs up to 2 MiB and the record
+# dictionary, for FUZZ_SECONDS; records the run in benchmarks/results/fuzz_update.json.
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	$(BIN)/python benchmarks/fuzz_update.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build $(OUT)

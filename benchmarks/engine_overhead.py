@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance
 
+from mobdistill.export.manifest import Manifest
 from mobdistill.runtime.device import LocalDevice
 from mobdistill.runtime.engine import REPO_ROOT, run_engine
 from mobdistill.runtime.frames import decode_to_raw
-from mobdistill.runtime.profile import export_if_needed, manifest_resolution
+from mobdistill.runtime.profile import export_if_needed
 
 OUT = REPO_ROOT / "benchmarks" / "results" / "engine_overhead.json"
 
@@ -61,12 +62,11 @@ def main() -> None:
     if args.manifest is None:
         h, w = (int(x) for x in args.resolution.split("x"))
         args.manifest = export_if_needed(args.model, out_dir=work, resolution=(h, w))
-    manifest = json.loads(args.manifest.read_text())
-    if manifest.get("memory"):
+    manifest = Manifest.load(args.manifest)
+    if manifest.memory is not None:
         raise SystemExit("engine_overhead compares stateless models (one serving_default)")
-    tflite = args.manifest.parent / next(a["file"] for a in manifest["artifacts"]
-                                         if a["format"] == "tflite")
-    h, w = manifest_resolution(args.manifest)
+    tflite = manifest.tflite_path
+    h, w = manifest.resolution
     total = args.warmup_runs + args.num_runs + 1
     frames_file = decode_to_raw(None, work / f"frames-{h}x{w}.rgb", resolution=(h, w),
                                 max_frames=total)
@@ -83,7 +83,7 @@ def main() -> None:
             tflite, frames, args.num_threads, args.warmup_runs, args.num_runs))))
     engine_us, python_us = float(np.median(engine_medians)), float(np.median(python_medians))
     report = {
-        "model": manifest["model"]["name"], "resolution": [h, w], "artifact": str(tflite),
+        "model": manifest.model_name, "resolution": [h, w], "artifact": str(tflite),
         "num_threads": args.num_threads, "num_runs": args.num_runs, "rounds": args.rounds,
         "input": f"bikes.mp4 decoded at {h}x{w}", "engine_delegate_used": delegate,
         "engine_median_invoke_us_per_round": engine_medians,
@@ -91,8 +91,9 @@ def main() -> None:
         "engine_median_invoke_us": engine_us, "python_median_invoke_us": python_us,
         "engine_over_python": engine_us / python_us, "target": "within 10% (0.90..1.10)",
         "within_target": abs(engine_us / python_us - 1.0) <= 0.10,
-        "host": {"machine": platform.machine(), "processor": platform.processor(),
-                 "node": platform.node()},
+        **provenance({"num_threads": args.num_threads, "warmup_runs": args.warmup_runs,
+                      "num_runs": args.num_runs, "rounds": args.rounds,
+                      "artifact": str(args.manifest)}),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2) + "\n")

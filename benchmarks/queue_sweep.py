@@ -10,9 +10,13 @@ Artifacts stay in --work (outside the repository).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
+from provenance import provenance
+
+from mobdistill.runtime.engine import EngineOptions
 from mobdistill.runtime.sweep import parse_int_list, sweep
 
 RESULTS = Path(__file__).parent / "results"
@@ -26,12 +30,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/sweep"))
     args = parser.parse_args()
+    options = EngineOptions(num_threads=args.num_threads, warmup_runs=2, num_runs=args.num_runs)
     result = sweep(model="mobilevos", queue_lengths=parse_int_list(args.queue_lengths),
-                   out_dir=args.work, num_threads=args.num_threads, warmup_runs=2,
-                   num_runs=args.num_runs, rounds=args.rounds)
+                   out_dir=args.work, options=options, rounds=args.rounds)
     RESULTS.mkdir(exist_ok=True)
-    for source in (result.json_path, result.csv_path, result.png_path):
+    for source in (result.csv_path, result.png_path):
         shutil.copyfile(source, RESULTS / f"mobilevos_queue_sweep{Path(source).suffix}")
+    settings = {"queue_lengths": args.queue_lengths, "num_threads": args.num_threads,
+                "warmup_runs": 2, "num_runs": args.num_runs, "rounds": args.rounds,
+                "video": "bikes.mp4"}
+    (RESULTS / "mobilevos_queue_sweep.json").write_text(
+        json.dumps({**provenance(settings), **result.to_json()}, indent=2) + "\n")
     for point in result.points:
         print(f"Q={point.queue_length:2d}  p50 {point.p50_ms:7.2f} ms  "
               f"p10-p90 {point.p10_ms:.2f}-{point.p90_ms:.2f}")

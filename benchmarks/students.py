@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import provenance
 
 from mobdistill.export import manifest as mf
 from mobdistill.export.api import export_model
 from mobdistill.export.deploy import run_torch, signature_modules
 from mobdistill.export.verify import OnnxRunner, TfliteRunner, object_masks
 from mobdistill.models import registry
+from mobdistill.runtime.engine import EngineOptions
 from mobdistill.runtime.profile import profile
 from mobdistill.video import read_frames
 
@@ -106,8 +108,10 @@ def main() -> None:  # noqa: C901 - a straight script
     for name in args.models.split(","):
         exports[name] = export_one(name, args.work, args.tiny)
         manifest_path = Path(exports[name]["manifest_path"])
+        options = EngineOptions(num_threads=args.num_threads, warmup_runs=2,
+                                num_runs=args.num_runs)
         report = profile(artifact=manifest_path, out_dir=args.work / f"profile-{name}",
-                         num_threads=args.num_threads, warmup_runs=2, num_runs=args.num_runs)
+                         options=options)
         shutil.copyfile(report.png_path, results / f"profile_{name}.png")
         shutil.copyfile(report.csv_path, results / f"profile_{name}.csv")
         engine = json.loads(report.json_path.read_text())
@@ -117,8 +121,11 @@ def main() -> None:  # noqa: C901 - a straight script
                           "onnxruntime_over_engine": ratios["onnxruntime_ms"] / engine_ms,
                           "pytorch_over_engine": ratios["pytorch_eager_ms"] / engine_ms}
         print(report.table)
-    (results / "students_export.json").write_text(json.dumps(exports, indent=2) + "\n")
-    (results / "students_profile.json").write_text(json.dumps(profiles, indent=2) + "\n")
+    settings = {"models": args.models, "num_threads": args.num_threads, "warmup_runs": 2,
+                "num_runs": args.num_runs, "video": "bikes.mp4"}
+    for file, models in (("students_export.json", exports), ("students_profile.json", profiles)):
+        (results / file).write_text(
+            json.dumps({**provenance(settings), "models": models}, indent=2) + "\n")
     (results / "students.md").write_text(markdown(exports, profiles, args.num_threads))
     print(markdown(exports, profiles, args.num_threads))
 

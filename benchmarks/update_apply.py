@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance
 
 from mobdistill.contract import wire
 from mobdistill.export.manifest import load as load_manifest
@@ -163,7 +163,9 @@ def main() -> None:
         "model": "deeplab", "resolution": list(RESOLUTION), "num_threads": args.num_threads,
         "updates_per_gamma": args.updates, "period_frames": args.period,
         "mode": "base_relative, F16 values, zlib; asynchronous apply (--update_schedule)",
-        "host": {"machine": platform.machine(), "node": platform.node()},
+        **provenance({"num_threads": args.num_threads, "updates": args.updates,
+                      "period": args.period, "warmup": args.warmup, "gammas": list(GAMMAS),
+                      "resolution": list(RESOLUTION)}),
         "runtime_s": round(time.monotonic() - t0, 1),
         "results": rows,
     }

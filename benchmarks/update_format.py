@@ -17,19 +17,19 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import provenance
 
+from mobdistill.contract import wire
+from mobdistill.contract.wire import ValueCoding
 from mobdistill.export.api import export_model
 from mobdistill.export.manifest import load
 from mobdistill.models import registry
-from mobdistill.contract import wire
 from mobdistill.server.session import ServerConfig, Session
-from mobdistill.contract.wire import ValueCoding
 from mobdistill.server.teachers import selfie_teacher
 
 GAMMAS = (0.01, 0.05, 0.10, 0.20)
@@ -133,8 +133,10 @@ def measure(manifest_path: Path, *, full: bool, iterations: int, frames: int) ->
         row["ours_f16_vs_ams"] = row["ours_f16_bytes"] / ams_size
         rows.append(row)
         print(json.dumps(row))
+    settings = {"full": full, "iterations": iterations, "frames": frames,
+                "gammas": list(GAMMAS)}
     return {"model": "deeplab" + ("" if full else " (tiny_config)"), "frames": len(video),
-            "iterations_per_phase": iterations, "host": platform.node(), "rows": rows}
+            "iterations_per_phase": iterations, **provenance(settings), "rows": rows}
 
 
 def main() -> None:

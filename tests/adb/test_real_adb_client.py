@@ -28,8 +28,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def adb(tmp_path: Path) -> Iterator:
-    env = {**os.environ, "HOME": str(tmp_path / "adbhome"),
-           "ANDROID_ADB_SERVER_PORT": str(_free_port())}
+    env = {**os.environ, "HOME": str(tmp_path / "adbhome")}
     env.pop("ANDROID_SERIAL", None)
     (tmp_path / "adbhome").mkdir()
 
@@ -37,6 +36,13 @@ def adb(tmp_path: Path) -> Iterator:
         return subprocess.run([ADB, *args], env=env, capture_output=True, text=True,
                               timeout=timeout, check=False)
 
+    # A free port can be taken between probing it and the server binding it: try a few.
+    for _ in range(3):
+        env["ANDROID_ADB_SERVER_PORT"] = str(_free_port())
+        if call("start-server", timeout=30).returncode == 0:
+            break
+    else:
+        pytest.fail("the adb server did not start on any of 3 free ports")
     try:
         yield call
     finally:
