@@ -77,7 +77,7 @@ def side_by_side(name: str, manifest_path: Path, threads: int, repeats: int) -> 
     """Median ms of ai_edge_litert, ONNX Runtime and PyTorch eager on the same inputs."""
     manifest = mf.load(manifest_path)
     h, w = manifest.resolution
-    frames = read_frames("bikes.mp4", 8, size=(h, w), start=20)
+    frames = read_frames("bikes.mp4", 8, size=(h, w), start=0)  # the engine's frames too
     signature, inputs = step_inputs(manifest_path, frames)
     tflite = TfliteRunner(manifest.tflite_path, num_threads=threads)
     onnx = OnnxRunner({signature: manifest.artifact("onnx", signature).path},
