@@ -59,6 +59,7 @@ def _out_channels(module: nn.Module) -> int:
 
 
 def _bn_scale(bn: nn.modules.batchnorm._BatchNorm) -> np.ndarray:
+    assert bn.running_var is not None, "folded BatchNorms track running statistics"
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     return scale.double().numpy()
 
