@@ -17,7 +17,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from mobdistill.contract import uplink
@@ -26,8 +25,13 @@ from mobdistill.experiments.clips import Stream
 from mobdistill.experiments.config import StreamConfig
 from mobdistill.server.jit import JitConfig, JitDistiller
 from mobdistill.server.rates import AdaptiveRates
-from mobdistill.server.session import (DeployedSpace, PacketEncoder, ServerConfig, Session,
-                                       UpdateCredentials)
+from mobdistill.server.session import (
+    DeployedSpace,
+    PacketEncoder,
+    ServerConfig,
+    Session,
+    UpdateCredentials,
+)
 from mobdistill.server.teachers import Teacher
 
 log = logging.getLogger(__name__)

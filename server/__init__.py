@@ -1,1 +1,1 @@
-"""The server side: teachers, AMS sessions (selection, rates, training) and Just-In-Time distillation."""
+"""The server side: teachers, AMS sessions (selection, rates, training), Just-In-Time."""

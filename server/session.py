@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mobdistill.errors import UpdateError, UsageError
 from mobdistill.contract import wire
+from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
+from mobdistill.errors import UpdateError, UsageError
 from mobdistill.server.rates import AdaptiveRates
 from mobdistill.server.selection import AdamConfig, CoordinateDescent
-from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
 from mobdistill.server.teachers import Teacher
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class DeployedSpace:
         return patches
 
     def to_torch(self, patches: list[TensorPatch]) -> SparseDelta:
-        """The inverse: what the device's values mean in PyTorch space (for cumulative mirroring)."""
+        """The inverse: what the device's values mean in PyTorch space (cumulative mirroring)."""
         by_tensor = {m.tensor_index: m for m in self.mappings.values()}
         delta = {}
         for patch in patches:

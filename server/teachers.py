@@ -63,7 +63,8 @@ class Teacher(ABC):
     def _infer(self, frame: np.ndarray) -> torch.Tensor:
         """float32 [C, h', w'] probabilities at the backend's own resolution."""
 
-    def probabilities(self, frame: np.ndarray, *, size: tuple[int, int] | None = None) -> np.ndarray:
+    def probabilities(self, frame: np.ndarray, *,
+                      size: tuple[int, int] | None = None) -> np.ndarray:
         frame = np.asarray(frame)
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise UsageError(f"a teacher takes one RGB frame [H, W, 3], got {frame.shape}")

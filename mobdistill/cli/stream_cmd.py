@@ -67,8 +67,8 @@ _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
 
 
 def config_from_args(args: argparse.Namespace):
-    from mobdistill.models.registry import parse_resolution
     from mobdistill.experiments.config import StreamConfig
+    from mobdistill.models.registry import parse_resolution
 
     if args.model != "deeplab":
         raise UsageError(f"--model {args.model}: streaming supports deeplab only")

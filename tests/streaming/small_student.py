@@ -54,7 +54,8 @@ def manifest(model: Student) -> dict:
     params = dict(model.named_parameters())
     for i, (name, perm, fold) in enumerate(ENTRIES):
         size = params[name].numel() * 4
-        entries.append({"parameter": name, "shape": list(params[name].shape), "tensor_index": 10 + i,
+        entries.append({"parameter": name, "shape": list(params[name].shape),
+                        "tensor_index": 10 + i,
                         "buffer_offset": offset, "buffer_size": size, "dtype": "float32",
                         "permutation": perm,
                         "fold": {"kind": "batchnorm", "module": fold, "axis": 0} if fold else None})

@@ -16,6 +16,7 @@ from mobdistill.experiments.simulate import Uplink, deliver, simulate_jit
 from mobdistill.server.jit import JitConfig, JitDistiller
 from mobdistill.server.session import UpdateCredentials
 from mobdistill.server.teachers import CallableTeacher
+
 from small_student import manifest, student, teacher
 
 

@@ -11,12 +11,15 @@ from mobdistill.contract import wire
 from mobdistill.contract.wire import Mode
 from mobdistill.errors import UpdateError
 from mobdistill.server.session import AmsServer, ServerConfig, Session, UpdateCredentials
-from small_student import deploy as _deploy, manifest as _manifest, student as _student, \
-    teacher as _teacher
+
+from small_student import deploy as _deploy
+from small_student import manifest as _manifest
+from small_student import student as _student
+from small_student import teacher as _teacher
 
 
 def _session(gamma: float = 0.2, credentials: UpdateCredentials | None = None,
-             **kw) -> tuple[Session, Student]:
+             **kw) -> tuple[Session, torch.nn.Module]:
     student = _student()
     cfg = ServerConfig(iterations=5, batch_size=2, lr=1e-2, gamma=gamma, **kw)
     session = Session("phone-1", student, _manifest(student), _teacher(), cfg,
@@ -73,13 +76,16 @@ def test_each_session_has_its_own_key_and_device_id() -> None:
     assert a.credentials != b.credentials
     data = a.train_phase(now_s=10.0).packet
     assert _decode(a, data).device_id == a.credentials.device_id
+    base = a.space.base_sha256
     with pytest.raises(UpdateError) as wrong_device:
-        wire.decode_update(data, expected_base_sha256=a.space.base_sha256,
-                           expected_device_id=b.credentials.device_id, hmac_key=a.credentials.hmac_key)
+        wire.decode_update(data, expected_base_sha256=base,
+                           expected_device_id=b.credentials.device_id,
+                           hmac_key=a.credentials.hmac_key)
     assert wrong_device.value.status == "wrong_device"
     with pytest.raises(UpdateError) as wrong_key:
-        wire.decode_update(data, expected_base_sha256=a.space.base_sha256,
-                           expected_device_id=a.credentials.device_id, hmac_key=b.credentials.hmac_key)
+        wire.decode_update(data, expected_base_sha256=base,
+                           expected_device_id=a.credentials.device_id,
+                           hmac_key=b.credentials.hmac_key)
     assert wrong_key.value.status == "bad_hmac"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +49,7 @@ def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert teachers.cache_dir() == tmp_path / "teachers"
 
 
-def _selfie_available() -> bool:
-    cache = teachers.cache_dir()
-    return (cache / "selfie_segmentation.tflite").exists() or any(cache.glob("mediapipe-*.whl")) \
-        or bool(os.environ.get("MOBDISTILL_NETWORK_TESTS"))
-
-
-@pytest.mark.skipif(not _selfie_available(), reason="selfie model not cached; run "
-                    "`mobdistill stream --teacher selfie` once or set MOBDISTILL_NETWORK_TESTS=1")
-def test_selfie_teacher_finds_the_person_in_carphone() -> None:
+def test_selfie_teacher_finds_the_person_in_carphone(selfie_model: Path) -> None:
     teacher = teachers.get_teacher("selfie")
     for frame in _carphone_frames(3):
         probs = teacher.probabilities(frame)

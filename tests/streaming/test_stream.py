@@ -30,11 +30,19 @@ TINY = ["--video", "carphone_pristine.mp4", "--max-frames", "60", "--resolution"
 
 
 @pytest.fixture(scope="module")
-def run_cli(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("students")
+def student_cache(tmp_path_factory) -> Path:
+    """One pretrained, exported tiny student for the whole module (export is the slow part)."""
+    return tmp_path_factory.mktemp("students")
 
-    def run(scheme: str, out: Path, capsys, monkeypatch, *extra: str) -> dict:
-        monkeypatch.setattr(student, "cache_root", lambda: cache)
+
+@pytest.fixture(autouse=True)
+def _use_student_cache(student_cache, monkeypatch) -> None:
+    monkeypatch.setattr(student, "cache_root", lambda: student_cache)
+
+
+@pytest.fixture()
+def run_cli(selfie_model, capsys):
+    def run(scheme: str, out: Path, *extra: str) -> dict:
         assert main(["stream", "--scheme", scheme, *TINY, "--out", str(out), "--json",
                      *extra]) == 0
         return json.loads(capsys.readouterr().out)
@@ -53,19 +61,19 @@ def _check_common(result: dict, out: Path) -> None:
     assert saved["miou_with_background"] == result["miou_with_background"]
 
 
-def test_stream_none_has_no_updates(run_cli, tmp_path, capsys, monkeypatch):
-    result = run_cli("none", tmp_path, capsys, monkeypatch)
+def test_stream_none_has_no_updates(run_cli, tmp_path):
+    result = run_cli("none", tmp_path)
     _check_common(result, tmp_path)
     assert result["downlink"]["bytes"] == 0 and result["uplink"]["bytes"] == 0
     assert result["updates"] == []
 
 
-def test_ams_improves_on_no_adaptation(run_cli, tmp_path, capsys, monkeypatch):
+def test_ams_improves_on_no_adaptation(run_cli, tmp_path):
     """Authenticated AMS packets reach the engine and make its masks better than no adaptation.
     Measured with TINY over seeds 0-4 (mIoU with background, AMS − none): MARGINS below; the
     assertion uses seed 0 and half the smallest margin."""
-    none = run_cli("none", tmp_path / "none", capsys, monkeypatch)
-    result = run_cli("ams", tmp_path / "ams", capsys, monkeypatch)
+    none = run_cli("none", tmp_path / "none")
+    result = run_cli("ams", tmp_path / "ams")
     _check_common(result, tmp_path / "ams")
     assert result["settings"]["link_mbps"] is None and not result["settings"]["insecure_updates"]
     assert result["uplink"]["frames"] > 0 and result["uplink"]["bytes"] > 0
@@ -154,7 +162,7 @@ def test_searched_deflate_is_accepted_by_the_cpp_decoder(verify_tool, tmp_path):
     assert row["status"] == "ok", row
 
 
-def test_full_update_makes_the_engine_match_the_server_student(tmp_path, monkeypatch):
+def test_full_update_makes_the_engine_match_the_server_student(tmp_path, selfie_model):
     """γ=100 %, no delay: after the swap the engine's masks are the server student's masks
     (the decisive end-to-end check of fold/permutation, wire rounding, keys and the engine's
     apply)."""
@@ -165,7 +173,6 @@ def test_full_update_makes_the_engine_match_the_server_student(tmp_path, monkeyp
     from mobdistill.server.session import ServerConfig, Session
     from mobdistill.server.teachers import get_teacher
 
-    monkeypatch.setattr(student, "cache_root", lambda: tmp_path / "students")
     config = StreamConfig(videos=("carphone_pristine.mp4",), max_frames_per_clip=12,
                           resolution=(64, 128), aspp_channels=16, pretrain_iterations=2,
                           realtime=True)
@@ -194,7 +201,7 @@ def test_full_update_makes_the_engine_match_the_server_student(tmp_path, monkeyp
     assert (masks[after] == trained).mean() > 0.995  # float16 values: a few boundary pixels
 
 
-def test_engine_refuses_packets_for_another_device(tmp_path, monkeypatch):
+def test_engine_refuses_packets_for_another_device(tmp_path, selfie_model):
     """The run's key and device id reach the engine: a packet made for another device is
     rejected (``wrong_device``) and the model stays at version 0."""
     from mobdistill.export.manifest import load as load_manifest
@@ -202,7 +209,6 @@ def test_engine_refuses_packets_for_another_device(tmp_path, monkeypatch):
     from mobdistill.server.session import ServerConfig, Session, UpdateCredentials
     from mobdistill.server.teachers import get_teacher
 
-    monkeypatch.setattr(student, "cache_root", lambda: tmp_path / "students")
     config = StreamConfig(videos=("carphone_pristine.mp4",), max_frames_per_clip=6,
                           resolution=(64, 128), aspp_channels=16, pretrain_iterations=2)
     teacher = get_teacher(config.teacher)
@@ -222,14 +228,14 @@ def test_engine_refuses_packets_for_another_device(tmp_path, monkeypatch):
     assert {r.model_version for r in records} == {0}
 
 
-def test_bring_your_own_teacher_file(tmp_path):
+def test_bring_your_own_teacher_file(tmp_path, selfie_model):
     """--teacher takes a .tflite (here the selfie model's own file: the same labels as the
     built-in) or file.py:factory."""
     from mobdistill.server import teachers
 
     frame = read_frames("carphone_pristine.mp4", 1, size=(64, 128))[0]
     builtin = teachers.get_teacher("selfie")
-    from_file = teachers.load_teacher(str(teachers.fetch_selfie_model()))
+    from_file = teachers.load_teacher(str(selfie_model))
     assert from_file.class_names == ("background", "person")
     assert np.array_equal(from_file.labels(frame), builtin.labels(frame))
     script = tmp_path / "my_teacher.py"
