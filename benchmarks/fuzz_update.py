@@ -24,6 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "vectors"))
 import make_vectors  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 from mobdistill.contract import wire  # noqa: E402
 from mobdistill.contract.wire import IndexCoding, TensorPatch, ValueCoding  # noqa: E402
@@ -95,14 +96,11 @@ def main() -> None:
     crashes = sorted(p.name for p in artifacts.iterdir())
     sizes = [p.stat().st_size for p in corpus.iterdir()]
     result = {
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                 text=True).stdout.strip(),
-        "settings": {"seconds": args.seconds, "max_len": args.max_len, "seed": args.seed,
-                     "sanitizers": "address,undefined,fuzzer", "malloc_limit_mb": 64,
-                     "dictionary":
-                     str(dictionary.relative_to(REPO)), "nice": 10,
-                     "seeds": "tests/vectors + 2 signed ~1 MiB packets (benchmarks/fuzz_update.py)",
-                     "limits": "fuzz target's table: 3 tensors, 1,048,992 elements"},
+        **provenance({"seconds": args.seconds, "max_len": args.max_len, "seed": args.seed,
+                      "sanitizers": "address,undefined,fuzzer", "malloc_limit_mb": 64,
+                      "dictionary": str(dictionary.relative_to(REPO)), "nice": 10,
+                      "seeds": "tests/vectors + 2 packets of ~1 MiB (benchmarks/fuzz_update.py)",
+                      "limits": "fuzz target's table: 3 tensors, 1,048,976 elements"}),
         "exit_code": done.returncode,
         "wall_s": round(time.time() - start, 1),
         "inputs_executed": runs, "edges_covered": cov, "features": ft, "corpus_inputs": corp,

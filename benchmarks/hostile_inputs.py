@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,16 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "hostile"))
 import decoder_bombs as bombs  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 from mobdistill.contract.wire import DecodeLimits  # noqa: E402
 from mobdistill.runtime.update_verify import find_verify_tool, write_key_file  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "hostile_inputs.json"
-
-
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def _python_run(packet: bytes, limits: DecodeLimits) -> tuple[str, float]:
@@ -73,13 +67,13 @@ def main() -> None:
     floor = bombs.measure([sys.executable, "-I", "-S", "-c", "pass"])["peak"]
     with tempfile.TemporaryDirectory() as tmp:
         students = [measure_student(n, tool, Path(tmp), args.repeats) for n in bombs.STUDENTS]
-    result = {"commit": _commit(), "host": platform.platform(), "machine": platform.machine(),
-              "settings": {"repeats": args.repeats, "tool": str(tool.relative_to(REPO)),
-                           "numels": "PyTorch parameters of each student at its paper config "
-                                     "(one tensor each; upper bound on the deployed map)",
-                           "peak": "ru_maxrss of a fresh tool process, incl. the bare "
-                                   "interpreter forked before exec",
-                           "seed": 0},
+    settings = {"repeats": args.repeats, "tool": str(tool.relative_to(REPO)),
+                "numels": "PyTorch parameters of each student at its paper config "
+                          "(one tensor each; upper bound on the deployed map)",
+                "peak": "ru_maxrss of a fresh tool process, incl. the bare interpreter "
+                        "forked before exec",
+                "seed": 0}
+    result = {**provenance(settings),
               "measure_floor_mib": round(floor / 2**20, 2),
               "peak_limit_mib": bombs.PEAK_LIMIT_BYTES / 2**20,
               "students": students,
