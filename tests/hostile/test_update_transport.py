@@ -110,7 +110,7 @@ def _send(conn: socket.socket, data: bytes) -> dict:
 
 
 def test_an_idle_client_does_not_block_a_working_one(engine, deployed, tmp_path):
-    run = Listening(engine, deployed, tmp_path, runs=400, delay=0.01)
+    run = Listening(engine, deployed, tmp_path, runs=250, delay=0.01)
     try:
         idle = [run.connect() for _ in range(run.clients)]  # every slot taken, none sending
         with run.connect() as working:
@@ -126,7 +126,7 @@ def test_an_idle_client_does_not_block_a_working_one(engine, deployed, tmp_path)
 
 
 def test_a_client_stalled_mid_message_is_dropped_by_the_deadline(engine, deployed, tmp_path):
-    run = Listening(engine, deployed, tmp_path, runs=600, delay=0.01)
+    run = Listening(engine, deployed, tmp_path, runs=350, delay=0.01)
     try:
         with run.connect() as stalled:
             stalled.sendall(struct.pack(">I", 1000) + b"MDUP" + bytes(10))  # and then nothing

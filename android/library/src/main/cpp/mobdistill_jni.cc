@@ -1,7 +1,8 @@
 // The one JNI file: org.mobdistill.MobdistillEngine's native methods over engine_facade.h.
 // Nothing is thrown across JNI: a facade error becomes a pending Java MobdistillException
 // (env->ThrowNew) and the function returns a neutral value. Handles are jlong pointers owned by
-// the Kotlin object (close() destroys them exactly once).
+// the Kotlin object: its read-write lock keeps close() (which destroys them exactly once) from
+// running while another thread is inside one of these functions.
 #include <jni.h>
 
 #include <string>
@@ -63,13 +64,21 @@ extern "C" {
 
 JNIEXPORT jlong JNICALL Java_org_mobdistill_MobdistillEngine_nativeCreate(
     JNIEnv* env, jclass, jstring manifest, jstring runtime_lib, jstring delegate_lib,
-    jstring delegate, jint num_threads, jbyteArray update_key) {
+    jstring delegate, jint num_threads, jbyteArray update_key, jbyteArray device_id,
+    jboolean insecure_updates, jstring state_file) {
   Utf manifest_utf(env, manifest), runtime_utf(env, runtime_lib);
   Utf delegate_lib_utf(env, delegate_lib), delegate_utf(env, delegate);
+  Utf state_utf(env, state_file);
   std::vector<uint8_t> key = Bytes(env, update_key);
+  std::vector<uint8_t> id = Bytes(env, device_id);  // 16 bytes (checked in Kotlin) or empty
+  if (!id.empty() && id.size() != 16) {
+    Throw(env, "deviceId must be 16 bytes");
+    return 0;
+  }
   MdEngineOptions options{manifest_utf.get(), runtime_utf.get(), delegate_lib_utf.get(),
                           delegate_utf.get(), num_threads, key.empty() ? nullptr : key.data(),
-                          key.size()};
+                          key.size(), id.empty() ? nullptr : id.data(),
+                          insecure_updates == JNI_TRUE ? 1 : 0, state_utf.get()};
   MdEngine* engine = nullptr;
   char error[kErrorSize] = {0};
   if (md_engine_create(&options, &engine, error, sizeof(error)) != 0 || engine == nullptr) {

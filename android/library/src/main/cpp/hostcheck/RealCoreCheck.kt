@@ -1,9 +1,13 @@
 // Run by android/verify_host.sh on a desktop JVM: Kotlin API -> JNI bridge -> the REAL engine
 // core (libmobdistill_jni.so linked with mobdistill_engine_core) -> TFLite C API, with a tiny
 // real export. Lives beside the JNI sources (not a Gradle source set) because it is a host
-// check only. Args: work dir (frame.rgb, mask_*.u8, *.mdup), manifest path, runtime library.
+// check only. Args: work dir (frame.rgb, mask_*.u8, *.mdup, update.key, device_id.hex), manifest
+// path, runtime library.
 import java.io.File
 import java.nio.ByteBuffer
+import java.util.concurrent.CountDownLatch
+import java.util.concurrent.atomic.AtomicInteger
+import kotlin.concurrent.thread
 import org.mobdistill.Delegate
 import org.mobdistill.MobdistillEngine
 import org.mobdistill.MobdistillException
@@ -19,6 +23,42 @@ fun agreement(mask: ByteBuffer, want: ByteArray): Double {
     return same.toDouble() / want.size
 }
 
+// close() while segment/applyUpdate/stats run on other threads: close waits for the calls in
+// progress, every later call throws "closed", nothing touches freed native memory (a crash here
+// would take the JVM down).
+fun closeRace(manifest: String, runtime: String, key: ByteArray, deviceId: ByteArray,
+              packet: ByteArray, frame: ByteArray) {
+    val engine = MobdistillEngine.open(manifest, runtime, updateKey = key, deviceId = deviceId)
+    val h = engine.info.height
+    val w = engine.info.width
+    val calls = AtomicInteger()
+    val closedSeen = AtomicInteger()
+    val running = CountDownLatch(3)
+    fun worker(call: () -> Unit) = thread {
+        running.countDown()
+        try {
+            while (true) {
+                call()
+                calls.incrementAndGet()
+            }
+        } catch (err: MobdistillException) {
+            if (err.message!!.contains("closed")) closedSeen.incrementAndGet() else throw err
+        }
+    }
+    val rgb = ByteBuffer.allocateDirect(h * w * 3).put(frame, 0, h * w * 3)
+    val mask = ByteBuffer.allocateDirect(h * w)
+    val threads = listOf(worker { engine.segment(rgb, w * 3, mask) },
+                         worker { engine.applyUpdate(packet) },
+                         worker { engine.stats() })
+    running.await()
+    Thread.sleep(300)
+    engine.close()
+    threads.forEach { it.join(10_000) }
+    check(threads.none { it.isAlive } && closedSeen.get() == 3 && calls.get() > 3,
+          "close() during segment/applyUpdate/stats on 3 threads: ${calls.get()} calls, then " +
+          "each thread saw 'closed'")
+}
+
 fun main(args: Array<String>) {
     val dir = File(args[0])
     val manifest = File(args[1]).path
@@ -29,7 +69,12 @@ fun main(args: Array<String>) {
     } catch (err: MobdistillException) {
         check(err.message!!.contains("mobdistill export"), "a missing manifest throws with the fix")
     }
-    MobdistillEngine.open(manifest, runtime, Delegate.XNNPACK, numThreads = 1).use { engine ->
+    val key = File(dir, "update.key").readBytes()
+    val deviceId = File(dir, "device_id.hex").readText().trim().chunked(2)
+        .map { it.toInt(16).toByte() }.toByteArray()
+    val state = File(dir, "updates.state").apply { delete() }
+    MobdistillEngine.open(manifest, runtime, Delegate.XNNPACK, numThreads = 1, updateKey = key,
+                          deviceId = deviceId, stateFile = state.path).use { engine ->
         val info = engine.info
         val h = info.height
         val w = info.width
@@ -77,6 +122,18 @@ fun main(args: Array<String>) {
             check(true, "a closed engine throws")
         }
     }
+    check(state.readText().contains("\"last_sequence\":1"), "the applied sequence is persisted")
+    MobdistillEngine.open(manifest, runtime, updateKey = key, deviceId = deviceId,
+                          stateFile = state.path).use { restarted ->
+        check("\"reason\":\"replay\"" in restarted.applyUpdate(File(dir, "good.mdup").readBytes()),
+              "after a restart on the state file the old packet is a replay")
+    }
+    MobdistillEngine.open(manifest, runtime).use { keyless ->
+        check("\"reason\":\"bad_hmac\"" in keyless.applyUpdate(File(dir, "good.mdup").readBytes()),
+              "without a key (and without insecureUpdates) packets are refused")
+    }
+    closeRace(manifest, runtime, key, deviceId, File(dir, "good.mdup").readBytes(),
+              File(dir, "frame.rgb").readBytes())
     val out = File(dir, "bench")
     out.mkdirs()
     val argv = listOf("--manifest=$manifest", "--runtime_lib=$runtime", "--num_runs=5",

@@ -1,6 +1,10 @@
 package org.mobdistill
 
 import java.nio.ByteBuffer
+import java.util.concurrent.locks.ReentrantReadWriteLock
+import java.util.logging.Logger
+import kotlin.concurrent.read
+import kotlin.concurrent.write
 
 /** An engine failure; the message says what to fix (it is the engine's Status text). */
 class MobdistillException(message: String) : RuntimeException(message)
@@ -23,20 +27,25 @@ enum class Delegate(val flag: String) {
 /**
  * A segmentation student loaded from a mobdistill manifest, for camera apps.
  *
- * Pure JVM (no android.* imports), so it also runs on a desktop JVM for host tests. Not thread
- * safe: call [segment] from one thread (CameraX's analyzer executor). Close it to free native
- * memory; a closed engine throws [MobdistillException].
+ * Pure JVM (no android.* imports), so it also runs on a desktop JVM for host tests. Call
+ * [segment] from one thread (CameraX's analyzer executor); [applyUpdate] and [stats] may run on
+ * other threads at the same time. [close] waits for calls in progress and then frees the native
+ * engine, so no call can use freed memory; afterwards every call throws [MobdistillException].
  */
 class MobdistillEngine private constructor(private var handle: Long) : AutoCloseable {
+
+    // Calls hold the read lock for as long as they use the native handle; close() takes the
+    // write lock, so it waits for them and nothing starts on a handle being freed.
+    private val lock = ReentrantReadWriteLock()
 
     /** Input size and classes, read once from the loaded manifest. */
     val info: ModelInfo = nativeInfo(handle).let { ModelInfo(it[0], it[1], it[2], it[3]) }
 
     /** The delegate that actually runs: a GPU request can silently fall back elsewhere. */
-    val delegateUsed: String get() = nativeDelegateUsed(checkOpen())
+    val delegateUsed: String get() = withHandle { nativeDelegateUsed(it) }
 
     /** Starts a new video: the next frame runs `init` and the memory queue is emptied. */
-    fun reset() = nativeReset(checkOpen())
+    fun reset() = withHandle { nativeReset(it) }
 
     /**
      * Segments one RGB frame of exactly [ModelInfo.width] x [ModelInfo.height].
@@ -47,31 +56,38 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
      */
     fun segment(rgb: ByteBuffer, rowStride: Int, mask: ByteBuffer): Long {
         require(rgb.isDirect && mask.isDirect) { "use ByteBuffer.allocateDirect for rgb and mask" }
-        return nativeSegment(checkOpen(), rgb, rowStride, mask)
+        return withHandle { nativeSegment(it, rgb, rowStride, mask) }
     }
 
     /**
-     * Applies one sparse-update packet (wire format MDUP v1) from a server: verifies it, patches
+     * Applies one sparse-update packet (wire format MDUP v2) from a server: verifies it, patches
      * a copy of the model and builds + warms the new interpreter on the calling thread, so call
      * it from a background thread. The next [segment] runs on the new model; frames keep running
      * on the old one meanwhile. A refused packet leaves the model untouched.
      *
      * @return the engine's update record as JSON: `"status":"applied"` or `"rejected"` with a
-     *   `reason` (bad_checksum, bad_hmac, replay, ...), `sequence` and the stage times in us
+     *   `reason` (bad_checksum, bad_hmac, wrong_device, replay, ...), `sequence` and the stage
+     *   times in us
      */
-    fun applyUpdate(packet: ByteArray): String = nativeApplyUpdate(checkOpen(), packet)
+    fun applyUpdate(packet: ByteArray): String = withHandle { nativeApplyUpdate(it, packet) }
 
     /** Running statistics as JSON: frames, invoke p50/p90/p99 (last 1000), model_version, updates. */
-    fun stats(): String = nativeStats(checkOpen())
+    fun stats(): String = withHandle { nativeStats(it) }
 
+    /** Waits for calls in progress on other threads, then frees the native engine (once). */
     override fun close() {
-        val old = handle
-        handle = 0
-        if (old != 0L) nativeDestroy(old)
+        lock.write {
+            val old = handle
+            handle = 0
+            if (old != 0L) nativeDestroy(old)
+        }
     }
 
-    private fun checkOpen(): Long =
-        if (handle != 0L) handle else throw MobdistillException("the engine is closed")
+    private inline fun <T> withHandle(call: (Long) -> T): T = lock.read {
+        val h = handle
+        if (h == 0L) throw MobdistillException("the engine is closed; open a new MobdistillEngine")
+        call(h)
+    }
 
     companion object {
         const val LIBRARY = "mobdistill_jni"
@@ -80,7 +96,20 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
             System.loadLibrary(LIBRARY)
         }
 
-        /** Loads `manifest` (verified by sha256) with the TFLite runtime in [runtimeLib]. */
+        const val DEVICE_ID_BYTES = 16
+        private val log: Logger = Logger.getLogger("mobdistill")
+
+        /**
+         * Loads `manifest` (verified by sha256) with the TFLite runtime in [runtimeLib].
+         *
+         * Updates are authenticated by default: pass this device's [updateKey] (HMAC-SHA256) and
+         * [deviceId] (16 bytes, the id the server binds its packets to). Without a key every
+         * packet is refused (`bad_hmac`) unless [insecureUpdates] is set explicitly — then any
+         * app on the phone that reaches the update channel can rewrite the model; only for
+         * experiments, and it is logged as a warning. [stateFile] (e.g. in the app's private
+         * files folder) keeps the last applied sequence across restarts, so packets accepted
+         * before cannot be replayed after the app restarts.
+         */
         @JvmStatic
         @JvmOverloads
         fun open(
@@ -90,8 +119,28 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
             numThreads: Int = 1,
             delegateLib: String? = null,
             updateKey: ByteArray? = null,
-        ): MobdistillEngine = MobdistillEngine(
-            nativeCreate(manifest, runtimeLib, delegateLib, delegate.flag, numThreads, updateKey))
+            deviceId: ByteArray? = null,
+            insecureUpdates: Boolean = false,
+            stateFile: String? = null,
+        ): MobdistillEngine {
+            require(deviceId == null || deviceId.size == DEVICE_ID_BYTES) {
+                "deviceId must be $DEVICE_ID_BYTES bytes, not ${deviceId?.size}"
+            }
+            require(updateKey == null || deviceId != null) {
+                "an updateKey needs the deviceId the server binds packets to"
+            }
+            require(!(insecureUpdates && updateKey != null)) {
+                "pass either updateKey or insecureUpdates = true, not both"
+            }
+            if (insecureUpdates) {
+                log.warning("mobdistill: INSECURE updates: unauthenticated packets are accepted; " +
+                            "anyone reaching the update channel can rewrite the model. Use a " +
+                            "per-device updateKey outside experiments.")
+            }
+            return MobdistillEngine(nativeCreate(manifest, runtimeLib, delegateLib, delegate.flag,
+                                                 numThreads, updateKey, deviceId, insecureUpdates,
+                                                 stateFile))
+        }
 
         /** Runs the benchmark in-process with `mobdistill-engine` flags; returns its exit code. */
         @JvmStatic
@@ -99,7 +148,8 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
 
         @JvmStatic private external fun nativeCreate(
             manifest: String, runtimeLib: String, delegateLib: String?, delegate: String,
-            numThreads: Int, updateKey: ByteArray?,
+            numThreads: Int, updateKey: ByteArray?, deviceId: ByteArray?, insecureUpdates: Boolean,
+            stateFile: String?,
         ): Long
         @JvmStatic private external fun nativeDestroy(handle: Long)
         @JvmStatic private external fun nativeInfo(handle: Long): IntArray
