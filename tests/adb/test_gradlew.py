@@ -103,3 +103,24 @@ def test_refuses_an_unpinned_or_unreachable_distribution(tmp_path: Path) -> None
     done = gradlew(missing, tmp_path / "home", "tasks")
     assert done.returncode == 1 and "could not download" in done.stderr
     assert list((tmp_path / "home" / "wrapper" / "dists" / "mobdistill").iterdir()) == []
+
+
+@pytest.mark.parametrize("leftover", ["empty", "damaged"])
+def test_a_stale_distribution_folder_is_replaced_not_nested(tmp_path: Path, leftover: str) -> None:
+    """An empty (or bin/gradle-less) gradle-8.11.1/ left by an interrupted install: `mv` onto it
+    used to nest the new copy inside, so every later run downloaded again, forever."""
+    dist = tmp_path / f"{NAME}-bin.zip"
+    app = project(tmp_path, dist.as_uri(), fake_distribution(dist))
+    home = tmp_path / "gradle-home"
+    stale = home / "wrapper" / "dists" / "mobdistill" / NAME
+    stale.mkdir(parents=True)
+    if leftover == "damaged":
+        (stale / "lib").mkdir()
+        (stale / "lib" / "half.jar").write_bytes(b"PK")
+    first = gradlew(app, home, "tasks")
+    assert first.returncode == 0 and "fake gradle: --project-dir" in first.stdout, first.stderr
+    assert (stale / "bin" / "gradle").is_file() and not (stale / NAME).exists()
+    assert sorted(p.name for p in stale.parent.iterdir()) == [NAME]  # nothing set aside is left
+    dist.unlink()
+    second = gradlew(app, home, "tasks")
+    assert second.returncode == 0 and "downloading" not in second.stderr
