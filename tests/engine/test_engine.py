@@ -12,11 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import tiny_models
+
 from mobdistill.errors import EngineError, ManifestError, MissingArtifactError, UsageError
-from mobdistill.runtime.engine import (BUILD_DIR, Delegate, EngineOptions, EngineRunError,
-                                       run_engine, runtime_library)
+from mobdistill.runtime.engine import (
+    BUILD_DIR,
+    Delegate,
+    EngineOptions,
+    EngineRunError,
+    run_engine,
+    runtime_library,
+)
 
 H, W = 16, 24
 
@@ -256,10 +262,6 @@ def test_engine_options_write_the_defaults_once():
         EngineOptions(update_key_file=Path("k")).to_flags()
 
 
-# Flags the C++ side adds with wire v2 (H1/H2 are adding them now); see the note in the test.
-_PENDING_FLAGS = {"update_device_id", "insecure_updates", "update_state_file"}
-
-
 def test_every_flag_written_is_one_the_engine_knows(engine_binary):
     """EngineOptions.to_flags with every option set, checked against `mobdistill-engine --help`."""
     done = subprocess.run([str(engine_binary), "--help"], capture_output=True, text=True,
@@ -273,12 +275,7 @@ def test_every_flag_written_is_one_the_engine_knows(engine_binary):
                             update_state_file="/d/state", update_blocking=True)
     written = {f[2:].split("=", 1)[0] for f in options.to_flags(
         {"update_schedule": "/d/s", "update_key_file": "/d/k"})}
-    missing = written - known
-    # Until the engine build carries the wire-v2 flags, only those may be missing.
-    assert missing <= _PENDING_FLAGS, missing
-    if missing:
-        pytest.skip(f"engine --help lacks {sorted(missing)} (wire v2 not built yet); the other "
-                    f"{len(written - missing)} flags are known")
+    assert len(written) == 16 and written <= known, written - known
 
 
 def test_a_bare_tflite_runs_through_the_manifest_beside_it(engine_binary, stateless_manifest,
