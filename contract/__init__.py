@@ -1,1 +1,2 @@
-"""What the device side and the server side share: the sparse-update wire format and the uplink codec."""
+"""What the device side and the server side share: the sparse-update wire format and the
+uplink codec."""

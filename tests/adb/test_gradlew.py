@@ -40,7 +40,8 @@ def project(tmp_path: Path, url: str, sha: str | None) -> Path:
     (app / "gradle" / "wrapper").mkdir(parents=True)
     shutil.copy2(ROOT / "android" / "gradlew", app / "gradlew")
     lines = []
-    for line in (ROOT / "android/gradle/wrapper/gradle-wrapper.properties").read_text().splitlines():
+    properties = ROOT / "android/gradle/wrapper/gradle-wrapper.properties"
+    for line in properties.read_text().splitlines():
         if line.startswith("distributionUrl="):
             line = "distributionUrl=" + url.replace(":", "\\:")
         elif line.startswith("distributionSha256Sum="):

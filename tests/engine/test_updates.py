@@ -1,4 +1,5 @@
-"""Streamed sparse updates in the C++ engine: decode + verify + patch + rebuild + swap between frames.
+"""Streamed sparse updates in the C++ engine: decode + verify + patch + rebuild + swap between
+frames.
 
 Models are tiny DeepLab exports made by the real exporter (session fixture `tiny_export`);
 packets are made by the Python encoder (contract/wire.py) in deployed tensor space, addressed
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 
-import tiny_models
 from mobdistill.contract import wire
 from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
 from mobdistill.runtime.engine import EngineError, run_engine, runtime_library
