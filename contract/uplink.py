@@ -69,7 +69,7 @@ def decode_h264(data: bytes) -> list[np.ndarray]:
 
     if not data:
         return []
-    with av.open(io.BytesIO(data), format="h264") as container:
+    with av.open(io.BytesIO(data), mode="r", format="h264") as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mobdistill.errors import EngineError
 from mobdistill.server.rates import foreground_miou, miou
@@ -52,27 +53,27 @@ class Window:
     frames: int
 
 
-def windows(values: Sequence[float], times_s: Sequence[float], window_s: float) -> list[Window]:
+def windows(values: ArrayLike, times_s: ArrayLike, window_s: float) -> list[Window]:
     """Means over consecutive windows of video time (the last one may be shorter)."""
-    values, times = np.asarray(values, float), np.asarray(times_s, float)
-    scored = ~np.isnan(values)  # NaN: a frame with nothing to score
-    out = []
-    if not values.size:
+    scores, times = np.asarray(values, float), np.asarray(times_s, float)
+    scored = ~np.isnan(scores)  # NaN: a frame with nothing to score
+    out: list[Window] = []
+    if not scores.size:
         return out
     edges = np.arange(0.0, times[-1] + window_s, window_s)
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (times >= lo) & (times < hi) & scored
         if inside.any():
             out.append(Window(round(float(lo), 3), round(float(hi), 3),
-                              float(values[inside].mean()), int(inside.sum())))
+                              float(scores[inside].mean()), int(inside.sum())))
     return out
 
 
-def per_clip(values: Sequence[float], clips: Sequence[str]) -> dict[str, float]:
+def per_clip(values: ArrayLike, clips: Sequence[str]) -> dict[str, float | None]:
     """Mean per clip, keyed ``"<position>:<clip>"`` (a clip may appear twice in a stream)."""
     out: dict[str, list[float]] = {}
     previous, position = None, -1
-    for value, clip in zip(values, clips):
+    for value, clip in zip(np.asarray(values, float), clips):
         if clip != previous:
             position, previous = position + 1, clip
         out.setdefault(f"{position}:{clip}", []).append(float(value))
@@ -86,7 +87,7 @@ def _nanmean(values) -> float | None:
     return float(v.mean()) if v.size else None
 
 
-def summarize(values: np.ndarray, times_s: Sequence[float], clips: Sequence[str],
+def summarize(values: np.ndarray, times_s: ArrayLike, clips: Sequence[str],
               window_s: float, definition: str) -> dict:
     """One mIoU definition's numbers for the result JSON."""
     scored = int((~np.isnan(values)).sum())

@@ -70,6 +70,7 @@ def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUp
         result = _run_with_updates(device, manifest_path, options, schedule, frames_path, out,
                                    credentials)
     h, w = stream.frames.shape[1:3]
+    assert result.output_masks_path is not None  # asked for with output_masks=True
     masks = evaluate.read_masks(result.output_masks_path, len(stream.frames), h, w)
     return masks, result.frames, result.update_events
 

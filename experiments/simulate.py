@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -96,7 +98,8 @@ def server_config(config: StreamConfig) -> ServerConfig:
                         value_coding=ValueCoding[config.value_coding.upper()], seed=config.seed)
 
 
-def simulate(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: Teacher,
+def simulate(stream: Stream, student: torch.nn.Module,
+             manifest: Mapping[str, Any], teacher: Teacher,
              config: StreamConfig, link: Uplink,
              credentials: UpdateCredentials) -> list[PlannedUpdate]:
     if config.scheme == "none":
@@ -106,7 +109,8 @@ def simulate(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: 
     return simulate_ams(stream, student, manifest, teacher, config, link, credentials)
 
 
-def simulate_ams(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: Teacher,
+def simulate_ams(stream: Stream, student: torch.nn.Module,
+                 manifest: Mapping[str, Any], teacher: Teacher,
                  config: StreamConfig, link: Uplink,
                  credentials: UpdateCredentials) -> list[PlannedUpdate]:
     """Events in time order: samples at the current ASR rate, an upload (and training phase)
@@ -148,7 +152,8 @@ def simulate_ams(stream: Stream, student: torch.nn.Module, manifest: dict, teach
     return planned
 
 
-def simulate_jit(stream: Stream, student: torch.nn.Module, manifest: dict, teacher: Teacher,
+def simulate_jit(stream: Stream, student: torch.nn.Module,
+                 manifest: Mapping[str, Any], teacher: Teacher,
                  config: StreamConfig, link: Uplink,
                  credentials: UpdateCredentials) -> list[PlannedUpdate]:
     """JIT (Alg. 1) on the server with γ-sparse gradient-guided updates (AMS §4.1)."""

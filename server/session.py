@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -116,7 +117,7 @@ class DeployedSpace:
     """Maps PyTorch parameter coordinates to deployed ``.tflite`` tensor coordinates and back,
     using the manifest's ``parameter_map`` (permutation + BatchNorm fold)."""
 
-    def __init__(self, manifest: dict, model: torch.nn.Module) -> None:
+    def __init__(self, manifest: Mapping[str, Any], model: torch.nn.Module) -> None:
         pmap = manifest.get("parameter_map") or {}
         params, modules = dict(model.named_parameters()), dict(model.named_modules())
         self.base_sha256 = bytes.fromhex(_tflite_sha256(manifest))
@@ -158,7 +159,7 @@ class DeployedSpace:
         return delta
 
 
-def _tflite_sha256(manifest: dict) -> str:
+def _tflite_sha256(manifest: Mapping[str, Any]) -> str:
     for artifact in manifest.get("artifacts", []):
         if artifact["format"] == "tflite":
             return artifact["sha256"]
@@ -247,7 +248,7 @@ class Session:
     The credentials default to a fresh per-device key and id (`UpdateCredentials.new`); pass
     ``UpdateCredentials.new(insecure=True)`` to send unauthenticated packets on purpose."""
 
-    def __init__(self, session_id: str, student: torch.nn.Module, manifest: dict,
+    def __init__(self, session_id: str, student: torch.nn.Module, manifest: Mapping[str, Any],
                  teacher: Teacher, config: ServerConfig = ServerConfig(), *,
                  credentials: UpdateCredentials | None = None,
                  rates: AdaptiveRates | None = None) -> None:
