@@ -1,6 +1,6 @@
 // engine_facade.h (the C API the JNI bridge calls) over SegmentationRunner. Plain C at the
 // boundary: no exception crosses it, every error is a return code plus the Status text.
-#include "engine_facade.h"
+#include "mobdistill_engine/engine_facade.h"
 
 #include <sys/stat.h>
 

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "sha256.h"
+#include "digest.h"
 
 namespace mobdistill {
 

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <future>
 
-#include "sha256.h"
+#include "digest.h"
 
 namespace mobdistill {
 namespace {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "digest.h"
 #include "manifest.h"
 
 namespace mobdistill {
@@ -34,16 +35,6 @@ UpdateRecord RunEnded(const IncomingPacket& p) {
   r.reason = "run_ended";
   r.message = "the run ended before this packet was applied; the model was not changed";
   return r;
-}
-
-std::string Hex(const uint8_t* bytes, size_t n) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    out += kDigits[bytes[i] >> 4];
-    out += kDigits[bytes[i] & 15];
-  }
-  return out;
 }
 
 bool WriteAll(int fd, const std::string& text) {

@@ -18,7 +18,8 @@ struct UpdateRecord {
   std::string mode;            // "base_relative" | "cumulative" | "" (not decoded)
   bool applied = false;
   std::string reason;          // rejected: a wire status name (bad_magic, replay, ...) or
-                               // run_ended / build_failed / too_large / unreadable
+                               // run_ended / build_failed / resync_needed, or a source's
+                               // refusal: too_large / busy / timeout / unreadable
   std::string message;         // rejected: the decoder's text (what to fix)
   int64_t received_frame = -1; // run index before which the engine picked the packet up
   int64_t swapped_frame = -1;  // applied: first run index on the new model

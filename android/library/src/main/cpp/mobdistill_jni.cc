@@ -1,4 +1,5 @@
-// The one JNI file: org.mobdistill.MobdistillEngine's native methods over engine_facade.h.
+// The one JNI file: org.mobdistill.MobdistillEngine's native methods over the engine's C facade
+// (android/engine/include/mobdistill_engine/engine_facade.h).
 // Nothing is thrown across JNI: a facade error becomes a pending Java MobdistillException
 // (env->ThrowNew) and the function returns a neutral value. Handles are jlong pointers owned by
 // the Kotlin object: its read-write lock keeps close() (which destroys them exactly once) from
@@ -8,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine_facade.h"
+#include "mobdistill_engine/engine_facade.h"
 
 namespace {
 
