@@ -10,10 +10,12 @@ Writes ``results/streaming.json`` (commit, settings, seeds, per-seed rows and ru
 ``streaming_miou_kbps.png``.
 
     .venv/bin/python benchmarks/streaming.py [--frames-per-clip N] [--iterations 20] [--seeds 0,1]
+    .venv/bin/python benchmarks/streaming.py --combine A/streaming.json B/streaming.json
 
-Several seeds (each: its own starting point and server sampling) are run one after the other;
-the summary rows give the mean over seeds and each seed's value, and the results are rewritten
-after every run so an interrupted benchmark still leaves a consistent file.
+Several seeds (each: its own starting point and server sampling) are run one after the other
+(or in separate processes, each with its own ``--out``, then merged with ``--combine``); the
+summary rows give the mean over seeds and each seed's value, and the results are rewritten after
+every run so an interrupted benchmark still leaves a consistent file.
 """
 
 from __future__ import annotations
@@ -126,7 +128,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=Path("out/bench-streaming"))
+    parser.add_argument("--combine", type=Path, nargs="+",
+                        help="merge the streaming.json of runs over other seeds into --out")
     args = parser.parse_args()
+    if args.combine:
+        combine(args.combine, args.out)
+        return
     base = StreamConfig(realtime=True, max_frames_per_clip=args.frames_per_clip,
                         pretrain_iterations=args.pretrain_iterations, iterations=args.iterations,
                         batch_size=args.batch_size, lr=args.lr, time_scale=args.time_scale)
@@ -160,6 +167,23 @@ def main() -> None:
             seed_rows.append(rows[name])
             print(json.dumps(rows[name]), f"({time.perf_counter() - started:.0f} s)", flush=True)
             _write(args.out, provenance, settings, seeds, per_seed, seed_rows, runs, first)
+
+
+def combine(parts: list[Path], out: Path) -> None:
+    """One result from several processes' results (same settings, other seeds); each part's
+    commit is kept."""
+    loaded = [json.loads(p.read_text()) for p in parts]
+    if any(part["settings_per_run"] != loaded[0]["settings_per_run"] for part in loaded):
+        raise SystemExit(f"the settings differ between {', '.join(map(str, parts))}")
+    runs = {int(seed): r for part in loaded for seed, r in part["runs"].items()}
+    seed_rows = [row for part in loaded for row in part["per_seed_rows"]]
+    seeds = sorted(runs)
+    per_seed = [{row["run"]: row for row in seed_rows if row["seed"] == seed} for seed in seeds]
+    provenance = {"host": loaded[0]["host"],
+                  "parts": [{k: part[k] for k in ("commit", "streaming_files_modified", "command",
+                                                  "seeds_done")} for part in loaded]}
+    _write(out, provenance, loaded[0]["settings_per_run"], seeds, per_seed, seed_rows, runs,
+           runs[seeds[0]])
 
 
 def _write(out: Path, provenance: dict, settings: dict, seeds: list[int], per_seed: list[dict],

@@ -39,6 +39,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="K Adam iterations per update (the paper's 20; fewer only to go "
                              "faster, e.g. smoke runs)")
     parser.add_argument("--batch-size", type=int, help="frames per training mini-batch")
+    parser.add_argument("--lr", type=float, help="the server's Adam learning rate (the paper's "
+                        "1e-3)")
     parser.add_argument("--value-coding", choices=("f16", "q8", "f32"))
     parser.add_argument("--uplink", choices=("h264", "jpeg"), help="uplink frame coding")
     parser.add_argument("--link-mbps", type=float,
@@ -60,6 +62,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
         "time_scale": "time_scale", "iterations": "iterations", "batch_size": "batch_size",
+        "lr": "lr",
         "value_coding": "value_coding", "uplink": "uplink_codec", "link_mbps": "link_mbps",
         "server_speedup": "server_speedup", "max_frames": "max_frames_per_clip",
         "pretrain_iterations": "pretrain_iterations", "seed": "seed",
