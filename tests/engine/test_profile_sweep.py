@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import tiny_models
 from mobdistill.cli import main
 from mobdistill.errors import UsageError
 from mobdistill.export.manifest import Manifest
@@ -55,10 +55,15 @@ def test_profile_cli_bad_artifact_exits_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_sweep_exports_each_queue_length_and_pools_rounds(engine_binary, tmp_path, capsys):
-    """Two real tiny MobileVOS exports (Q=1, Q=2), profiled in two interleaved rounds; stdout
-    holds only the JSON (the converters' chatter must not reach it)."""
+def test_sweep_exports_each_queue_length_and_pools_rounds(engine_binary, tiny_export, tmp_path,
+                                                          capsys):
+    """Real tiny MobileVOS exports for Q=1 and Q=2, profiled in two interleaved rounds; stdout
+    holds only the JSON (the converters' chatter must not reach it). Q=2 is the suite's shared
+    tiny export, placed where the sweep looks for earlier exports (reused, as a second sweep
+    reuses); Q=1 is converted here."""
     out = tmp_path / "sweep"
+    shared = tiny_export("mobilevos").manifest_path.parent
+    shutil.copytree(shared, out / "export" / "mobilevos-q2-tiny")
     code = main(["sweep", "--model", "mobilevos", "--tiny", "--queue-lengths", "1,2",
                  "--num_runs", "3", "--warmup_runs", "0", "--rounds", "2", "--out", str(out),
                  "--json"])
@@ -78,6 +83,7 @@ def test_sweep_exports_each_queue_length_and_pools_rounds(engine_binary, tmp_pat
         assert len(pooled) == 6
         assert np.isclose(point["p50_ms"], np.percentile(pooled, 50), rtol=1e-6)
         assert np.isclose(point["p90_ms"], np.percentile(pooled, 90), rtol=1e-6)
+    assert Path(result["points"][0]["manifest"]).parent == out / "export" / "mobilevos-q1-tiny"
     assert (out / "sweep.csv").is_file() and (out / "sweep.png").is_file()
 
 
