@@ -6,8 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from mobdistill.cli.options import (add_device_options, add_engine_options, engine_options,
-                                    open_device)
+from mobdistill.cli.options import (
+    add_device_options,
+    add_engine_options,
+    engine_options,
+    open_device,
+)
 
 DEFAULT_OUT = Path("out/profile")
 
