@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=Path("out/bench-streaming"))
+    parser.add_argument("--runs", help="comma-separated subset of: "
+                        + ", ".join(name for name, _ in RUNS) + " (default: all)")
     parser.add_argument("--combine", type=Path, nargs="+",
                         help="merge the streaming.json of runs over other seeds into --out")
     args = parser.parse_args()
@@ -139,6 +141,7 @@ def main() -> None:
                         batch_size=args.batch_size, lr=args.lr, time_scale=args.time_scale)
     teacher = get_teacher(base.teacher)
     seeds = [int(x) for x in args.seeds.split(",")]
+    chosen = args.runs.split(",") if args.runs else [name for name, _ in RUNS]
     provenance = {"host": platform.node(), **_commit(),
                   "command": "benchmarks/streaming.py " + " ".join(
                       f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
@@ -153,6 +156,8 @@ def main() -> None:
         per_seed.append(rows)
         runs[seed] = {}
         for name, overrides in RUNS:
+            if name not in chosen:
+                continue
             started = time.perf_counter()
             r = run_stream(replace(base, scheme=name.split("-q8")[0], seed=seed, **overrides),
                            out_dir=args.work / f"s{seed}" / name, teacher=teacher)
@@ -170,20 +175,24 @@ def main() -> None:
 
 
 def combine(parts: list[Path], out: Path) -> None:
-    """One result from several processes' results (same settings, other seeds); each part's
-    commit is kept."""
+    """One result from several processes' results (other seeds or other runs, the same settings
+    for the same run); each part's commit and command are kept."""
     loaded = [json.loads(p.read_text()) for p in parts]
-    if any(part["settings_per_run"] != loaded[0]["settings_per_run"] for part in loaded):
-        raise SystemExit(f"the settings differ between {', '.join(map(str, parts))}")
-    runs = {int(seed): r for part in loaded for seed, r in part["runs"].items()}
+    settings: dict = {}
+    runs: dict[int, dict] = {}
+    for part in loaded:
+        for name, value in part["settings_per_run"].items():
+            if settings.setdefault(name, value) != value:
+                raise SystemExit(f"the settings of {name} differ between the parts")
+        for seed, by_name in part["runs"].items():
+            runs.setdefault(int(seed), {}).update(by_name)
     seed_rows = [row for part in loaded for row in part["per_seed_rows"]]
     seeds = sorted(runs)
     per_seed = [{row["run"]: row for row in seed_rows if row["seed"] == seed} for seed in seeds]
     provenance = {"host": loaded[0]["host"],
-                  "parts": [{k: part[k] for k in ("commit", "streaming_files_modified", "command",
-                                                  "seeds_done")} for part in loaded]}
-    _write(out, provenance, loaded[0]["settings_per_run"], seeds, per_seed, seed_rows, runs,
-           runs[seeds[0]])
+                  "parts": [{k: part[k] for k in ("commit", "streaming_files_modified", "command")}
+                            for part in loaded]}
+    _write(out, provenance, settings, seeds, per_seed, seed_rows, runs, runs[seeds[0]])
 
 
 def _write(out: Path, provenance: dict, settings: dict, seeds: list[int], per_seed: list[dict],

@@ -5,7 +5,8 @@ T_update; the server labels what it received, re-evaluates ASR and ATR every δt
 every upload (`server.Session`). JIT: each teacher frame (t ≡ 0 mod δ, real frames) goes up
 alone; a frame the server trained on yields a sparse packet (`server.JitDistiller`).
 A packet is ready at *its event time (or when the busy server frees up) + uplink transfer +
-measured training time / server_speedup*. All packets are cumulative (each applies to the
+measured training cost / server_speedup*; the cost is the CPU seconds the training took (all
+threads of this process), so other jobs on the host do not delay packets. All packets are cumulative (each applies to the
 device's current model), so none may be skipped: `deliver` sends them in order, back to back
 when a link cap is set, and marks those that arrive after the stream's end ``late``.
 """
@@ -48,7 +49,7 @@ class PlannedUpdate:
     values: int
     boundary_s: float
     ready_s: float
-    train_wall_s: float
+    train_cpu_s: float
     loss_before: float | None = None
     loss_after: float | None = None
     status: str = "pending"  # delivered | late (arrives after the stream ended)
@@ -138,15 +139,15 @@ def simulate_ams(stream: Stream, student: torch.nn.Module,
         if not session.buffer.items:
             continue
         begin = max(now + _transfer_s(chunk.num_bytes, config.link_mbps), server_free)
-        wall = time.perf_counter()
+        cpu = time.process_time()
         result = session.train_phase(now)
-        wall = time.perf_counter() - wall
-        server_free = begin + wall / config.server_speedup
+        cpu = time.process_time() - cpu
+        server_free = begin + cpu / config.server_speedup
         planned.append(PlannedUpdate(result.sequence, result.packet, result.num_changed, now,
-                                     server_free, wall, result.loss_before, result.loss_after))
-        log.info("ams update %d at %.2fs: %d values, %d B, train %.1fs wall, rate %.2f fps, "
+                                     server_free, cpu, result.loss_before, result.loss_after))
+        log.info("ams update %d at %.2fs: %d values, %d B, train %.1f CPU-s, rate %.2f fps, "
                  "T_update %.2fs", result.sequence, now, result.num_changed, len(result.packet),
-                 wall, rates.rate_fps, rates.update_interval_s)
+                 cpu, rates.rate_fps, rates.update_interval_s)
         if config.scheme == "one-time":
             break
     return planned
@@ -172,17 +173,17 @@ def simulate_jit(stream: Stream, student: torch.nn.Module,
         distiller.index = i  # frames in between run on the device only
         begin = max(float(stream.times_s[i]) + _transfer_s(chunk.num_bytes, config.link_mbps),
                     server_free)
-        wall = time.perf_counter()
+        cpu = time.process_time()
         step = distiller.step(chunk.decoded[0])
         if step.delta:
             packet, patches = encoder.encode(step.delta)
             encoder.mirror(distiller.params, patches)
-        wall = time.perf_counter() - wall
-        server_free = begin + wall / config.server_speedup
+        cpu = time.process_time() - cpu
+        server_free = begin + cpu / config.server_speedup
         if step.delta:
             planned.append(PlannedUpdate(encoder.sequence, packet,
                                          sum(len(idx) for idx, _ in step.delta.values()),
-                                         float(stream.times_s[i]), server_free, wall))
+                                         float(stream.times_s[i]), server_free, cpu))
     log.info("jit: %d teacher frames, %d packets", distiller.teacher_frames, len(planned))
     return planned
 
