@@ -13,7 +13,6 @@ device, the engine's ``swapped_frame`` the first frame on the new model; ``ready
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -93,13 +92,14 @@ def serve_arguments(config: StreamConfig, cache: Path) -> list[str]:
     return args
 
 
-def start_server(extra: list[str], state_dir: Path, *, env: dict[str, str] | None = None,
+def start_server(extra: list[str], state_dir: Path, *, port: int = 0,
                  timeout_s: float = SERVER_START_S) -> ServerProcess:
-    """Starts `mobdistill serve --json --port 0` and waits for its ``listening`` line."""
-    command = [sys.executable, "-m", "mobdistill.cli", "serve", "--json", "--port", "0",
+    """Starts `mobdistill serve --json` (any free port unless given) and waits for its
+    ``listening`` line."""
+    command = [sys.executable, "-c", "import sys; from mobdistill.cli import main; "
+               "sys.exit(main(sys.argv[1:]))", "serve", "--json", "--port", str(port),
                "--state-dir", str(state_dir), *extra]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     assert process.stdout is not None

@@ -70,12 +70,12 @@ def build_result(config: StreamConfig, stream: Stream, scores: Scores,
         uplink={"codec": config.uplink_codec, "bytes": link.bytes, "frames": link.frames,
                 "chunks": link.chunks,
                 "kbit_s": round(link.bytes * 8 / stream.duration_s / 1e3, 2)},
-        downlink=_downlink(config, stream, planned, events),
+        downlink=downlink_summary(config, stream, planned, events),
         updates=[_update_row(p, _event_for(events, p.sequence)) for p in planned],
         latency=_latency(records, events), out_dir=str(out), timings_s=timings)
 
 
-def _downlink(config: StreamConfig, stream: Stream, planned: list[PlannedUpdate],
+def downlink_summary(config: StreamConfig, stream: Stream, planned: list[PlannedUpdate],
               events: list[UpdateEvent]) -> dict[str, Any]:
     """Bytes of the packets that arrived in time. kbit/s on the stream clock and on the paper's:
     AMS's T_update is scaled by time_scale, so its rate is too; JIT's δ counts real frames, so its

@@ -6,9 +6,10 @@ every upload (`server.Session`). JIT: each teacher frame (t ≡ 0 mod δ, real f
 alone; a frame the server trained on yields a sparse packet (`server.JitDistiller`).
 A packet is ready at *its event time (or when the busy server frees up) + uplink transfer +
 measured training cost / server_speedup*; the cost is the CPU seconds the training took (all
-threads of this process), so other jobs on the host do not delay packets. All packets are cumulative (each applies to the
-device's current model), so none may be skipped: `deliver` sends them in order, back to back
-when a link cap is set, and marks those that arrive after the stream's end ``late``.
+threads of this process), so other jobs on the host do not delay packets. All packets are
+cumulative (each applies to the device's current model), so none may be skipped: `deliver` sends
+them in order, back to back when a link cap is set, and marks those that arrive after the
+stream's end ``late``.
 """
 
 from __future__ import annotations

@@ -7,16 +7,17 @@ import math
 
 import numpy as np
 import torch
-from small_student import manifest, student, teacher
 
 from mobdistill.contract import wire
 from mobdistill.experiments.clips import Stream
 from mobdistill.experiments.config import StreamConfig
-from mobdistill.experiments.report import _downlink
+from mobdistill.experiments.report import downlink_summary
 from mobdistill.experiments.simulate import Uplink, deliver, simulate_jit
 from mobdistill.server.jit import JitConfig, JitDistiller
 from mobdistill.server.session import UpdateCredentials
 from mobdistill.server.teachers import CallableTeacher
+
+from small_student import manifest, student, teacher
 
 
 def _frames(n: int, size: tuple[int, int] = (8, 8)) -> list[np.ndarray]:
@@ -82,8 +83,8 @@ def test_jit_sends_sparse_cumulative_packets_on_the_frame_clock() -> None:
     # δ counts real frames: the AMS time scale changes neither the teacher frames nor the rate
     _, _, config_1, _, planned_1 = _jit_run(time_scale=1.0)
     assert [p.boundary_s for p in planned_1] == [p.boundary_s for p in planned]
-    down = _downlink(config, stream, planned, [])
+    down = downlink_summary(config, stream, planned, [])
     assert down["kbit_s"] > 0 and down["kbit_s_paper_clock"] == down["kbit_s"]
-    assert _downlink(config_1, stream, planned, [])["kbit_s_paper_clock"] == down["kbit_s"]
-    ams = _downlink(StreamConfig(time_scale=0.2), stream, planned, [])
+    assert downlink_summary(config_1, stream, planned, [])["kbit_s_paper_clock"] == down["kbit_s"]
+    ams = downlink_summary(StreamConfig(time_scale=0.2), stream, planned, [])
     assert math.isclose(ams["kbit_s_paper_clock"], 0.2 * ams["kbit_s"], abs_tol=0.01)
