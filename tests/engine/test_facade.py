@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,8 @@ def test_facade_segment_update_stats(engine_binary, tiny_export, tmp_path):
     (tmp_path / "app-files").mkdir()
     (tmp_path / "request.json").write_text(json.dumps(request))
     # One CPU: the caller resumes before the update worker, which exposed a lost-swap deadlock.
-    one_cpu = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    first_allowed_cpu = str(min(os.sched_getaffinity(0)))  # CPU 0 may not be ours
+    one_cpu = ["taskset", "-c", first_allowed_cpu] if shutil.which("taskset") else []
     done = subprocess.run([*one_cpu, sys.executable, str(DRIVER), str(tmp_path / "request.json")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
