@@ -231,9 +231,10 @@ def _updates(rows: list[dict[str, Any]], packets: Path, frames: int,
     for row in rows:
         engine = row.get("engine") or {}
         packet = (packets / f"update-{row['sequence']:04d}.mdup").read_bytes()
+        boundary = row.get("boundary_s")  # None: a catch-up or resync (no training boundary)
         p = PlannedUpdate(row["sequence"], packet, row.get("values") or 0,
-                          row.get("boundary_s") if row.get("boundary_s") is not None
-                          else row["arrival_s"], row["arrival_s"], row.get("train_wall_s") or 0.0,
+                          float(row["arrival_s"] if boundary is None else boundary),
+                          row["arrival_s"], row.get("train_wall_s") or 0.0,
                           row.get("loss_before"), row.get("loss_after"),
                           "delivered" if row["arrival_frame"] < frames else "late",
                           row["arrival_s"], row["arrival_s"], row["arrival_frame"])

@@ -67,7 +67,7 @@ class FacadeEngine:
     def __init__(self, manifest: Path, *, update_key: bytes | None, device_id: bytes,
                  insecure_updates: bool = False, state_file: Path | None = None,
                  num_threads: int = 1, library: Path | None = None) -> None:
-        self._lib = ctypes.CDLL(str(library or facade_library()))
+        self._lib = ctypes.CDLL(str(library or facade_library(build=False)))
         self._declare()
         self._keep = (str(manifest).encode(), str(runtime_library()).encode(), update_key,
                       device_id, str(state_file).encode() if state_file else None)
@@ -79,7 +79,7 @@ class FacadeEngine:
         if self._lib.md_engine_create(ctypes.byref(options), ctypes.byref(handle), error,
                                       _ERROR_BYTES) != 0:
             raise EngineError(f"engine facade: {error.value.decode(errors='replace')}")
-        self._handle = handle
+        self._handle: ctypes.c_void_p | None = handle
         self._closing = threading.Lock()
         info = _Info()
         self._lib.md_engine_info(self._handle, ctypes.byref(info))

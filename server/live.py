@@ -332,6 +332,7 @@ class LiveServer:
 
     async def _next_message(self, c: Connection, *tasks: asyncio.Future) -> Message:
         receive = asyncio.ensure_future(c.receive(self.options.read_timeout_s))
+        receive.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen, not lost
         closed = asyncio.ensure_future(c.closed.wait())
         done, _ = await asyncio.wait([receive, closed, *tasks],
                                      return_when=asyncio.FIRST_COMPLETED)

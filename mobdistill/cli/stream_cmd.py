@@ -55,6 +55,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure-updates", action="store_true",
                         help="send unauthenticated packets and let the engine accept them "
                              "(default: a fresh per-run key and device id)")
+    parser.add_argument("--live", action="store_true",
+                        help="AMS against a live `mobdistill serve` process, the host client "
+                             "playing the clips in real time through the engine's facade "
+                             "(docs/protocol.md); same JSON plus a `live` section")
     parser.add_argument("--out", type=Path, default=Path("out/stream"), help="packets, logs, JSON")
     parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     parser.set_defaults(func=run)
@@ -91,9 +95,17 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from mobdistill.experiments.stream import run_stream
 
-    result = run_stream(config_from_args(args), out_dir=args.out)
+    extra = {}
+    if args.live:
+        from mobdistill.experiments.live import run_live
+
+        if args.scheme != "ams":
+            raise UsageError("--live runs AMS only (--scheme ams)")
+        result, extra["live"] = run_live(config_from_args(args), out_dir=args.out)
+    else:
+        result = run_stream(config_from_args(args), out_dir=args.out)
     if args.json:
-        print(json.dumps(asdict(result), indent=1))
+        print(json.dumps({**asdict(result), **extra}, indent=1))
     else:
         down = result.downlink
         print(f"{result.scheme}: mIoU vs teacher {result.miou_with_background['mean']:.4f} "

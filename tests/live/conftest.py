@@ -1,0 +1,117 @@
+"""Live tests: the real `mobdistill serve` process, the real host client (engine through its C
+facade) over loopback, a tiny student exported once per session, the selfie teacher fetched by
+set-up (`make teacher`; tests use no network)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mobdistill.experiments.clips import resolve_clip
+from mobdistill.experiments.config import StreamConfig
+from mobdistill.experiments.live import ServerProcess, client_command, serve_arguments, start_server
+from mobdistill.server.live_store import DeviceRegistry
+
+# Training fast enough for a loaded 2-core host: K = 5 on a width-16 student, T_update 0.5 s.
+TINY = StreamConfig(videos=("carphone_pristine.mp4",), max_frames_per_clip=90,
+                    resolution=(64, 128), aspp_channels=16, iterations=5, batch_size=2,
+                    t_update_s=0.5, lr=1e-2, pretrain_iterations=2, num_threads=1,
+                    uplink_codec="jpeg")
+
+
+@pytest.fixture(scope="session")
+def selfie_model() -> Path:
+    from mobdistill.server import teachers
+
+    path = teachers.cache_dir() / "selfie_segmentation.tflite"
+    if not path.is_file():
+        pytest.fail(f"the selfie teacher is not in {path.parent}: run `make teacher`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def live_student(tmp_path_factory, selfie_model) -> tuple[Path, Path]:
+    """(student cache folder, manifest) of the tiny starting point, made once; the host engine
+    (with its facade library) built."""
+    from mobdistill.experiments.student import prepare_student
+    from mobdistill.runtime.facade import facade_library
+    from mobdistill.server.teachers import load_teacher
+
+    facade_library()
+    cache = tmp_path_factory.mktemp("live-students")
+    teacher = load_teacher(TINY.teacher, class_names=TINY.teacher_classes)
+    _, manifest = prepare_student(TINY, teacher, cache=cache)
+    return cache, Path(manifest)
+
+
+@pytest.fixture()
+def live(live_student, tmp_path) -> "Live":
+    return Live(*live_student, tmp_path)
+
+
+@dataclass
+class Device:
+    device_id: bytes
+    key_file: Path
+
+
+@dataclass
+class Live:
+    cache: Path
+    manifest: Path
+    tmp: Path
+
+    def server(self, state_dir: Path, *extra: str, port: int = 0) -> ServerProcess:
+        return start_server([*serve_arguments(TINY, self.cache), *extra], state_dir, port=port,
+                            timeout_s=180)
+
+    def enrol(self, state_dir: Path, name: str = "phone") -> Device:
+        entry = DeviceRegistry(state_dir / "devices.json").enroll(name)
+        key_file = self.tmp / f"{name}.key"
+        key_file.write_bytes(entry.key)
+        key_file.chmod(0o600)
+        return Device(entry.device_id, key_file)
+
+    def client(self, port: int, device: Device, out: Path, *extra: str,
+               videos: tuple[str, ...] = ("carphone_pristine.mp4",),
+               max_frames: int | None = 90) -> subprocess.Popen:
+        config = StreamConfig(**{**TINY.__dict__, "max_frames_per_clip": max_frames})
+        command = client_command(port, self.manifest, [resolve_clip(v) for v in videos],
+                                 device.device_id, device.key_file, out, config)
+        return subprocess.Popen([*command, *extra], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout_s: float = 90) -> dict:
+    """Waits for a client; its client.json."""
+    out, err = process.communicate(timeout=timeout_s)
+    assert process.returncode == 0, err[-3000:]
+    out_dir = Path(process.args[process.args.index("--out") + 1])
+    return json.loads((out_dir / "client.json").read_text())
+
+
+def applied(summary: dict) -> list[dict]:
+    return [u for u in summary["updates"] if (u["engine"] or {}).get("status") == "applied"]
+
+
+def wait_for(server: ServerProcess, event: str, timeout_s: float = 60, **match) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for e in list(server.events):
+            if e["event"] == event and all(e.get(k) == v for k, v in match.items()):
+                return e
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} {match} from the server in {timeout_s} s: "
+                         f"{server.events[-5:]}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
