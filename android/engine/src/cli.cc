@@ -5,7 +5,7 @@
 #include "device_sensors.h"
 #include "params.h"
 #include "runner.h"
-#include "segmentation_runner.h"
+#include "benchmark_runner.h"
 
 namespace mobdistill {
 
@@ -23,7 +23,7 @@ int RunEngineCli(int argc, const char* const* argv, std::string* error) {
   if (s.ok()) s = jsonl.Open(params.jsonl);
   DeviceSensors sensors;  // outlives the runner that samples it
   if (s.ok()) {
-    SegmentationRunner runner(params);
+    BenchmarkRunner runner(params);
     if (params.record_sensors) {
       sensors.Discover(params.sysfs_root);
       runner.SetSensors(&sensors);

@@ -7,7 +7,7 @@
 
 namespace mobdistill {
 
-// Parses flags, runs SegmentationRunner with the log, JSONL and summary listeners. Returns the
+// Parses flags, runs BenchmarkRunner with the log, JSONL and summary listeners. Returns the
 // exit code (0 ok, 1 error) and, on error, the one-line message in *error.
 int RunEngineCli(int argc, const char* const* argv, std::string* error);
 

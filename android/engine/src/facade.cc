@@ -1,4 +1,4 @@
-// engine_facade.h (the C API the JNI bridge calls) over SegmentationRunner. Plain C at the
+// engine_facade.h (the C API the JNI bridge calls) over AppSegmenter. Plain C at the
 // boundary: no exception crosses it, every error is a return code plus the Status text.
 #include "mobdistill_engine/engine_facade.h"
 
@@ -15,11 +15,11 @@
 
 #include "cli.h"
 #include "params.h"
-#include "segmentation_runner.h"
+#include "app_segmenter.h"
 #include "stats.h"
 
 struct MdEngine {
-  std::unique_ptr<mobdistill::SegmentationRunner> runner;
+  std::unique_ptr<mobdistill::AppSegmenter> segmenter;
   MdModelInfo info{};
   std::string delegate_used;
   std::mutex stats_mu;
@@ -75,7 +75,7 @@ int32_t md_engine_create(const MdEngineOptions* options, MdEngine** out, char* e
     return 1;
   }
   std::unique_ptr<MdEngine> engine(new MdEngine());
-  engine->runner.reset(new mobdistill::SegmentationRunner(params));
+  engine->segmenter.reset(new mobdistill::AppSegmenter());
   mobdistill::UpdateSecurity security;
   if (options->update_key != nullptr && options->update_key_size > 0) {
     security.hmac_key.assign(options->update_key, options->update_key + options->update_key_size);
@@ -85,15 +85,15 @@ int32_t md_engine_create(const MdEngineOptions* options, MdEngine** out, char* e
   }
   security.insecure = options->insecure_updates != 0;
   if (options->update_state_file != nullptr) security.state_file = options->update_state_file;
-  mobdistill::Status s = engine->runner->Open(std::move(security));
+  mobdistill::Status s = engine->segmenter->Open(params, std::move(security));
   if (!s.ok()) {
     SetText(error, error_size, s.message());
     return 1;
   }
-  const mobdistill::Manifest& m = engine->runner->manifest();
+  const mobdistill::Manifest& m = engine->segmenter->manifest();
   engine->info = MdModelInfo{m.height, m.width, m.num_classes,
                              m.has_memory ? m.memory.queue_length : 0};
-  engine->delegate_used = engine->runner->delegate_used();
+  engine->delegate_used = engine->segmenter->delegate_used();
   *out = engine.release();
   return 0;
 }
@@ -111,7 +111,7 @@ const char* md_engine_delegate_used(const MdEngine* engine) {
 }
 
 void md_engine_reset(MdEngine* engine) {
-  if (engine != nullptr) engine->runner->ResetVideo();
+  if (engine != nullptr) engine->segmenter->ResetVideo();
 }
 
 int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
@@ -121,7 +121,7 @@ int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stri
     return 1;
   }
   mobdistill::FrameRecord record;
-  mobdistill::Status s = engine->runner->ProcessFrame(rgb, row_stride, mask, &record);
+  mobdistill::Status s = engine->segmenter->ProcessFrame(rgb, row_stride, mask, &record);
   if (!s.ok()) {
     SetText(error, error_size, s.message());
     return 1;
@@ -141,7 +141,7 @@ int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t p
     return -1;
   }
   mobdistill::UpdateRecord record;
-  mobdistill::Status s = engine->runner->ApplyUpdateNow(
+  mobdistill::Status s = engine->segmenter->ApplyUpdateNow(
       std::vector<uint8_t>(packet, packet + packet_size), &record);
   if (!s.ok()) {
     SetText(result_json, result_size, s.message());
@@ -163,9 +163,9 @@ int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size) {
                    {"p90_us", st.p90_us}, {"p99_us", st.p99_us}, {"max_us", st.max_us},
                    {"mean_us", st.mean_us}};
   }
-  j["model_version"] = engine->runner->model_version();
+  j["model_version"] = engine->segmenter->model_version();
   j["delegate_used"] = engine->delegate_used;
-  const mobdistill::UpdateTotals totals = engine->runner->update_totals();
+  const mobdistill::UpdateTotals totals = engine->segmenter->update_totals();
   nlohmann::json reasons = nlohmann::json::object();
   for (const auto& reason : totals.rejected_by_reason) reasons[reason.first] = reason.second;
   j["updates"] = {{"received", totals.received},

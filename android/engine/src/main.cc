@@ -1,4 +1,4 @@
-// mobdistill-engine: benchmark_model-style CLI over SegmentationRunner. Turns the Status into an
+// mobdistill-engine: benchmark_model-style CLI over BenchmarkRunner. Turns the Status into an
 // exit code and a one-line message on stderr; everything else lives in the core library.
 #include <cstdio>
 #include <string>

@@ -145,13 +145,13 @@ Results::Results(RunInfo info, std::vector<FrameRecord> frames, std::vector<Swap
   warmup_avg_us_ = ComputeStats(warm).mean_us;
 }
 
-Status Runner::RunTimedStages(FrameRecord* record) {
+Status RunTimedStages(FrameStages* stages, FrameRecord* record) {
   const auto t0 = Clock::now();
-  MD_RETURN_IF_ERROR(Preprocess());
+  MD_RETURN_IF_ERROR(stages->Preprocess());
   const auto t1 = Clock::now();
-  MD_RETURN_IF_ERROR(RunImpl());
+  MD_RETURN_IF_ERROR(stages->RunImpl());
   const auto t2 = Clock::now();
-  MD_RETURN_IF_ERROR(Postprocess());
+  MD_RETURN_IF_ERROR(stages->Postprocess());
   const auto t3 = Clock::now();
   record->preprocess_us = Us(t0, t1);
   record->invoke_us = Us(t1, t2);
@@ -173,7 +173,7 @@ Status Runner::Run() {
     rec.run = run;
     rec.phase = run < warmup_runs_ ? Phase::kWarmup : Phase::kMeasure;
     MD_RETURN_IF_ERROR(BeforeRun(run, &rec));
-    MD_RETURN_IF_ERROR(RunTimedStages(&rec));
+    MD_RETURN_IF_ERROR(RunTimedStages(this, &rec));
     if (sample) {  // after the timestamps: never inside a timed stage
       const auto started = Clock::now();
       sensors_->Sample(&rec.sensors);

@@ -1,6 +1,6 @@
 // The run loop, kept apart from reporting (benchmark_model's design):
 //  * Runner::Run() is a template method: Init → PrepareInputs → warmup runs → measured runs.
-//    Per run: FetchInput (untimed) → Preprocess → RunImpl → Postprocess → AfterRun (untimed).
+//    Per run: BeforeRun (untimed) → Preprocess → RunImpl → Postprocess → AfterRun (untimed)
 //    Only RunImpl (the Invoke) sits between the invoke timestamps.
 //  * Listeners observe; they never change the run. Results are immutable once built.
 #ifndef MOBDISTILL_ENGINE_RUNNER_H_
@@ -140,7 +140,20 @@ class SummaryWriter : public Listener {
   Status status_;
 };
 
-class Runner {
+// The three timed stages of one frame. Runner::Run times them for the benchmark; frame-at-a-time
+// callers (the app facade) time the same stages with RunTimedStages.
+class FrameStages {
+ public:
+  virtual ~FrameStages() = default;
+  virtual Status Preprocess() = 0;
+  virtual Status RunImpl() = 0;  // the only code between the invoke timestamps
+  virtual Status Postprocess() = 0;
+};
+
+// Preprocess, RunImpl, Postprocess, each timed into `record`.
+Status RunTimedStages(FrameStages* stages, FrameRecord* record);
+
+class Runner : public FrameStages {
  public:
   Runner(int32_t warmup_runs, int32_t num_runs, double run_delay_s)
       : warmup_runs_(warmup_runs), num_runs_(num_runs), run_delay_s_(run_delay_s) {}
@@ -155,9 +168,6 @@ class Runner {
   virtual Status Init() = 0;
   virtual Status PrepareInputs() = 0;
   virtual Status BeforeRun(int64_t run, FrameRecord* record) = 0;  // untimed: swaps, I/O
-  virtual Status Preprocess() = 0;
-  virtual Status RunImpl() = 0;  // the only code between the invoke timestamps
-  virtual Status Postprocess() = 0;
   virtual Status AfterRun(int64_t run) = 0;  // untimed: dumps, swap triggers
   virtual RunInfo Info() const = 0;
   virtual std::vector<SwapRecord> Swaps() const { return {}; }
@@ -166,9 +176,6 @@ class Runner {
   virtual Status Finish(int64_t /*runs*/) { return Status::Ok(); }
   void NotifySwap(const SwapRecord& s);
   void NotifyUpdate(const UpdateRecord& u);
-  // Preprocess, RunImpl, Postprocess, each timed into `record`: the one timed sequence shared
-  // by Run() and frame-at-a-time callers (the app facade).
-  Status RunTimedStages(FrameRecord* record);
 
  private:
   int32_t warmup_runs_, num_runs_;

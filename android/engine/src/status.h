@@ -12,15 +12,23 @@ class Status {
  public:
   Status() = default;  // ok
   static Status Ok() { return Status(); }
-  static Status Error(std::string message) { return Status(std::move(message)); }
+  // `reason`: a stable name for programs ("bad_hmac", "replay", ...), empty when a message is
+  // all there is. The update library's failures keep their status name here (see
+  // update_manager.cc), so UpdateRecord.reason and Python's UpdateError.status read the same.
+  static Status Error(std::string message, std::string reason = "") {
+    return Status(std::move(message), std::move(reason));
+  }
 
   bool ok() const { return !failed_; }
   const std::string& message() const { return message_; }
+  const std::string& reason() const { return reason_; }
 
  private:
-  explicit Status(std::string message) : failed_(true), message_(std::move(message)) {}
+  Status(std::string message, std::string reason)
+      : failed_(true), message_(std::move(message)), reason_(std::move(reason)) {}
   bool failed_ = false;
   std::string message_;
+  std::string reason_;
 };
 
 }  // namespace mobdistill

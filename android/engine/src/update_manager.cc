@@ -21,6 +21,13 @@ double Us(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
 }
 
+// The one boundary with the update library's own status type: the engine carries its failures
+// as the engine's Status, with the library's stable status name as the reason.
+Status FromUpdateLibrary(const update::Status& status) {
+  if (status.ok()) return Status::Ok();
+  return Status::Error(status.message, update::StatusCodeName(status.code));
+}
+
 UpdateRecord Pending(const IncomingPacket& p) {
   UpdateRecord r;
   r.source = p.source;
@@ -180,13 +187,15 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   options.allow_unauthenticated = config_.insecure;
   options.last_sequence = last_sequence_;
   options.limits = update::DecodeLimits::ForTable(config_.table);
-  update::Status s = update::DecodeUpdatePacket(p->bytes.data(), p->bytes.size(), options, &packet);
+  Status s = FromUpdateLibrary(
+      update::DecodeUpdatePacket(p->bytes.data(), p->bytes.size(), options, &packet));
   const auto t1 = Clock::now();
   r.decode_us = Us(t0, t1);
   if (!s.ok()) {
-    r.reason = update::StatusCodeName(s.code);
-    r.message = s.message;
-    if (s.code == update::StatusCode::kReplay && p->bytes.size() >= 64) {
+    r.reason = s.reason();
+    r.message = s.message();
+    if (s.reason() == update::StatusCodeName(update::StatusCode::kReplay) &&
+        p->bytes.size() >= 64) {
       // Every other check passed: the header's sequence (bytes 56..63) is genuine.
       r.has_sequence = true;
       for (int k = 7; k >= 0; --k) r.sequence = (r.sequence << 8) | p->bytes[56 + size_t(k)];
@@ -209,11 +218,11 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   // currently deployed bytes (docs/wire-format.md, "Modes").
   std::vector<uint8_t> next =
       packet.mode == update::Mode::kCumulative ? current_ : config_.base;
-  s = update::ApplyPatches(&next, config_.table, packet);
+  s = FromUpdateLibrary(update::ApplyPatches(&next, config_.table, packet));
   r.patch_us = Us(t1, Clock::now());
   if (!s.ok()) {
-    r.reason = update::StatusCodeName(s.code);
-    r.message = s.message;
+    r.reason = s.reason();
+    r.message = s.message();
     return r;
   }
   std::vector<uint8_t> keep = next;  // the deployed bytes if this build succeeds (untimed)
