@@ -23,14 +23,14 @@ RESULT_FIELDS = {"scheme", "settings", "frames", "duration_s", "miou_with_backgr
                  "miou_foreground", "uplink", "downlink", "updates", "latency", "out_dir",
                  "timings_s"}
 # A clip and budget where AMS's gain over no adaptation is large (5 phases of K=5 at Adam lr 1e-2:
-# with the paper's 1e-3 this tiny budget left seed 2 at exactly the none score). Margins measured
-# over 5 seeds with these arguments: test_ams_improves_on_no_adaptation.
+# with the paper's 1e-3 this tiny budget left seed 2 at exactly the none score).
 TINY = ["--video", "carphone_pristine.mp4", "--max-frames", "60", "--resolution", "64x128",
         "--tiny", "--iterations", "5", "--batch-size", "2", "--lr", "1e-2", "--t-update", "0.4",
         "--server-speedup", "1000", "--pretrain-iterations", "2", "--realtime"]
-# AMS − none, mIoU with background, TINY, per seed (none: 0.285 on every seed, the tiny start
-# predicts background everywhere; AMS foreground mIoU 0.22-0.30 vs none's 0.0).
-MARGINS = {0: 0.171, 1: 0.175, 2: 0.140}
+# AMS − none, mIoU with background, TINY, per seed (none: 0.285 on seeds 0-2, whose tiny start
+# predicts background everywhere, 0.215 on seed 4). Seed 3 was not measured: the shared host ran
+# out of time before the deadline.
+MARGINS = {0: 0.171, 1: 0.175, 2: 0.140, 4: 0.202}
 MIN_GAIN = min(MARGINS.values()) / 2
 
 
