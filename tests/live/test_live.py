@@ -230,6 +230,7 @@ def test_tls(live, tmp_path):
     _no_rejections(summary)
 
 
+@pytest.mark.slow  # ~30-70 s here; benchmarks/live_vs_simulated.py runs the same path
 def test_stream_live_reports_what_the_simulation_reports(live_student, tmp_path, capsys,
                                                           monkeypatch):
     """`mobdistill stream --live`: the simulated stream's JSON fields, from a live run."""
