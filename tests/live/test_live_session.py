@@ -122,3 +122,48 @@ def test_protocol_refuses_oversized_and_unknown_frames_before_reading_them() -> 
     assert protocol.parse_header(kind, frame[9:9 + header_len]) == {"sequence": 3}
     with pytest.raises(protocol.ProtocolError):
         protocol.check_preface(b"GET / ")
+
+
+def test_trainer_serves_due_devices_round_robin() -> None:
+    """One trainer, several due devices: each in turn, starting after the one served last
+    (AMS §3), never two phases of one device at once."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mobdistill.server.live import RoundRobinTrainer
+
+    delivered: list[bytes] = []
+    running: set[bytes] = set()
+    lock = threading.Lock()
+
+    class Device:  # what the trainer touches of a LiveSession: its id and train()
+        def __init__(self, name: str) -> None:
+            self.device_id = name.encode()
+
+        def train(self, when: float):
+            with lock:
+                assert self.device_id not in running
+                running.add(self.device_id)
+            threading.Event().wait(0.02)
+            with lock:
+                running.discard(self.device_id)
+            return object(), 0.02
+
+    async def scenario() -> None:
+        a, b, c = Device("a"), Device("b"), Device("c")
+        trainer = RoundRobinTrainer(ThreadPoolExecutor(1), 1,
+                                    lambda live, result, when, wall: delivered.append(
+                                        live.device_id))
+        for device in (a, b, c):
+            trainer.request(device, 1.0)  # type: ignore[arg-type]
+        while len(delivered) < 3:
+            await asyncio.sleep(0.01)
+        trainer.request(c, 2.0)  # type: ignore[arg-type]
+        trainer.request(a, 2.0)  # type: ignore[arg-type]
+        while len(delivered) < 5:
+            await asyncio.sleep(0.01)
+        await trainer.stop()
+
+    asyncio.run(scenario())
+    assert delivered == [b"a", b"b", b"c", b"a", b"c"]
