@@ -167,3 +167,39 @@ def test_trainer_serves_due_devices_round_robin() -> None:
 
     asyncio.run(scenario())
     assert delivered == [b"a", b"b", b"c", b"a", b"c"]
+
+
+def test_a_device_that_does_not_read_is_dropped_not_buffered() -> None:
+    """Packets for a device that stops reading pile up only to the outgoing queue's bound (plus
+    what the kernel takes); then the server drops that connection."""
+    import asyncio
+    import socket
+
+    from mobdistill.server.live import Connection, ServeOptions
+
+    async def scenario() -> tuple[int, int, bool]:
+        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+        server = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)),
+                                            "127.0.0.1", 0)
+        device = socket.socket()
+        device.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        device.connect(server.sockets[0].getsockname())  # and never reads
+        reader, writer = await accepted
+        connection = Connection(reader, writer, ServeOptions(outgoing_queue=4,
+                                                             write_timeout_s=0.5))
+        writing = asyncio.ensure_future(connection.write_loop())
+        queued_max, sent = 0, 0
+        while not connection.closed.is_set() and sent < 500:
+            connection.send(protocol.Message(protocol.MessageType.UPDATE, {"sequence": sent},
+                                             bytes(1 << 20)))
+            sent += 1
+            queued_max = max(queued_max, connection.outgoing.qsize())
+            await asyncio.sleep(0.005)
+        writing.cancel()
+        device.close()
+        server.close()
+        return sent, queued_max, connection.closed.is_set()
+
+    sent, queued_max, closed = asyncio.run(scenario())
+    assert closed and queued_max <= 4
+    assert sent < 100  # 1 MiB packets: the queue and the kernel's buffers, not 500 MiB
