@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import ssl
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -413,10 +412,6 @@ class LiveServer:
 
 def serve(factory: SessionFactory, resolution: tuple[int, int], options: ServeOptions,
           as_json: bool) -> int:
-    status = StatusLog(as_json)
-    if not options.insecure and options.state_dir is None:
-        print("mobdistill serve: --state-dir is required (it holds devices.json, the enrolled "
-              "devices and their keys) unless --insecure-updates", file=sys.stderr)
-        return 2
-    asyncio.run(LiveServer(factory, resolution, options, status).run())
+    """Runs until SIGINT/SIGTERM; the caller checked that a secure server has a state folder."""
+    asyncio.run(LiveServer(factory, resolution, options, StatusLog(as_json)).run())
     return 0
