@@ -22,7 +22,9 @@ def test_live_end_to_end(live, tmp_path):
     models between frames, acks reach the server with the engine's timings."""
     state = tmp_path / "state"
     device = live.enrol(state)
-    server = live.server(state)
+    # Huge steps on every parameter: on a loaded host one phase may be all that lands, and it
+    # must move the masks visibly (the benchmark measures learning; this checks the plumbing).
+    server = live.server(state, "--lr", "0.5", "--gamma", "1.0")
     try:
         summary = finish(live.client(server.port, device, tmp_path / "device"))
     finally:
@@ -80,7 +82,7 @@ def _masks_are_the_patched_models(live, device, out, frames) -> None:
         return run(frame=picture[None].astype(np.float32))["logits"][0].argmax(-1)
 
     changed = 0
-    for k in range(0, 90, 3):
+    for k in range(90):
         version = frames[k]["model_version"]
         assert (masks[k] == litert(models[version], pictures[k])).mean() > 0.99, k
         if version:
@@ -102,7 +104,7 @@ def test_reconnect_catches_up_a_lost_packet(live, tmp_path):
     relay = LossyRelay(server.port, drop_update_sequence=2)
     try:
         summary = finish(live.client(relay.port, device, tmp_path / "device",
-                                     videos=("bikes.mp4",), max_frames=150))
+                                     videos=("bikes.mp4",), max_frames=None))
     finally:
         relay.close()
         server.stop()
