@@ -195,11 +195,28 @@ def combine(parts: list[Path], out: Path) -> None:
     _write(out, provenance, settings, seeds, per_seed, seed_rows, runs, runs[seeds[0]])
 
 
+def _result_commit(provenance: dict) -> str:
+    """The one commit every part ran at, "+dirty" when a streaming file differed from it."""
+    parts = provenance.get("parts", [provenance])
+    commits = {part["commit"] for part in parts}
+    if len(commits) != 1:
+        raise SystemExit(f"the parts ran at different commits: {sorted(commits)}")
+    dirty = any(part["streaming_files_modified"] for part in parts)
+    return commits.pop() + ("+dirty" if dirty else "")
+
+
+def _shared_settings(settings: dict) -> dict:
+    """The settings every run shares (each run's own are in ``settings_per_run``)."""
+    runs = list(settings.values())
+    return {k: v for k, v in runs[0].items() if all(r.get(k) == v for r in runs[1:])}
+
+
 def _write(out: Path, provenance: dict, settings: dict, seeds: list[int], per_seed: list[dict],
            seed_rows: list[dict], runs: dict, first: dict) -> None:
     summary_rows = _summary(per_seed)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {**provenance, "seeds_planned": seeds,
+    summary = {"commit": _result_commit(provenance), "settings": _shared_settings(settings),
+               **provenance, "seeds_planned": seeds,
                "seeds_done": [s for s, r in runs.items() if len(r) == len(RUNS)],
                "settings_per_run": settings, "rows": summary_rows, "per_seed_rows": seed_rows,
                "runs": runs}
