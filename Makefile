@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-17-jdk-headless curl \
-          unzip clang python3-venv nodejs npm
+          unzip clang
 KOTLINC := .cache/npm/node_modules/kotlin-compiler/bin/kotlinc
 OUT    ?= out
 
@@ -45,9 +45,13 @@ teacher: setup
 
 setup: system-deps $(VENV)/.installed
 
-# Debian packages the engine build and the ADB tests need (skipped when already present).
+# Debian packages the engine build and the ADB tests need (skipped when already present). npm and
+# Python's venv are judged by whether they work, not by dpkg: a machine may have them from
+# elsewhere (nvm, pyenv), and Debian's npm would conflict with those.
 system-deps:
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import torch
+from small_student import manifest, student, teacher
 
 from mobdistill.contract import wire
 from mobdistill.experiments.clips import Stream
@@ -16,8 +17,6 @@ from mobdistill.experiments.simulate import Uplink, deliver, simulate_jit
 from mobdistill.server.jit import JitConfig, JitDistiller
 from mobdistill.server.session import UpdateCredentials
 from mobdistill.server.teachers import CallableTeacher
-
-from small_student import manifest, student, teacher
 
 
 def _frames(n: int, size: tuple[int, int] = (8, 8)) -> list[np.ndarray]:

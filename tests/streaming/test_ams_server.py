@@ -6,16 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from small_student import deploy as _deploy
+from small_student import manifest as _manifest
+from small_student import student as _student
+from small_student import teacher as _teacher
 
 from mobdistill.contract import wire
 from mobdistill.contract.wire import Mode
 from mobdistill.errors import UpdateError
 from mobdistill.server.session import AmsServer, ServerConfig, Session, UpdateCredentials
-
-from small_student import deploy as _deploy
-from small_student import manifest as _manifest
-from small_student import student as _student
-from small_student import teacher as _teacher
 
 
 def _session(gamma: float = 0.2, credentials: UpdateCredentials | None = None,
