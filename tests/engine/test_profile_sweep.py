@@ -55,6 +55,7 @@ def test_profile_cli_bad_artifact_exits_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # converting a MobileVOS graph takes ~3 min on 2 cores: `make test-full`
 def test_sweep_exports_each_queue_length_and_pools_rounds(engine_binary, tiny_export, tmp_path,
                                                           capsys):
     """Real tiny MobileVOS exports for Q=1 and Q=2, profiled in two interleaved rounds; stdout
