@@ -25,7 +25,7 @@ _ERROR_BYTES = 2048
 _RECORD_BYTES = 16384
 
 
-class _Options(ctypes.Structure):
+class FacadeOptions(ctypes.Structure):
     _fields_ = [("manifest", ctypes.c_char_p), ("runtime_lib", ctypes.c_char_p),
                 ("delegate_lib", ctypes.c_char_p), ("delegate", ctypes.c_char_p),
                 ("num_threads", ctypes.c_int32), ("update_key", ctypes.c_char_p),
@@ -33,7 +33,7 @@ class _Options(ctypes.Structure):
                 ("insecure_updates", ctypes.c_int32), ("update_state_file", ctypes.c_char_p)]
 
 
-class _Info(ctypes.Structure):
+class FacadeInfo(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in ("height", "width", "num_classes", "queue_length")]
 
 
@@ -71,7 +71,7 @@ class FacadeEngine:
         self._declare()
         self._keep = (str(manifest).encode(), str(runtime_library()).encode(), update_key,
                       device_id, str(state_file).encode() if state_file else None)
-        options = _Options(self._keep[0], self._keep[1], None, b"xnnpack", num_threads,
+        options = FacadeOptions(self._keep[0], self._keep[1], None, b"xnnpack", num_threads,
                            update_key, len(update_key or b""), device_id, int(insecure_updates),
                            self._keep[4])
         error = ctypes.create_string_buffer(_ERROR_BYTES)
@@ -81,7 +81,7 @@ class FacadeEngine:
             raise EngineError(f"engine facade: {error.value.decode(errors='replace')}")
         self._handle: ctypes.c_void_p | None = handle
         self._closing = threading.Lock()
-        info = _Info()
+        info = FacadeInfo()
         self._lib.md_engine_info(self._handle, ctypes.byref(info))
         self.info = ModelInfo(info.height, info.width, info.num_classes, info.queue_length)
         self._mask = np.zeros((info.height, info.width), np.uint8)
@@ -89,7 +89,8 @@ class FacadeEngine:
 
     def _declare(self) -> None:
         lib = self._lib
-        lib.md_engine_create.argtypes = [ctypes.POINTER(_Options), ctypes.POINTER(ctypes.c_void_p),
+        lib.md_engine_create.argtypes = [ctypes.POINTER(FacadeOptions),
+                                         ctypes.POINTER(ctypes.c_void_p),
                                          ctypes.c_char_p, ctypes.c_size_t]
         lib.md_engine_segment.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32,
                                           ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64),
@@ -97,7 +98,7 @@ class FacadeEngine:
         lib.md_engine_apply_update.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
                                                ctypes.c_char_p, ctypes.c_size_t]
         lib.md_engine_stats.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-        lib.md_engine_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Info)]
+        lib.md_engine_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(FacadeInfo)]
         lib.md_engine_destroy.argtypes = [ctypes.c_void_p]
 
     def segment(self, rgb: np.ndarray) -> tuple[np.ndarray, int]:

@@ -13,17 +13,8 @@ import sys
 
 import numpy as np
 
-
-class Options(ctypes.Structure):
-    _fields_ = [("manifest", ctypes.c_char_p), ("runtime_lib", ctypes.c_char_p),
-                ("delegate_lib", ctypes.c_char_p), ("delegate", ctypes.c_char_p),
-                ("num_threads", ctypes.c_int32), ("update_key", ctypes.c_char_p),
-                ("update_key_size", ctypes.c_size_t), ("update_device_id", ctypes.c_char_p),
-                ("insecure_updates", ctypes.c_int32), ("update_state_file", ctypes.c_char_p)]
-
-
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("height", "width", "num_classes", "queue_length")]
+from mobdistill.runtime.facade import FacadeInfo as Info
+from mobdistill.runtime.facade import FacadeOptions as Options
 
 
 def options(request: dict) -> Options:
