@@ -3,9 +3,11 @@
 #  1. the JNI bridge builds with the library's own CMakeLists against the JDK's jni.h, linked
 #     with the REAL engine core (mobdistill_engine_core + mobdistill_update, -fPIC, no undefined
 #     symbols; -Wall -Wextra -Werror for the bridge);
-#  2. kotlinc (npm kotlin-compiler, cached in .cache/npm) compiles the Kotlin that needs no
-#     android.jar: the library API (MobdistillEngine), the harness's BenchmarkRequest and the
-#     host check (android/library/src/main/cpp/hostcheck/RealCoreCheck.kt);
+#  2. ONE kotlinc call (npm kotlin-compiler, cached in .cache/npm) compiles every file that needs
+#     no android.jar into BUILD/kotlin/hostcheck.jar: the library (all of
+#     android/library/src/main/kotlin except its org/mobdistill/android/ folder, which holds the
+#     Android-framework-only code), the harness files in HARNESS_JVM_SOURCES, and the JVM checks
+#     in android/library/src/main/cpp/hostcheck/ (each file has its own main: FooCheckKt);
 #  3. a tiny real DeepLab export (mobdistill.export, cached in BUILD/model) plus update packets
 #     and reference masks from ai_edge_litert (Python, .venv);
 #  4. a desktop JVM runs RealCoreCheck: Kotlin -> JNI -> engine core -> TFLite C API
@@ -38,14 +40,21 @@ KOTLINC="$NPM_CACHE/node_modules/kotlin-compiler/bin/kotlinc"
 if [ ! -x "$KOTLINC" ]; then
   npm install --silent --no-audit --no-fund --prefix "$NPM_CACHE" "kotlin-compiler@$KOTLIN_VERSION"
 fi
+# The harness's files that use no Android framework class.
+HARNESS_JVM_SOURCES=(
+  "$ROOT/android/harness/src/main/kotlin/org/mobdistill/harness/BenchmarkRequest.kt"
+)
+mapfile -t LIBRARY_JVM_SOURCES < <(find "$ROOT/android/library/src/main/kotlin" -name '*.kt' \
+  -not -path '*/org/mobdistill/android/*' | sort)
 mkdir -p "$BUILD/kotlin"
 JAVA_HOME="$JAVA_HOME" "$KOTLINC" -jvm-target 17 -include-runtime -nowarn \
   -d "$BUILD/kotlin/hostcheck.jar" \
-  "$ROOT/android/library/src/main/kotlin/org/mobdistill/MobdistillEngine.kt" \
-  "$ROOT/android/harness/src/main/kotlin/org/mobdistill/harness/BenchmarkRequest.kt" \
-  "$ROOT/android/library/src/main/cpp/hostcheck/RealCoreCheck.kt"
+  "${LIBRARY_JVM_SOURCES[@]}" "${HARNESS_JVM_SOURCES[@]}" \
+  "$ROOT"/android/library/src/main/cpp/hostcheck/*.kt
 
 echo "== 3. tiny real model, packets and reference masks"
+# A tiny DeepLab export already in BUILD/check/model (the tests put their session's one there)
+# is used as it is; otherwise one is made.
 WORK="$BUILD/check"
 mkdir -p "$WORK"
 RUNTIME_LIB="$("$PYTHON" - "$WORK" <<'PY'
@@ -89,6 +98,9 @@ PY
 )"
 RUNTIME_LIB="$(echo "$RUNTIME_LIB" | tail -n1)"
 echo "runtime library: $RUNTIME_LIB"
+
+echo "runtime library path in $BUILD/runtime_library.txt"
+echo "$RUNTIME_LIB" > "$BUILD/runtime_library.txt"
 
 echo "== 4. JVM -> JNI -> real engine core"
 "$JAVA_HOME/bin/java" -Djava.library.path="$BUILD/jni" -cp "$BUILD/kotlin/hostcheck.jar" \

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -56,3 +60,61 @@ def tiny_export(tmp_path_factory) -> Callable[..., TinyExport]:
         return cache[key]
 
     return get
+
+
+ROOT = Path(__file__).resolve().parents[1]
+KOTLINC = ROOT / ".cache/npm/node_modules/kotlin-compiler/bin/kotlinc"
+JDK = os.environ.get("JAVA_HOME") or next(iter(glob.glob("/usr/lib/jvm/java-17-openjdk-*")), "")
+
+
+@dataclass(frozen=True)
+class AndroidHost:
+    """What android/verify_host.sh built: the JNI bridge on the real engine core and one jar of
+    all host-compilable Kotlin (library, harness parts, the JVM checks in hostcheck/)."""
+
+    build: Path
+    script_output: str
+
+    @property
+    def jar(self) -> Path:
+        return self.build / "kotlin" / "hostcheck.jar"
+
+    @property
+    def jni_dir(self) -> Path:
+        return self.build / "jni"
+
+    @property
+    def runtime_lib(self) -> Path:
+        return Path((self.build / "runtime_library.txt").read_text().strip())
+
+    @property
+    def java(self) -> Path:
+        return Path(JDK, "bin", "java")
+
+    def run_check(self, main_class: str, *args: str, timeout_s: float = 120,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run one JVM check (a `main` in hostcheck/, e.g. "RealCoreCheckKt") with the bridge."""
+        command = [str(self.java), f"-Djava.library.path={self.jni_dir}", "-cp", str(self.jar),
+                   main_class, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                              env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def android_host(tmp_path_factory, tiny_export) -> AndroidHost:
+    """Run android/verify_host.sh once per session (one JNI build, one kotlinc compile)."""
+    if not KOTLINC.exists():
+        pytest.skip(f"no kotlinc at {KOTLINC} (npm install --prefix .cache/npm "
+                    "kotlin-compiler@2.4.20; make test installs it)")
+    if not (shutil.which("cmake") and shutil.which("g++")):
+        pytest.skip("needs cmake and g++")
+    if not Path(JDK, "include", "jni.h").exists():
+        pytest.skip("needs a JDK 17 (jni.h)")
+    build = tmp_path_factory.mktemp("android-host")
+    model = tiny_export("deeplab", formats=("tflite",)).manifest_path.parent
+    shutil.copytree(model, build / "check" / "model", ignore=shutil.ignore_patterns("*.pt"))
+    done = subprocess.run(["bash", str(ROOT / "android" / "verify_host.sh"), str(build)],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "JAVA_HOME": JDK})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return AndroidHost(build, done.stdout)
