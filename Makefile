@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-17-jdk-headless curl \
-          unzip clang
+          unzip clang libusb-1.0-0
 KOTLINC := .cache/npm/node_modules/kotlin-compiler/bin/kotlinc
 OUT    ?= out
 
@@ -21,8 +21,11 @@ demo: setup engine teacher
 	$(BIN)/mobdistill export --model mobilevos --out $(OUT)/mobilevos
 	$(BIN)/mobdistill profile --artifact $(OUT)/mobilevos/mobilevos.manifest.json --out $(OUT)/profile
 
+# Two pytest workers (pytest-xdist), each test file on one of them; the expensive session
+# fixtures (tiny exports, the JNI/Kotlin build) are made once and shared (tests/support/shared.py).
+PYTEST_WORKERS ?= 2
 test: setup engine teacher $(KOTLINC) check
-	$(BIN)/python -m pytest -q -m "not slow and not phone"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not phone"
 
 test-full: setup engine teacher $(KOTLINC) check
 	$(BIN)/python -m pytest -q -m "not phone"
