@@ -1,5 +1,6 @@
 #include "app_segmenter.h"
 
+#include <chrono>
 #include <cstring>
 #include <utility>
 
@@ -59,7 +60,32 @@ Status AppSegmenter::ProcessFrame(const uint8_t* rgb, int32_t row_stride, uint8_
   std::lock_guard<std::mutex> lock(frame_mu_);
   if (!processor_) return Status::Error("the engine is not open");
   MD_RETURN_IF_ERROR(CheckFrameArgs(rgb, row_stride, mask));
-  CopyFrame(rgb, row_stride);
+  return RunFrame([&] {
+    CopyFrame(rgb, row_stride);
+    return Status::Ok();
+  }, mask, record);
+}
+
+Status AppSegmenter::ProcessCameraImage(const CameraImage& image, uint8_t* mask,
+                                        FrameRecord* record) {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  if (!processor_) return Status::Error("the engine is not open");
+  if (mask == nullptr) return Status::Error("the mask buffer is null");
+  MD_RETURN_IF_ERROR(CheckCameraImage(image));
+  const Manifest& m = model_.manifest();
+  return RunFrame([&] {
+    std::vector<uint8_t>* frame = processor_->frame();
+    frame->resize(size_t(m.height) * size_t(m.width) * 3);
+    return converter_.Convert(image, m.width, m.height, frame->data());
+  }, mask, record);
+}
+
+Status AppSegmenter::RunFrame(const std::function<Status()>& fill, uint8_t* mask,
+                              FrameRecord* record) {
+  const auto started = std::chrono::steady_clock::now();
+  MD_RETURN_IF_ERROR(fill());
+  const double fill_us = std::chrono::duration<double, std::micro>(
+                             std::chrono::steady_clock::now() - started).count();
   if (updates_) updates_->BetweenFrames(frames_processed_, false);
   if (processor_->stateful() && needs_init_) {
     MD_RETURN_IF_ERROR(processor_->StartVideo(nullptr, &info_.init_ms));
@@ -70,6 +96,7 @@ Status AppSegmenter::ProcessFrame(const uint8_t* rgb, int32_t row_stride, uint8_
   record->phase = Phase::kMeasure;
   record->model_version = processor_->UseActiveModel();
   MD_RETURN_IF_ERROR(RunTimedStages(processor_.get(), record));
+  record->preprocess_us += fill_us;  // the frame's conversion is part of its preprocessing
   const std::vector<uint8_t>& labels = processor_->mask();
   std::memcpy(mask, labels.data(), labels.size());
   ++frames_processed_;

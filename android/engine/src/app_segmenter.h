@@ -6,12 +6,14 @@
 #define MOBDISTILL_ENGINE_APP_SEGMENTER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "frame_processor.h"
+#include "image_convert.h"
 #include "params.h"
 #include "runner.h"
 #include "segmentation_model.h"
@@ -33,6 +35,10 @@ class AppSegmenter {
   // frame after Open/ResetVideo (default mask: object 1 = the centre half), then `step` on it.
   Status ProcessFrame(const uint8_t* rgb, int32_t row_stride, uint8_t* mask,
                       FrameRecord* record);
+  // One camera frame (RGBA or YUV planes, any size, rotated by the sensor): converted, rotated
+  // upright and resized to the model input in one pass, timed as part of preprocessing. The
+  // mask is the upright model-sized one (MaskToPreview maps it onto the preview).
+  Status ProcessCameraImage(const CameraImage& image, uint8_t* mask, FrameRecord* record);
   void ResetVideo();
   // Decodes, verifies, patches, builds and warms on the calling thread (never the frame
   // thread); the new model is adopted before the next ProcessFrame. *record says the outcome
@@ -47,12 +53,15 @@ class AppSegmenter {
  private:
   Status CheckFrameArgs(const uint8_t* rgb, int32_t row_stride, const uint8_t* mask) const;
   void CopyFrame(const uint8_t* rgb, int32_t row_stride);
+  // `fill` writes the model-sized RGB frame; its time counts as preprocessing.
+  Status RunFrame(const std::function<Status()>& fill, uint8_t* mask, FrameRecord* record);
 
   // Declared in teardown order, last first: updates stop before the model's slots go away.
   SegmentationModel model_;
   RunInfo info_;
   std::unique_ptr<FrameProcessor> processor_;
   std::unique_ptr<UpdateSession> updates_;  // null: the model cannot take updates
+  CameraImageConverter converter_;  // used under frame_mu_
   std::mutex frame_mu_;  // one frame at a time; updates are adopted under it, between frames
   int64_t frames_processed_ = 0;
   bool needs_init_ = true;

@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "params.h"
 #include "app_segmenter.h"
+#include "image_convert.h"
 #include "stats.h"
 
 struct MdEngine {
@@ -23,7 +24,7 @@ struct MdEngine {
   MdModelInfo info{};
   std::string delegate_used;
   std::mutex stats_mu;
-  std::deque<double> invoke_us;  // the last kWindow frames
+  std::deque<double> invoke_us, preprocess_us;  // the last kWindow frames
   int64_t frames = 0;
   static constexpr size_t kWindow = 1000;
 };
@@ -32,6 +33,41 @@ namespace {
 
 void SetText(char* out, size_t size, const std::string& text) {
   if (out != nullptr && size > 0) std::snprintf(out, size, "%s", text.c_str());
+}
+
+nlohmann::json StatsJson(const std::deque<double>& window) {
+  const mobdistill::LatencyStats st =
+      mobdistill::ComputeStats(std::vector<double>(window.begin(), window.end()));
+  return {{"count", st.count},   {"min_us", st.min_us}, {"p50_us", st.p50_us},
+          {"p90_us", st.p90_us}, {"p99_us", st.p99_us}, {"max_us", st.max_us},
+          {"mean_us", st.mean_us}};
+}
+
+void Record(MdEngine* engine, const mobdistill::FrameRecord& record) {
+  std::lock_guard<std::mutex> lock(engine->stats_mu);
+  engine->invoke_us.push_back(record.invoke_us);
+  engine->preprocess_us.push_back(record.preprocess_us);
+  if (engine->invoke_us.size() > MdEngine::kWindow) {
+    engine->invoke_us.pop_front();
+    engine->preprocess_us.pop_front();
+  }
+  ++engine->frames;
+}
+
+int64_t RoundUs(double us) { return static_cast<int64_t>(us + 0.5); }
+
+// The C struct as the engine's; the converter checks every field against the plane sizes.
+mobdistill::CameraImage ToCameraImage(const MdCameraImage& in) {
+  mobdistill::CameraImage out;
+  out.format = static_cast<mobdistill::PixelFormat>(in.format);
+  out.width = in.width;
+  out.height = in.height;
+  out.rotation_degrees = in.rotation_degrees;
+  for (int p = 0; p < 3; ++p) {
+    out.planes[p] = {in.planes[p].data, in.planes[p].size, in.planes[p].row_stride,
+                     in.planes[p].pixel_stride};
+  }
+  return out;
 }
 
 bool IsFile(const char* path) {
@@ -126,12 +162,51 @@ int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stri
     SetText(error, error_size, s.message());
     return 1;
   }
-  if (invoke_us != nullptr) *invoke_us = static_cast<int64_t>(record.invoke_us + 0.5);
-  std::lock_guard<std::mutex> lock(engine->stats_mu);
-  engine->invoke_us.push_back(record.invoke_us);
-  if (engine->invoke_us.size() > MdEngine::kWindow) engine->invoke_us.pop_front();
-  ++engine->frames;
+  if (invoke_us != nullptr) *invoke_us = RoundUs(record.invoke_us);
+  Record(engine, record);
   return 0;
+}
+
+int32_t md_engine_segment_image(MdEngine* engine, const MdCameraImage* image, uint8_t* mask,
+                                MdFrameTiming* timing, char* error, size_t error_size) {
+  if (engine == nullptr || image == nullptr) {
+    SetText(error, error_size, engine == nullptr ? "the engine is closed" : "the image is null");
+    return 1;
+  }
+  mobdistill::FrameRecord record;
+  mobdistill::Status s = engine->segmenter->ProcessCameraImage(ToCameraImage(*image), mask,
+                                                               &record);
+  if (!s.ok()) {
+    SetText(error, error_size, s.message());
+    return 1;
+  }
+  if (timing != nullptr) {
+    *timing = MdFrameTiming{RoundUs(record.preprocess_us), RoundUs(record.invoke_us),
+                            RoundUs(record.postprocess_us)};
+  }
+  Record(engine, record);
+  return 0;
+}
+
+int32_t md_convert_image(const MdCameraImage* image, int32_t out_width, int32_t out_height,
+                         uint8_t* rgb, char* error, size_t error_size) {
+  if (image == nullptr) {
+    SetText(error, error_size, "the image is null");
+    return 1;
+  }
+  mobdistill::CameraImageConverter converter;
+  mobdistill::Status s = converter.Convert(ToCameraImage(*image), out_width, out_height, rgb);
+  if (!s.ok()) SetText(error, error_size, s.message());
+  return s.ok() ? 0 : 1;
+}
+
+int32_t md_mask_to_preview(const uint8_t* mask, int32_t mask_width, int32_t mask_height,
+                           uint8_t* out, int32_t out_width, int32_t out_height,
+                           int32_t out_row_stride, char* error, size_t error_size) {
+  mobdistill::Status s = mobdistill::MaskToPreview(mask, mask_width, mask_height, out, out_width,
+                                                   out_height, out_row_stride);
+  if (!s.ok()) SetText(error, error_size, s.message());
+  return s.ok() ? 0 : 1;
 }
 
 int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t packet_size,
@@ -156,12 +231,9 @@ int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size) {
   nlohmann::json j;
   {
     std::lock_guard<std::mutex> lock(engine->stats_mu);
-    const std::vector<double> window(engine->invoke_us.begin(), engine->invoke_us.end());
-    const mobdistill::LatencyStats st = mobdistill::ComputeStats(window);
     j["frames"] = engine->frames;
-    j["invoke"] = {{"count", st.count},   {"min_us", st.min_us}, {"p50_us", st.p50_us},
-                   {"p90_us", st.p90_us}, {"p99_us", st.p99_us}, {"max_us", st.max_us},
-                   {"mean_us", st.mean_us}};
+    j["invoke"] = StatsJson(engine->invoke_us);
+    j["preprocess"] = StatsJson(engine->preprocess_us);
   }
   j["model_version"] = engine->segmenter->model_version();
   j["delegate_used"] = engine->delegate_used;

@@ -55,6 +55,52 @@ void md_engine_reset(MdEngine* engine);
 // the interpreter invoke alone. 0 on success.
 int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
                           uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size);
+// Pixel formats of camera frames: the values of Android's PixelFormat.RGBA_8888 and
+// ImageFormat.YUV_420_888, so ImageProxy.getFormat() passes through unchanged.
+#define MD_IMAGE_RGBA_8888 1
+#define MD_IMAGE_YUV_420_888 35
+
+typedef struct MdImagePlane {
+  const uint8_t* data;     // the plane's first byte (ImageProxy.PlaneProxy.getBuffer())
+  size_t size;             // bytes readable from data; every pixel the strides reach must fit
+  int32_t row_stride;      // bytes between rows
+  int32_t pixel_stride;    // bytes between pixels: RGBA 4, Y 1, U/V 1 (planar) or 2 (NV21/NV12)
+} MdImagePlane;
+
+// A camera frame as the sensor delivered it: RGBA uses planes[0]; YUV uses Y, U, V (U and V at
+// half width and height, rounded up, with the same strides).
+typedef struct MdCameraImage {
+  int32_t format;            // MD_IMAGE_RGBA_8888 or MD_IMAGE_YUV_420_888
+  int32_t width;             // of the buffer, in sensor orientation
+  int32_t height;
+  int32_t rotation_degrees;  // clockwise to upright (ImageInfo.getRotationDegrees()): 0/90/180/270
+  MdImagePlane planes[3];
+} MdCameraImage;
+
+// The frame's three timed stages in microseconds (the engine's per-frame record):
+// preprocess = camera conversion + writing the input tensor, invoke = the interpreter alone.
+typedef struct MdFrameTiming {
+  int64_t preprocess_us;
+  int64_t invoke_us;
+  int64_t postprocess_us;
+} MdFrameTiming;
+
+// One camera frame, any size: converted to RGB, rotated upright and resized to the model input
+// in one pass (Pillow's bilinear filter, full-range BT.601 for YUV), then segmented. `mask`
+// receives width*height class ids (info) of the UPRIGHT frame; md_mask_to_preview maps them
+// onto the preview. A frame whose strides reach past a plane's size is refused. 0 on success.
+int32_t md_engine_segment_image(MdEngine* engine, const MdCameraImage* image, uint8_t* mask,
+                                MdFrameTiming* timing, char* error, size_t error_size);
+// The conversion alone (no engine): `image` -> out_height x out_width packed RGB, exactly what
+// md_engine_segment_image feeds the model. 0 on success.
+int32_t md_convert_image(const MdCameraImage* image, int32_t out_width, int32_t out_height,
+                         uint8_t* rgb, char* error, size_t error_size);
+// A mask of the upright model input (mask_width x mask_height) onto a preview of out_width x
+// out_height showing the same upright frame (nearest class, pixel centres aligned); rows of
+// `out` are out_row_stride bytes apart. 0 on success.
+int32_t md_mask_to_preview(const uint8_t* mask, int32_t mask_width, int32_t mask_height,
+                           uint8_t* out, int32_t out_width, int32_t out_height,
+                           int32_t out_row_stride, char* error, size_t error_size);
 // One sparse-update packet (wire format MDUP v2, docs/wire-format.md): decodes and verifies it
 // (base sha256, device id, CRC, HMAC, sequence), patches a copy of the model and builds + warms a new
 // interpreter, all on the calling thread: call it from a background thread, never the camera
@@ -65,9 +111,9 @@ int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stri
 // (closed engine, model without parameter_map; the message is in `result_json`).
 int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t packet_size,
                                char* result_json, size_t result_size);
-// Running statistics as one JSON object: frames, model_version, delegate_used, invoke
-// {count, min_us, p50_us, p90_us, p99_us, max_us, mean_us} over the last 1000 frames, and
-// updates {received, applied, rejected, rejected_by_reason, last} (counts over the engine's
+// Running statistics as one JSON object: frames, model_version, delegate_used, invoke and
+// preprocess {count, min_us, p50_us, p90_us, p99_us, max_us, mean_us} over the last 1000 frames,
+// and updates {received, applied, rejected, rejected_by_reason, last} (counts over the engine's
 // life; the engine keeps only the last 256 records). Returns 0, or the buffer size needed
 // (> 0) when `json_size` is too small (nothing written then).
 int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size);
