@@ -71,10 +71,15 @@ class ValueCoding(enum.IntEnum):
     F32 = 0
     F16 = 1  # IEEE half, byte-planed: all low bytes, then all high bytes
     Q8 = 2  # value = offset + scale * q, q in 0..255, per tensor (float32 arithmetic)
+    # Additive: element += step * q, q a signed byte, per-tensor f32 step. Few levels are used
+    # (the server quantizes deltas with error feedback); deflate entropy-codes the bytes.
+    QDELTA = 3
 
 
-VALUE_BYTES = {ValueCoding.F32: 4, ValueCoding.F16: 2, ValueCoding.Q8: 1}
-PARAM_BYTES = {ValueCoding.F32: 0, ValueCoding.F16: 0, ValueCoding.Q8: 8}
+VALUE_BYTES = {ValueCoding.F32: 4, ValueCoding.F16: 2, ValueCoding.Q8: 1, ValueCoding.QDELTA: 1}
+PARAM_BYTES = {ValueCoding.F32: 0, ValueCoding.F16: 0, ValueCoding.Q8: 8, ValueCoding.QDELTA: 4}
+# Element types a packet can patch (the manifest's parameter_map dtype) and their widths.
+ELEMENT_BYTES = {"float32": 4, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,9 @@ class DecodeLimits:
 
     @classmethod
     def for_table(cls, table: Mapping[int, "TensorLocation"]) -> "DecodeLimits":
-        """From a tensor table (the manifest's parameter_map): float32 tensors only."""
-        return cls.for_numels(loc.buffer_size // 4 for loc in table.values()
-                              if loc.dtype == "float32")
+        """From a tensor table (the manifest's parameter_map): float32 and float16 tensors."""
+        return cls.for_numels(loc.buffer_size // ELEMENT_BYTES[loc.dtype]
+                              for loc in table.values() if loc.dtype in ELEMENT_BYTES)
 
     def max_packet_bytes(self) -> int:
         """The largest packet on the wire these limits accept (C++ ``MaxPacketBytes``): deflate
@@ -111,12 +116,17 @@ HOST_LIMITS = DecodeLimits(max_elements=1 << 24, max_raw_bytes=64 << 20)
 @dataclass
 class TensorPatch:
     """New values for ``indices`` (flat, strictly increasing) of deployed tensor
-    ``tensor_index``."""
+    ``tensor_index`` — or, when ``additive``, amounts added to what the element holds.
+
+    ``step`` is set for QDELTA patches only: ``values`` are then exactly ``float32(step * q)``
+    for signed bytes ``q`` (what `delta_levels` returns and the device adds)."""
 
     tensor_index: int
     numel: int
     indices: np.ndarray  # int64 [count]
     values: np.ndarray  # float32 [count]
+    additive: bool = False
+    step: float | None = None
 
 
 @dataclass
@@ -238,8 +248,38 @@ def _encode_indices(indices: np.ndarray, numel: int) -> tuple[IndexCoding, bytes
     return IndexCoding.BITMAP, np.packbits(mask, bitorder="little").tobytes()
 
 
-def _encode_values(values: np.ndarray, coding: ValueCoding) -> tuple[bytes, bytes]:
+def dequantize_delta(q: np.ndarray, step: float) -> np.ndarray:
+    """What the device adds for levels ``q`` (signed bytes) and ``step``: float32(step * q)."""
+    with np.errstate(over="ignore"):  # an overflowing product is inf and refused as non_finite
+        return (np.float32(step) * np.asarray(q).astype(np.float32)).astype(np.float32)
+
+
+def delta_levels(patch: TensorPatch) -> np.ndarray:
+    """The signed-byte levels of a QDELTA patch; its values must be exactly step * q."""
+    if not patch.additive or patch.step is None or not np.isfinite(patch.step) \
+            or patch.step <= 0:
+        raise UpdateError(f"tensor {patch.tensor_index}: QDELTA needs an additive patch with a "
+                          "positive finite step (server.error_feedback makes them)")
+    values = np.asarray(patch.values, np.float32)
+    q = np.rint(values.astype(np.float64) / np.float64(np.float32(patch.step)))
+    if q.size and np.abs(q).max() > 127:
+        raise UpdateError(f"tensor {patch.tensor_index}: QDELTA levels exceed ±127; raise the "
+                          "step")
+    q = q.astype(np.int8)
+    if not np.array_equal(dequantize_delta(q, patch.step), values):
+        raise UpdateError(f"tensor {patch.tensor_index}: QDELTA values are not multiples of "
+                          "the step (use wire.dequantize_delta)")
+    return q
+
+
+def _encode_values(patch: TensorPatch, values: np.ndarray,
+                   coding: ValueCoding) -> tuple[bytes, bytes]:
     """Returns (coding parameter bytes, value section bytes)."""
+    if coding == ValueCoding.QDELTA:
+        levels = delta_levels(patch)  # checks the step first
+        return struct.pack("<f", patch.step), levels.tobytes()
+    if patch.additive:
+        raise UpdateError(f"tensor {patch.tensor_index}: additive patches travel as QDELTA only")
     if coding == ValueCoding.F32:
         return b"", values.astype("<f4").tobytes()
     if coding == ValueCoding.F16:
@@ -309,6 +349,8 @@ def encode_update(
 ) -> bytes:
     """Packs ``tensors`` (sorted by tensor index on the way) into one packet for ``device_id``,
     authenticated with ``hmac_key`` (``None`` makes a packet only an insecure decoder accepts).
+    ``value_coding`` QDELTA takes additive patches with a step (`delta_levels`); the others
+    take replacement values.
 
     ``search_deflate`` also tries other deflate strategies and keeps the smallest stream: any
     valid zlib stream inflates the same, so every decoder reads it.
@@ -326,7 +368,7 @@ def encode_update(
     for patch in patches:
         idx, val = _check_patch(patch)
         index_coding, idx_data = _encode_indices(idx, patch.numel)
-        params, val_data = _encode_values(val, value_coding)
+        params, val_data = _encode_values(patch, val, value_coding)
         records += record_header(patch.tensor_index, patch.numel, idx.size, index_coding,
                                  value_coding, params, len(idx_data), len(val_data))
         index_bytes += idx_data
@@ -465,8 +507,9 @@ def _read_record(reader: _Reader, limits: DecodeLimits, declared: int, elements:
     if declared + index_len + value_len > reader.remaining():
         raise UpdateError(f"truncated payload: {name} claims {index_len + value_len} bytes, "
                           f"{reader.remaining() - declared} are left", "truncated")
-    if value_coding == ValueCoding.Q8 and not np.all(np.isfinite(np.frombuffer(params, "<f4"))):
-        raise UpdateError(f"{name}: non-finite quantization scale/offset", "non_finite")
+    if value_coding in (ValueCoding.Q8, ValueCoding.QDELTA) \
+            and not np.all(np.isfinite(np.frombuffer(params, "<f4"))):
+        raise UpdateError(f"{name}: non-finite quantization scale/offset/step", "non_finite")
     return _Record(tensor_index, numel, count, index_coding, value_coding, params, index_len,
                    value_len)
 
@@ -491,15 +534,21 @@ def _read_indices(section: bytes, r: _Record) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+def _step(r: _Record) -> float:
+    return float(struct.unpack("<f", r.params)[0])
+
+
 def _read_values(section: bytes, r: _Record) -> np.ndarray:
     if r.value_coding == ValueCoding.F32:
         values = np.frombuffer(section, "<f4").astype(np.float32)
     elif r.value_coding == ValueCoding.F16:
         planes = np.frombuffer(section, np.uint8).reshape(2, r.count)
         values = np.ascontiguousarray(planes.T).view("<f2").ravel().astype(np.float32)
-    else:
+    elif r.value_coding == ValueCoding.Q8:
         scale, offset = struct.unpack("<ff", r.params)
         values = _dequantize_q8(np.frombuffer(section, np.uint8), scale, offset)
+    else:
+        values = dequantize_delta(np.frombuffer(section, np.int8), _step(r))
     if not np.all(np.isfinite(values)):
         raise UpdateError(f"tensor {r.tensor_index}: non-finite values; the packet is unusable",
                           "non_finite")
@@ -548,7 +597,9 @@ def decode_update(
         raise UpdateError(f"{reader.remaining() - declared} trailing payload bytes", "malformed")
     index_lists = [_read_indices(reader.take(r.index_bytes), r) for r in records]
     tensors = [TensorPatch(r.tensor_index, r.numel, idx,
-                           _read_values(reader.take(r.value_bytes), r))
+                           _read_values(reader.take(r.value_bytes), r),
+                           additive=r.value_coding == ValueCoding.QDELTA,
+                           step=_step(r) if r.value_coding == ValueCoding.QDELTA else None)
                for r, idx in zip(records, index_lists)]
     mode = Mode.CUMULATIVE if flags & FLAG_CUMULATIVE else Mode.BASE_RELATIVE
     return UpdatePacket(sequence, mode, base, tensors, VERSION, bool(flags & FLAG_HMAC), device_id)
@@ -588,28 +639,51 @@ class TensorLocation:
 
 def apply_update(model_bytes: bytes, table: dict[int, TensorLocation],
                  packet: UpdatePacket) -> bytes:
-    """Returns a patched copy of ``model_bytes``; checks every range before writing anything."""
+    """Returns a patched copy of ``model_bytes``; checks every range, and that every new element
+    is finite in the tensor's own type, before writing anything.
+
+    float32 elements take the values (or element + value, for additive patches, in float32);
+    float16 elements take ``half(value)`` (or ``half(float(element) + value)``), rounded to
+    nearest even."""
+    out = np.frombuffer(bytearray(model_bytes), np.uint8)
+    writes = []
     for patch in packet.tensors:
         loc = table.get(patch.tensor_index)
         if loc is None:
             raise UpdateError(f"tensor {patch.tensor_index} is not updatable in this model "
                               "(absent from the manifest's parameter_map)", "out_of_range")
-        if loc.dtype != "float32":
+        if loc.dtype not in ELEMENT_BYTES:
             raise UpdateError(f"tensor {patch.tensor_index}: the model holds {loc.dtype}, "
-                              "updates carry float32", "unsupported")
-        if loc.buffer_size != 4 * patch.numel:
-            raise UpdateError(f"tensor {patch.tensor_index}: packet has {patch.numel} float32 "
+                              "updates patch float32 and float16 only", "unsupported")
+        width = ELEMENT_BYTES[loc.dtype]
+        if loc.buffer_size != width * patch.numel:
+            raise UpdateError(f"tensor {patch.tensor_index}: packet has {patch.numel} "
                               f"elements, model has {loc.buffer_size} bytes of {loc.dtype}",
                               "out_of_range")
         if loc.buffer_offset < 0 or loc.buffer_offset + loc.buffer_size > len(model_bytes):
             raise UpdateError(f"tensor {patch.tensor_index}: buffer outside the model file",
                               "out_of_range")
-    out = np.frombuffer(bytearray(model_bytes), np.uint8)
-    for patch in packet.tensors:
-        loc = table[patch.tensor_index]
-        view = out[loc.buffer_offset:loc.buffer_offset + loc.buffer_size].view("<f4")
-        view[patch.indices] = patch.values
+        view = out[loc.buffer_offset:loc.buffer_offset + loc.buffer_size].view(
+            "<f4" if width == 4 else "<f2")
+        new = patched_elements(view, patch)
+        if not np.all(np.isfinite(new)):
+            raise UpdateError(f"tensor {patch.tensor_index}: the update makes elements "
+                              f"non-finite in {loc.dtype}", "non_finite")
+        writes.append((view, patch.indices, new))
+    for view, indices, new in writes:
+        view[indices] = new
     return out.tobytes()
+
+
+def patched_elements(tensor: np.ndarray, patch: TensorPatch) -> np.ndarray:
+    """The elements at ``patch.indices`` of ``tensor`` (float32 or float16, the tensor's whole
+    content) after the patch, in the tensor's own type: float32 arithmetic, then one rounding
+    to the element type. The server's error feedback mirrors the device with this function."""
+    values = np.asarray(patch.values, np.float32)
+    if patch.additive:
+        values = (tensor[patch.indices].astype(np.float32) + values).astype(np.float32)
+    with np.errstate(over="ignore"):  # float16 overflow becomes inf and is refused
+        return values.astype(tensor.dtype)
 
 
 # ----------------------------------------------------------------------------- AMS baseline

@@ -33,7 +33,10 @@ def _patches(rng: np.random.Generator) -> list[TensorPatch]:
     return out
 
 
-@pytest.mark.parametrize("coding", list(ValueCoding))
+REPLACING = [c for c in ValueCoding if c != ValueCoding.QDELTA]
+
+
+@pytest.mark.parametrize("coding", REPLACING)
 @pytest.mark.parametrize("compress", [True, False])
 def test_round_trip(coding: ValueCoding, compress: bool) -> None:
     patches = _patches(np.random.default_rng(0))
@@ -229,3 +232,66 @@ def test_ams_baseline_matches_its_definition() -> None:
     raw = gzip.decompress(wire.encode_ams_baseline([(mask, values)]))
     assert raw[:2] == bytes([0b10011000, 0b10000000])
     np.testing.assert_array_equal(np.frombuffer(raw[2:], "<f2"), [0, 3, 4, 8])
+
+
+def _delta(tensor_index: int, numel: int, indices, levels, step: float) -> TensorPatch:
+    return TensorPatch(tensor_index, numel, np.asarray(indices),
+                       wire.dequantize_delta(np.asarray(levels), step), additive=True, step=step)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_qdelta_round_trip_adds_to_what_the_element_holds(compress: bool) -> None:
+    patches = [_delta(4, 10, [0, 3, 9], [1, -127, 127], 0.25), _delta(6, 8, [2], [-1], 1e-3)]
+    packet = _decode(wire.encode_update(patches, base_sha256=BASE, sequence=1,
+                                        device_id=DEVICE, hmac_key=KEY, compress=compress,
+                                        value_coding=ValueCoding.QDELTA))
+    assert [p.additive for p in packet.tensors] == [True, True]
+    assert packet.tensors[0].step == 0.25
+    np.testing.assert_array_equal(packet.tensors[0].values, [0.25, -31.75, 31.75])
+    model = np.arange(18, dtype="<f4").tobytes()
+    table = {4: TensorLocation(0, 40), 6: TensorLocation(40, 16, "float16")}
+    before = np.frombuffer(model, "<f4")
+    patched = wire.apply_update(model, table, packet)
+    after = np.frombuffer(patched, "<f4", 10)
+    np.testing.assert_array_equal(after[[0, 3, 9]], before[[0, 3, 9]] + [0.25, -31.75, 31.75])
+    np.testing.assert_array_equal(np.delete(after, [0, 3, 9]), np.delete(before[:10], [0, 3, 9]))
+    halves = np.frombuffer(model, "<f2", 8, 40)
+    got = np.frombuffer(patched, "<f2", 8, 40)
+    assert got[2] == np.float16(np.float32(halves[2]) + np.float32(-1e-3))
+    np.testing.assert_array_equal(np.delete(got, 2), np.delete(halves, 2))
+
+
+def test_qdelta_encoder_refuses_what_it_cannot_carry() -> None:
+    def encode(patch: TensorPatch, coding: ValueCoding = ValueCoding.QDELTA) -> bytes:
+        return wire.encode_update([patch], base_sha256=BASE, sequence=1, device_id=DEVICE,
+                                  hmac_key=KEY, value_coding=coding)
+
+    with pytest.raises(UpdateError, match="multiples"):
+        encode(TensorPatch(1, 4, np.array([0]), np.array([0.3]), additive=True, step=0.25))
+    with pytest.raises(UpdateError, match="±127"):
+        encode(TensorPatch(1, 4, np.array([0]), np.array([32.0]), additive=True, step=0.25))
+    with pytest.raises(UpdateError, match="positive finite step"):
+        encode(TensorPatch(1, 4, np.array([0]), np.array([0.25])))
+    with pytest.raises(UpdateError, match="QDELTA only"):
+        encode(_delta(1, 4, [0], [1], 0.25), ValueCoding.F16)
+
+
+def test_float16_tensors_round_to_nearest_even_and_refuse_overflow() -> None:
+    values = np.array([1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 2.0 ** -25, 65519.0, -7e-6], "<f4")
+    model = bytes(4) + np.zeros(8, "<f2").tobytes()
+    table = {1: TensorLocation(4, 16, "float16")}
+    packet = _decode(wire.encode_update([TensorPatch(1, 8, np.arange(5), values)],
+                                        base_sha256=BASE, sequence=1, device_id=DEVICE,
+                                        hmac_key=KEY, value_coding=ValueCoding.F32))
+    got = np.frombuffer(wire.apply_update(model, table, packet), "<f2", 8, 4)
+    np.testing.assert_array_equal(got[:5], values.astype(np.float16))
+    assert list(got[:3]) == [1.0, 1 + 2.0 ** -9, 0.0]
+    assert wire.DecodeLimits.for_table(table).max_elements == 8
+    overflow = _decode(wire.encode_update([TensorPatch(1, 8, np.array([0]), np.array([65520.0]))],
+                                          base_sha256=BASE, sequence=1, device_id=DEVICE,
+                                          hmac_key=KEY, value_coding=ValueCoding.F32))
+    with pytest.raises(UpdateError, match="non-finite in float16") as caught:
+        wire.apply_update(model, table, overflow)
+    assert caught.value.status == "non_finite"
+    with pytest.raises(UpdateError, match="bytes of float16"):
+        wire.apply_update(model, {1: TensorLocation(4, 8, "float16")}, packet)

@@ -2,7 +2,8 @@
 
     .venv/bin/python tests/vectors/make_vectors.py [OUT_DIR]
 
-Files: ``base.bin`` (a fake 2 KiB model with three float32 tensors), ``table.txt`` (its tensor
+Files: ``base.bin`` (a fake 2 KiB model with three float32 tensors, a float16 one and an int8
+one), ``table.txt`` (its tensor
 table: ``tensor_index buffer_offset buffer_size dtype``; the decoders derive their limits from
 it), ``*.mdup`` packets (wire format 2), ``vectors.txt`` (one line per packet for the C++ test:
 ``name expected_status last_sequence hmac_key_hex device_id_hex insecure patched_sha256``) and
@@ -36,7 +37,8 @@ from mobdistill.errors import UpdateError
 KEY = b"mobdistill-test-key"
 DEVICE = bytes(range(0x10, 0x20))
 OTHER_DEVICE = bytes(range(0x20, 0x30))
-TABLE = {2: TensorLocation(64, 400), 5: TensorLocation(512, 1200), 8: TensorLocation(1744, 64)}
+TABLE = {2: TensorLocation(64, 400), 5: TensorLocation(512, 1200), 8: TensorLocation(1744, 64),
+         11: TensorLocation(1856, 128, "float16"), 14: TensorLocation(1984, 32, "int8")}
 LIMITS = DecodeLimits.for_table(TABLE)
 
 
@@ -44,15 +46,38 @@ def _base_model() -> bytes:
     rng = np.random.default_rng(1234)
     model = bytearray(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())
     for loc in TABLE.values():
-        model[loc.buffer_offset:loc.buffer_offset + loc.buffer_size] = (
-            rng.normal(0, 0.5, loc.buffer_size // 4).astype("<f4").tobytes())
+        if loc.dtype in wire.ELEMENT_BYTES:
+            dtype = "<f4" if loc.dtype == "float32" else "<f2"
+            model[loc.buffer_offset:loc.buffer_offset + loc.buffer_size] = rng.normal(
+                0, 0.5, loc.buffer_size // wire.ELEMENT_BYTES[loc.dtype]).astype(dtype).tobytes()
     return bytes(model)
 
 
+def _numel(tensor_index: int) -> int:
+    loc = TABLE[tensor_index]
+    return loc.buffer_size // wire.ELEMENT_BYTES.get(loc.dtype, 1)
+
+
 def _patch(rng, tensor_index: int, count: int) -> TensorPatch:
-    numel = TABLE[tensor_index].buffer_size // 4
+    numel = _numel(tensor_index)
     idx = np.sort(rng.choice(numel, count, replace=False))
     return TensorPatch(tensor_index, numel, idx, rng.normal(0, 0.5, count))
+
+
+def _delta_patch(rng, tensor_index: int, count: int, step: float, top: int = 3) -> TensorPatch:
+    """Additive QDELTA levels in ±top (never 0), as the error-feedback server sends them."""
+    numel = _numel(tensor_index)
+    idx = np.sort(rng.choice(numel, count, replace=False))
+    q = rng.integers(1, top + 1, count) * rng.choice([-1, 1], count)
+    return TensorPatch(tensor_index, numel, idx, wire.dequantize_delta(q, step), additive=True,
+                       step=step)
+
+
+# float32 values that pin float16 rounding in both appliers: ties to even (1 + 2^-11 -> 1,
+# 1 + 3*2^-11 -> 1 + 2^-9), subnormals (2^-25 ties to 0, 1.5*2^-24 -> 2^-23), the largest half
+# and a value that rounds up into the next exponent.
+HALF_EDGES = np.array([1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 2.0 ** -25, 1.5 * 2.0 ** -24,
+                       -3e-6, 65504.0, -65519.0, 2047.5, 0.1, -0.0], np.float32)
 
 
 def _reseal(body: bytes) -> bytes:
@@ -105,6 +130,16 @@ def _packets(base_sha: bytes) -> list[tuple[str, bytes, int, bytes, bool]]:
     lying_count = wire.record_header(5, 300, 200, IndexCoding.BITMAP, ValueCoding.F32, b"", 38,
                                      800)
     varint_0x81 = bytes([2]) + b"\xff" * 9 + b"\x81"  # tensor 2, then a 10-byte varint at the end
+    qdelta = enc([_delta_patch(rng, 2, 12, 0.01), _delta_patch(rng, 5, 40, 0.002, 127),
+                  _delta_patch(rng, 11, 20, 0.005)], mode=Mode.CUMULATIVE,
+                 value_coding=ValueCoding.QDELTA)
+    half_edges = enc([TensorPatch(11, 64, np.arange(0, 60, 6), HALF_EDGES)],
+                     value_coding=ValueCoding.F32)
+
+    def qdelta_record(tensor_index: int, step: float, params: bytes | None = None) -> bytes:
+        return wire.record_header(tensor_index, _numel(tensor_index), 1, IndexCoding.DELTA_VARINT,
+                                  ValueCoding.QDELTA,
+                                  struct.pack("<f", step) if params is None else params, 1, 1)
     bomb = b"\0" * (LIMITS.max_raw_bytes + 4096)
     return [
         ("ok_f16_delta", ok1, 0, KEY, False),
@@ -143,6 +178,24 @@ def _packets(base_sha: bytes) -> list[tuple[str, bytes, int, bytes, bool]]:
         ("raw_too_large", sealed(base_sha, bytes(16), compress=True,
                                  raw_len=LIMITS.max_raw_bytes + 1), 0, KEY, False),
         ("varint_0x81_at_end", sealed(base_sha, varint_0x81), 0, KEY, False),
+        ("ok_qdelta_cumulative_f16_tensor", qdelta, 0, KEY, False),
+        ("ok_f32_values_into_f16_tensor", half_edges, 0, KEY, False),
+        ("ok_f16_values_into_f16_tensor", enc([_patch(rng, 11, 25)]), 0, KEY, False),
+        ("qdelta_non_finite_step", sealed(base_sha, qdelta_record(2, np.inf) + b"\x05\x01"),
+         0, KEY, False),
+        ("qdelta_param_bytes", sealed(base_sha, qdelta_record(2, 0, bytes(8)) + b"\x05\x01"),
+         0, KEY, False),
+        ("qdelta_step_times_level_overflows", sealed(
+            base_sha, qdelta_record(2, 3e38) + b"\x05\x7f"), 0, KEY, False),
+        ("unknown_value_coding", sealed(base_sha, wire.record_header(
+            2, 100, 1, IndexCoding.DELTA_VARINT, 4, b"", 1, 1) + b"\x05\x01"), 0, KEY, False),
+        ("f16_tensor_overflow_additive", sealed(base_sha, qdelta_record(11, 1000.0) + b"\x05\x7f"),
+         0, KEY, False),
+        ("f16_tensor_overflow_replace", enc([TensorPatch(11, 64, np.array([3]),
+                                                        np.array([70000.0]))],
+                                           value_coding=ValueCoding.F32), 0, KEY, False),
+        ("int8_tensor", enc([TensorPatch(14, 32, np.array([3]), np.array([1.0]))]), 0, KEY,
+         False),
     ]
 
 
@@ -166,7 +219,11 @@ EXPECTED = {"bad_version_1": "bad_version", "index_out_of_range": "out_of_range"
             "unsupported_coding": "unsupported", "bitmap_excess_bits": "malformed",
             "dense_too_many": "too_large", "count_lies": "truncated",
             "value_bytes_disagree": "malformed", "zip_bomb": "malformed",
-            "raw_too_large": "too_large", "varint_0x81_at_end": "malformed"}
+            "raw_too_large": "too_large", "varint_0x81_at_end": "malformed",
+            "qdelta_non_finite_step": "non_finite", "qdelta_param_bytes": "malformed",
+            "qdelta_step_times_level_overflows": "non_finite",
+            "unknown_value_coding": "unsupported", "f16_tensor_overflow_additive": "non_finite",
+            "f16_tensor_overflow_replace": "non_finite", "int8_tensor": "unsupported"}
 
 
 def main(out_dir: Path) -> None:
@@ -184,7 +241,7 @@ def main(out_dir: Path) -> None:
         digest = hashlib.sha256(patched).hexdigest() if patched else "-"
         lines.append(f"{name} {want} {last} {key.hex() or '-'} {DEVICE.hex()} {int(insecure)} "
                      f"{digest}\n")
-        tensors = [{"tensor_index": t.tensor_index, "numel": t.numel,
+        tensors = [{"tensor_index": t.tensor_index, "numel": t.numel, "additive": t.additive,
                     "indices": t.indices.tolist(), "values_f32_hex": t.values.astype("<f4")
                     .tobytes().hex()} for t in (decoded.tensors if decoded else [])]
         entries.append({"name": name, "packet": f"{name}.mdup", "expect": want,

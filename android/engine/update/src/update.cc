@@ -32,7 +32,8 @@ constexpr size_t kAtBase = 8, kAtDevice = 40, kAtSequence = 56, kAtTensors = 64,
                  kAtRaw = 72;
 
 enum IndexCoding : uint8_t { kDeltaVarint = 0, kBitmap = 1, kDense = 2 };
-enum ValueCoding : uint8_t { kF32 = 0, kF16 = 1, kQ8 = 2 };
+// kQDelta: element += step * q, q a signed byte, f32 step (the only parameter).
+enum ValueCoding : uint8_t { kF32 = 0, kF16 = 1, kQ8 = 2, kQDelta = 3 };
 
 Status Error(StatusCode code, std::string message) { return Status{code, std::move(message)}; }
 
@@ -44,6 +45,11 @@ float BitsToFloat(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
+}
+uint32_t FloatToBits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
 }
 
 std::string Hex(const uint8_t* p, size_t n) {
@@ -93,7 +99,8 @@ struct Record {
   uint64_t tensor_index = 0, numel = 0, count = 0;
   uint8_t index_coding = 0, value_coding = 0;
   uint64_t index_bytes = 0, value_bytes = 0;
-  float scale = 0.f, offset = 0.f;
+  float scale = 0.f, offset = 0.f;  // Q8
+  float step = 0.f;                 // QDelta
 };
 
 Status CheckHmac(const uint8_t* data, uint8_t flags, size_t mac_at, const DecodeOptions& o) {
@@ -203,6 +210,7 @@ bool IndexBytesFit(const Record& r) {
 }
 
 uint64_t ValueBytesPerElement(uint8_t coding) { return coding == kF32 ? 4 : coding == kF16 ? 2 : 1; }
+uint64_t ParamBytes(uint8_t coding) { return coding == kQ8 ? 8 : coding == kQDelta ? 4 : 0; }
 
 // One record header, checked against itself, the payload left and the limits. `declared` and
 // `elements` are the index+value bytes and values of the records before it.
@@ -222,7 +230,7 @@ Status ReadRecord(Reader* reader, const DecodeLimits& limits, uint64_t declared,
   const uint8_t* params;
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader->Take(param_bytes, &params));
   const std::string name = "tensor " + std::to_string(r->tensor_index);
-  if (r->index_coding > kDense || r->value_coding > kQ8) {
+  if (r->index_coding > kDense || r->value_coding > kQDelta) {
     return Error(StatusCode::kUnsupported, name + ": unknown index or value coding (made by a "
                                                   "newer encoder); update the app");
   }
@@ -233,7 +241,7 @@ Status ReadRecord(Reader* reader, const DecodeLimits& limits, uint64_t declared,
       r->count > limits.max_elements - std::min(elements, limits.max_elements)) {
     return Error(StatusCode::kTooLarge, name + ": more elements than this model has");
   }
-  if (param_bytes != (r->value_coding == kQ8 ? 8u : 0u)) {
+  if (param_bytes != ParamBytes(r->value_coding)) {
     return Error(StatusCode::kMalformed, name + ": wrong number of coding-parameter bytes");
   }
   if (!IndexBytesFit(*r) || r->value_bytes != ValueBytesPerElement(r->value_coding) * r->count) {
@@ -249,7 +257,13 @@ Status ReadRecord(Reader* reader, const DecodeLimits& limits, uint64_t declared,
     r->scale = BitsToFloat(LoadU32(params));
     r->offset = BitsToFloat(LoadU32(params + 4));
     if (!std::isfinite(r->scale) || !std::isfinite(r->offset)) {
-      return Error(StatusCode::kNonFinite, name + ": non-finite quantization scale/offset");
+      return Error(StatusCode::kNonFinite, name + ": non-finite quantization scale/offset/step");
+    }
+  }
+  if (r->value_coding == kQDelta) {
+    r->step = BitsToFloat(LoadU32(params));
+    if (!std::isfinite(r->step)) {
+      return Error(StatusCode::kNonFinite, name + ": non-finite quantization scale/offset/step");
     }
   }
   return Status::Ok();
@@ -310,10 +324,14 @@ Status ReadValues(const uint8_t* p, const Record& r, std::vector<float>* values)
     for (size_t i = 0; i < n; ++i) {
       (*values)[i] = HalfToFloat(static_cast<uint16_t>(p[i] | (p[n + i] << 8)));
     }
-  } else {
+  } else if (r.value_coding == kQ8) {
     for (size_t i = 0; i < n; ++i) {
       const float product = r.scale * static_cast<float>(p[i]);  // two roundings, never an FMA
       (*values)[i] = r.offset + product;
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      (*values)[i] = r.step * static_cast<float>(static_cast<int8_t>(p[i]));
     }
   }
   for (float v : *values) {
@@ -352,6 +370,7 @@ Status DecodePayload(const uint8_t* raw, size_t raw_size, uint32_t n_tensors,
     MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader.Take(records[i].index_bytes, &p));
     packet->tensors[i].tensor_index = static_cast<uint32_t>(records[i].tensor_index);
     packet->tensors[i].numel = records[i].numel;
+    packet->tensors[i].additive = records[i].value_coding == kQDelta;
     MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadIndices(p, records[i], &packet->tensors[i]));
   }
   for (size_t i = 0; i < n_tensors; ++i) {
@@ -362,7 +381,30 @@ Status DecodePayload(const uint8_t* raw, size_t raw_size, uint32_t n_tensors,
   return Status::Ok();
 }
 
+// Bytes per element of a patchable tensor type, 0 for the others.
+uint64_t ElementBytes(DType dtype) {
+  return dtype == DType::kFloat32 ? 4 : dtype == DType::kFloat16 ? 2 : 0;
+}
+
+// The element's new content (little-endian bits of its own type) after `value` is written or,
+// when additive, added in float32; false when that is not finite in the element's type.
+bool NewElement(const uint8_t* element, DType dtype, float value, bool additive, uint32_t* bits) {
+  if (dtype == DType::kFloat32) {
+    const float v = additive ? BitsToFloat(LoadU32(element)) + value : value;
+    *bits = FloatToBits(v);
+    return std::isfinite(v);
+  }
+  const float old = HalfToFloat(static_cast<uint16_t>(element[0] | (element[1] << 8)));
+  const uint16_t half = FloatToHalf(additive ? old + value : value);
+  *bits = half;
+  return (half & 0x7C00u) != 0x7C00u;
+}
+
 }  // namespace
+
+DType DTypeFromName(const std::string& name) {
+  return name == "float32" ? DType::kFloat32 : name == "float16" ? DType::kFloat16 : DType::kOther;
+}
 
 const char* StatusCodeName(StatusCode code) {
   switch (code) {
@@ -388,8 +430,9 @@ const char* StatusCodeName(StatusCode code) {
 DecodeLimits DecodeLimits::ForTable(const TensorTable& table) {
   DecodeLimits limits;
   for (const auto& entry : table) {
-    if (entry.second.dtype != DType::kFloat32) continue;
-    const uint64_t numel = entry.second.buffer_size / 4;
+    const uint64_t width = ElementBytes(entry.second.dtype);
+    if (width == 0) continue;
+    const uint64_t numel = entry.second.buffer_size / width;
     limits.max_elements += numel;
     limits.max_raw_bytes += kMaxRecordOverhead + (numel + 7) / 8 + 4 * numel;
   }
@@ -399,6 +442,27 @@ DecodeLimits DecodeLimits::ForTable(const TensorTable& table) {
 uint64_t DecodeLimits::MaxPacketBytes() const {
   // zlib's deflateBound is below raw + raw/1024 + 64 for any input.
   return kHeaderBytes + max_raw_bytes + max_raw_bytes / 1024 + 64 + kCrcBytes + kHmacBytes;
+}
+
+uint16_t FloatToHalf(float value) {
+  const uint32_t bits = FloatToBits(value);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t magnitude = bits & 0x7FFFFFFFu;
+  if (magnitude > 0x7F800000u) return sign | 0x7E00u;       // nan
+  if (magnitude >= 0x477FF000u) return sign | 0x7C00u;      // >= 65520 rounds to inf
+  if (magnitude >= 0x38800000u) {                            // normal half (>= 2^-14)
+    uint32_t half = ((magnitude >> 23) - 112) << 10 | ((magnitude >> 13) & 0x3FFu);
+    const uint32_t rest = magnitude & 0x1FFFu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;  // carries into the exponent
+    return static_cast<uint16_t>(sign | half);
+  }
+  if (magnitude <= 0x33000000u) return sign;                 // <= 2^-25: ties to even zero
+  const uint32_t significand = (magnitude & 0x7FFFFFu) | 0x800000u;
+  const unsigned shift = 126 - (magnitude >> 23);            // to units of 2^-24: 14..24
+  uint32_t half = significand >> shift;
+  const uint32_t rest = significand & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+  if (rest > halfway || (rest == halfway && (half & 1u))) ++half;
+  return static_cast<uint16_t>(sign | half);
 }
 
 float HalfToFloat(uint16_t half) {
@@ -465,8 +529,11 @@ Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
       return Error(StatusCode::kOutOfRange, name + " is not updatable in this model");
     }
     const TensorLocation& loc = it->second;
-    if (loc.dtype != DType::kFloat32) return Error(StatusCode::kUnsupported, name + " is not float32");
-    if (loc.buffer_size / 4 != patch.numel || loc.buffer_size % 4 != 0) {
+    const uint64_t width = ElementBytes(loc.dtype);
+    if (width == 0) {
+      return Error(StatusCode::kUnsupported, name + " is neither float32 nor float16");
+    }
+    if (loc.buffer_size / width != patch.numel || loc.buffer_size % width != 0) {
       return Error(StatusCode::kOutOfRange, name + ": element count differs from the model");
     }
     if (loc.buffer_offset > model_bytes->size() ||
@@ -479,15 +546,24 @@ Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
     for (uint64_t index : patch.indices) {
       if (index >= patch.numel) return Error(StatusCode::kOutOfRange, name + ": index out of range");
     }
-  }
-  for (const TensorPatch& patch : packet.tensors) {
-    uint8_t* base = model_bytes->data() + table.at(patch.tensor_index).buffer_offset;
+    const uint8_t* base = model_bytes->data() + loc.buffer_offset;
     for (size_t i = 0; i < patch.values.size(); ++i) {
       uint32_t bits;
-      std::memcpy(&bits, &patch.values[i], sizeof(bits));
-      uint8_t* p = base + 4 * (patch.dense ? i : patch.indices[i]);  // little-endian, whatever the host order
-      p[0] = static_cast<uint8_t>(bits); p[1] = static_cast<uint8_t>(bits >> 8);
-      p[2] = static_cast<uint8_t>(bits >> 16); p[3] = static_cast<uint8_t>(bits >> 24);
+      const uint64_t at = width * (patch.dense ? i : patch.indices[i]);
+      if (!NewElement(base + at, loc.dtype, patch.values[i], patch.additive, &bits)) {
+        return Error(StatusCode::kNonFinite, name + ": the update makes elements non-finite");
+      }
+    }
+  }
+  for (const TensorPatch& patch : packet.tensors) {  // deterministic: the same bits as checked
+    const TensorLocation& loc = table.at(patch.tensor_index);
+    const uint64_t width = ElementBytes(loc.dtype);
+    uint8_t* base = model_bytes->data() + loc.buffer_offset;
+    for (size_t i = 0; i < patch.values.size(); ++i) {
+      uint32_t bits;
+      uint8_t* p = base + width * (patch.dense ? i : patch.indices[i]);
+      NewElement(p, loc.dtype, patch.values[i], patch.additive, &bits);
+      for (uint64_t b = 0; b < width; ++b) p[b] = static_cast<uint8_t>(bits >> (8 * b));  // LE
     }
   }
   return Status::Ok();

@@ -35,6 +35,18 @@ void TestPrimitives() {
   Expect(mu::HalfToFloat(0x3C00) == 1.0f && mu::HalfToFloat(0xC000) == -2.0f, "half normal");
   Expect(mu::HalfToFloat(0x0001) == std::ldexp(1.0f, -24), "half subnormal");
   Expect(std::isinf(mu::HalfToFloat(0x7C00)) && std::isnan(mu::HalfToFloat(0x7E00)), "half inf/nan");
+  // Round to nearest even, as numpy's float32 -> float16 (the vectors pin more cases).
+  Expect(mu::FloatToHalf(1.0f + std::ldexp(1.0f, -11)) == 0x3C00, "half tie to even (down)");
+  Expect(mu::FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3C02, "half tie to even (up)");
+  Expect(mu::FloatToHalf(65504.0f) == 0x7BFF && mu::FloatToHalf(65520.0f) == 0x7C00, "half max");
+  Expect(mu::FloatToHalf(std::ldexp(1.0f, -25)) == 0 && mu::FloatToHalf(std::ldexp(1.5f, -24)) == 2,
+         "half subnormal rounding");
+  for (uint32_t h = 0; h < 0x7C00; ++h) {  // every finite half survives the round trip
+    if (mu::FloatToHalf(mu::HalfToFloat(static_cast<uint16_t>(h))) != h) {
+      Expect(false, "half round trip " + std::to_string(h));
+      break;
+    }
+  }
 }
 
 // vectors.txt line: name expected_status last_sequence hmac_key_hex|- device_id_hex insecure(0|1)
@@ -77,8 +89,11 @@ void TestVector(const std::string& dir, const std::string& line, const std::vect
 
 void TestLimits(const mu::TensorTable& table) {
   const mu::DecodeLimits limits = mu::DecodeLimits::ForTable(table);
-  uint64_t numel = 0;
-  for (const auto& e : table) numel += e.second.buffer_size / 4;
+  uint64_t numel = 0;  // float32 and float16 tensors only (the table also has an int8 one)
+  for (const auto& e : table) {
+    if (e.second.dtype == mu::DType::kFloat32) numel += e.second.buffer_size / 4;
+    if (e.second.dtype == mu::DType::kFloat16) numel += e.second.buffer_size / 2;
+  }
   Expect(limits.max_elements == numel, "limits: elements are the table's");
   Expect(limits.max_raw_bytes >= 4 * numel && limits.max_raw_bytes < 5 * numel + 100 * table.size(),
          "limits: raw bytes follow a dense float32 packet of every tensor");

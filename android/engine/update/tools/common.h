@@ -68,7 +68,7 @@ inline bool ReadTable(const std::string& path, TensorTable* table) {
     TensorLocation loc;
     std::string dtype;
     if (!(fields >> index >> loc.buffer_offset >> loc.buffer_size >> dtype)) return false;
-    loc.dtype = dtype == "float32" ? DType::kFloat32 : DType::kOther;
+    loc.dtype = DTypeFromName(dtype);
     (*table)[index] = loc;
   }
   return true;

@@ -43,7 +43,7 @@ enum class StatusCode : int {
   kMalformed,        // inconsistent records, bad lengths, trailing bytes, corrupt deflate
   kOutOfRange,       // index outside the tensor, tensor unknown or outside the model file
   kNonFinite,        // NaN or Inf values
-  kUnsupported,      // unknown index/value coding (a newer encoder), a non-float32 tensor
+  kUnsupported,      // unknown index/value coding (a newer encoder), a tensor neither f32 nor f16
   kWrongDevice,      // packet made for another device id
   kTooLarge,         // more elements or payload bytes than the deployed model can address
 };
@@ -71,6 +71,9 @@ struct TensorPatch {
   uint32_t tensor_index = 0;   // manifest parameter_map[].tensor_index
   uint64_t numel = 0;          // elements in the deployed tensor
   bool dense = false;          // every element 0..numel-1 in order; `indices` is then left empty
+  // QDELTA: `values` are added to what the element holds (element + value, float32 arithmetic)
+  // instead of replacing it.
+  bool additive = false;
   std::vector<uint64_t> indices;  // flat, strictly increasing, < numel (empty when dense)
   std::vector<float> values;      // decoded float32 values, one per index (numel when dense)
 };
@@ -85,7 +88,11 @@ struct UpdatePacket {
   std::vector<TensorPatch> tensors;  // strictly increasing tensor_index
 };
 
-enum class DType : uint8_t { kFloat32 = 0, kOther = 1 };
+// Element types a packet can patch; kOther (e.g. int8) is refused by the applier (unsupported).
+enum class DType : uint8_t { kFloat32 = 0, kOther = 1, kFloat16 = 2 };
+
+// "float32" / "float16" (the manifest's parameter_map dtype) or kOther.
+DType DTypeFromName(const std::string& name);
 
 struct TensorLocation {
   uint64_t buffer_offset = 0;  // manifest parameter_map[].buffer_offset
@@ -96,8 +103,9 @@ struct TensorLocation {
 using TensorTable = std::unordered_map<uint32_t, TensorLocation>;
 
 // What one packet may make the decoder hold. ForTable derives it from the deployed model: at most
-// as many values as its float32 tensors have elements, and a raw payload no larger than a dense
-// float32 packet of every tensor (plus record headers and bitmaps). Zero limits refuse everything.
+// as many values as its float32 and float16 tensors have elements, and a raw payload no larger
+// than a dense float32 packet of every tensor (plus record headers and bitmaps). Zero limits
+// refuse everything.
 struct DecodeLimits {
   uint64_t max_elements = 0;
   uint64_t max_raw_bytes = 0;
@@ -125,9 +133,12 @@ struct DecodeOptions {
 Status DecodeUpdatePacket(const uint8_t* data, size_t size, const DecodeOptions& options,
                           UpdatePacket* packet);
 
-// Scatters the packet's values (little-endian float32) into *model_bytes, a COPY of the model:
-// the pristine base for Mode::kBaseRelative, the currently deployed bytes for Mode::kCumulative.
-// Every range is checked before the first write, so on error *model_bytes is unchanged.
+// Scatters the packet's values into *model_bytes, a COPY of the model: the pristine base for
+// Mode::kBaseRelative, the currently deployed bytes for Mode::kCumulative. float32 elements take
+// the value (or element + value when additive); float16 elements take half(value) (or
+// half(float(element) + value)), rounded to nearest even. Every range, and that every new
+// element is finite in its own type (non_finite), is checked before the first write, so on
+// error *model_bytes is unchanged.
 Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
                     const UpdatePacket& packet);
 
@@ -136,6 +147,7 @@ std::array<uint8_t, kSha256Bytes> Sha256(const uint8_t* data, size_t size);
 std::array<uint8_t, kSha256Bytes> HmacSha256(const uint8_t* key, size_t key_size,
                                              const uint8_t* data, size_t size);
 float HalfToFloat(uint16_t half);
+uint16_t FloatToHalf(float value);  // round to nearest even; overflow gives inf (as numpy)
 
 }  // namespace update
 }  // namespace mobdistill

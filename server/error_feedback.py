@@ -1,0 +1,133 @@
+"""Quantized cumulative deltas with server-side error feedback (wire value coding QDELTA).
+
+The server keeps two copies of every addressable tensor in deployed space: ``target``, what its
+training wants the device to hold, and ``held``, exactly what the device holds (it applies each
+packet with the applier's own arithmetic, `wire.patched_elements`). A packet carries
+``target - held`` quantized per tensor to a few signed levels of one step; levels that round to
+zero are not sent, so their residual (and every rounding error) stays in ``target - held`` and
+goes out with a later packet instead of being lost. Training continues from the server's own
+full-precision weights: nothing is mirrored back into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mobdistill.contract import wire
+from mobdistill.contract.wire import Mode, TensorPatch, ValueCoding
+from mobdistill.errors import UpdateError
+
+
+@dataclass(frozen=True)
+class DeltaQuantizer:
+    """Per tensor: ``step = step_scale · mean |residual|`` over its non-zero residuals; residuals
+    of at least one step are sent as ``q = clip(round(residual / step), ±levels)``, smaller ones
+    wait. With ``step_scale ≤ 1`` the largest residual is always sent and left at most half a
+    step (unless clipped), so a fixed target is reached instead of dithered around. Defaults
+    were chosen on the bytes/mIoU frontier (benchmarks/update_coding.py)."""
+
+    levels: int = 1
+    step_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.levels <= 127 or not self.step_scale > 0:
+            raise UpdateError(f"delta quantizer needs 1 ≤ levels ≤ 127 and a positive step "
+                              f"scale, got {self.levels}, {self.step_scale}")
+
+    def patch(self, tensor_index: int, target: np.ndarray, held: np.ndarray) -> TensorPatch | None:
+        """The patch that moves ``held`` towards ``target`` (None when nothing is sent)."""
+        residual = target.astype(np.float64) - held.astype(np.float64)
+        candidates = np.flatnonzero(residual)
+        if not candidates.size:
+            return None
+        step = np.float32(self.step_scale * np.abs(residual[candidates]).mean())
+        if not np.isfinite(step) or step <= 0:
+            return None
+        ratio = residual[candidates] / np.float64(step)
+        sent = np.abs(ratio) >= 1
+        q = np.clip(np.rint(ratio), -self.levels, self.levels)
+        if not sent.any():
+            return None
+        levels = q[sent].astype(np.int8)
+        return TensorPatch(tensor_index, held.size, candidates[sent],
+                           wire.dequantize_delta(levels, float(step)), additive=True,
+                           step=float(step))
+
+
+class ErrorFeedbackEncoder:
+    """Cumulative QDELTA packets for one device, numbered from 1, bound to its id and key; the
+    same interface as `session.PacketEncoder` (``encode`` / ``mirror``)."""
+
+    def __init__(self, space: Any, credentials: Any, held: Mapping[int, np.ndarray],
+                 quantizer: DeltaQuantizer = DeltaQuantizer()) -> None:
+        self.space, self.credentials, self.quantizer = space, credentials, quantizer
+        self.held = {index: np.array(values) for index, values in held.items()}
+        self.target = {index: values.astype(np.float32) for index, values in self.held.items()}
+        self.sequence = 0
+
+    @classmethod
+    def for_model(cls, space: Any, credentials: Any, base_model: bytes,
+                  quantizer: DeltaQuantizer = DeltaQuantizer()) -> "ErrorFeedbackEncoder":
+        """Starting from the deployed ``.tflite`` bytes: exactly what a fresh device holds."""
+        held = {}
+        for index, loc in space.table.items():
+            dtype = "<f4" if loc.dtype == "float32" else "<f2"
+            held[index] = np.frombuffer(base_model, dtype, loc.buffer_size
+                                        // wire.ELEMENT_BYTES[loc.dtype], loc.buffer_offset)
+        return cls(space, credentials, held, quantizer)
+
+    @classmethod
+    def for_session(cls, space: Any, credentials: Any, manifest: Mapping[str, Any],
+                    params: Mapping[str, torch.Tensor],
+                    quantizer: DeltaQuantizer = DeltaQuantizer()) -> "ErrorFeedbackEncoder":
+        """From the manifest's ``.tflite`` when it names one on disk (an exported manifest),
+        else from the student's own weights folded into deployed space (float32)."""
+        path = getattr(manifest, "tflite_path", None)
+        if path is not None and path.is_file():
+            return cls.for_model(space, credentials, path.read_bytes(), quantizer)
+        whole = {name: (torch.arange(p.numel()), p.detach().reshape(-1))
+                 for name, p in params.items() if name in space.mappings}
+        held = {patch.tensor_index: _scatter(patch) for patch in space.to_patches(whole)}
+        return cls(space, credentials, held, quantizer)
+
+    def encode(self, delta: dict[str, tuple[torch.Tensor, torch.Tensor]]
+               ) -> tuple[bytes, list[TensorPatch]]:
+        """Folds this phase's new values into the target, sends the quantized residual and
+        applies it to ``held`` as the device will."""
+        self.sequence += 1
+        for patch in self.space.to_patches(delta):
+            self.target[patch.tensor_index][patch.indices] = patch.values
+        patches = []
+        for index in sorted(self.target):
+            patch = self.quantizer.patch(index, self.target[index], self.held[index])
+            if patch is not None:
+                patches.append(patch)
+        packet = wire.encode_update(patches, base_sha256=self.space.base_sha256,
+                                    sequence=self.sequence, device_id=self.credentials.device_id,
+                                    hmac_key=self.credentials.hmac_key, mode=Mode.CUMULATIVE,
+                                    value_coding=ValueCoding.QDELTA)
+        for patch in patches:
+            held = self.held[patch.tensor_index]
+            held[patch.indices] = wire.patched_elements(held, patch)
+        return packet, patches
+
+    def mirror(self, params: Mapping[str, torch.nn.Parameter], patches: list[TensorPatch]) -> None:
+        """Nothing to do: the server trains on from its own weights; what the device lacks stays
+        in ``target - held`` and is sent later (error feedback)."""
+
+    def residual_norm(self) -> float:
+        """‖target − held‖₂ over every tensor: how far the device lags the server."""
+        return float(np.sqrt(sum(np.sum((self.target[i].astype(np.float64)
+                                         - self.held[i].astype(np.float64)) ** 2)
+                                 for i in self.target)))
+
+
+def _scatter(patch: TensorPatch) -> np.ndarray:
+    out = np.zeros(patch.numel, np.float32)
+    out[patch.indices] = patch.values
+    return out
