@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from mobdistill.contract import wire
 from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
 from mobdistill.errors import UpdateError, UsageError
+from mobdistill.server.error_feedback import ErrorFeedbackEncoder
 from mobdistill.server.rates import AdaptiveRates
 from mobdistill.server.selection import AdamConfig, CoordinateDescent
 from mobdistill.server.teachers import Teacher
@@ -264,7 +265,10 @@ class Session:
         self.optimizer = CoordinateDescent(
             self.trainable, gamma=config.gamma, variant=config.selection,
             rule=AdamConfig(lr=config.lr), generator=self.generator)
-        self.encoder = PacketEncoder(self.space, self.credentials, config.value_coding)
+        self.encoder: PacketEncoder | ErrorFeedbackEncoder = (  # QDELTA: quantized deltas
+            ErrorFeedbackEncoder.for_session(self.space, self.credentials, manifest, self.params)
+            if config.value_coding == ValueCoding.QDELTA
+            else PacketEncoder(self.space, self.credentials, config.value_coding))
         self.buffer = FrameBuffer(config.horizon_s)
         self.rates = rates or AdaptiveRates(update_interval_s=config.update_interval_s,
                                             asr_interval_s=config.asr_interval_s)
