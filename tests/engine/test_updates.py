@@ -480,3 +480,56 @@ def test_update_flags_are_validated(engine_binary, model, tmp_path):
                         ([f"--update_schedule={tmp_path}/none.jsonl"], "--update_schedule")]:
         done = subprocess.run(base + flags, capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and text in done.stderr, done.stderr
+
+
+def _thread_policies(pid: int) -> list[int]:
+    """Scheduling policy of each of the process's threads (0 SCHED_OTHER, 5 SCHED_IDLE)."""
+    policies = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread exited meanwhile
+            continue
+        policies.append(int(stat.rsplit(")", 1)[1].split()[38]))  # field 41: policy
+    return policies
+
+
+def _policies_after_first_swap(engine_binary, model, tmp_path, env) -> tuple[dict, list[int]]:
+    """Runs 2 threads with one packet waiting; the applied record and the thread policies
+    a few frames after the swap, while the engine still runs."""
+    packets, _ = _cumulative_chain(model, tmp_path, 1, seed=8)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "0001.mdup").write_bytes(packets[0].read_bytes())
+    proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 2000, "--run_delay=0.005",
+                                        "--num_threads=2", f"--update_dir={inbox}"),
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        end = time.monotonic() + 30
+        while not (tmp_path / "run.jsonl").is_file() or not _records(tmp_path):
+            assert proc.poll() is None and time.monotonic() < end, "no update record"
+            time.sleep(0.01)
+        swapped = _records(tmp_path)[0]["swapped_frame"]
+        _wait_frames(tmp_path, swapped + 5, proc)
+        policies = _thread_policies(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    return _records(tmp_path)[0], policies
+
+
+def test_builds_run_at_idle_priority_and_frames_do_not(engine_binary, model, tmp_path):
+    """The update worker builds as SCHED_IDLE; the thread pool it created for the new model
+    runs frames at normal priority once the model is adopted (only the worker stays idle)."""
+    record, policies = _policies_after_first_swap(engine_binary, model, tmp_path, {})
+    assert record["status"] == "applied", record
+    assert (record["build_priority"], record["build_threads"]) == ("idle", 2)
+    assert policies.count(5) == 1 and policies.count(0) == len(policies) - 1, policies
+    assert len(policies) >= 3  # main, XNNPACK pool worker, update worker (at least)
+
+
+def test_builds_at_normal_priority_when_asked(engine_binary, model, tmp_path):
+    record, policies = _policies_after_first_swap(
+        engine_binary, model, tmp_path, {"MOBDISTILL_UPDATE_BUILD_PRIORITY": "normal"})
+    assert (record["status"], record["build_priority"]) == ("applied", "normal"), record
+    assert 5 not in policies, policies

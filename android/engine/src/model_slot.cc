@@ -1,12 +1,97 @@
 #include "model_slot.h"
 
+#include <dirent.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "digest.h"
 
 namespace mobdistill {
+namespace {
+
+pid_t ThisThreadId() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+// Thread ids of this process, sorted.
+std::vector<pid_t> ProcessThreadIds() {
+  std::vector<pid_t> ids;
+  DIR* dir = opendir("/proc/self/task");
+  if (dir == nullptr) return ids;
+  while (const dirent* entry = readdir(dir)) {
+    const long id = std::strtol(entry->d_name, nullptr, 10);
+    if (id > 0) ids.push_back(static_cast<pid_t>(id));
+  }
+  closedir(dir);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+ThreadScheduling SchedulingOf(pid_t tid) {
+  ThreadScheduling s;
+  s.policy = sched_getscheduler(tid);
+  errno = 0;
+  s.nice = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+  return s;
+}
+
+bool SetScheduling(pid_t tid, const ThreadScheduling& s) {
+  sched_param param{};
+  if (sched_setscheduler(tid, s.policy, &param) != 0) return false;
+  return s.policy == SCHED_IDLE || setpriority(PRIO_PROCESS, static_cast<id_t>(tid), s.nice) == 0;
+}
+
+// Threads that appeared since `before` and run as SCHED_IDLE: they were created by the idle
+// building thread (another thread's creations keep their creator's policy).
+std::vector<pid_t> NewIdleThreads(const std::vector<pid_t>& before) {
+  std::vector<pid_t> found;
+  for (pid_t id : ProcessThreadIds()) {
+    if (!std::binary_search(before.begin(), before.end(), id) && id != ThisThreadId() &&
+        sched_getscheduler(id) == SCHED_IDLE) {
+      found.push_back(id);
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
+ThreadScheduling CurrentThreadScheduling() { return SchedulingOf(ThisThreadId()); }
+
+const char* ThreadPriorityName() {
+  return sched_getscheduler(0) == SCHED_IDLE ? "idle" : "normal";
+}
+
+bool IdleBuildsRestorable() {
+  static const bool restorable = [] {
+    bool ok = false;
+    std::thread probe([&ok] {
+      const ThreadScheduling normal = CurrentThreadScheduling();
+      ThreadScheduling idle;
+      idle.policy = SCHED_IDLE;
+      ok = SetScheduling(0, idle) && SetScheduling(0, normal);
+    });
+    probe.join();
+    return ok;
+  }();
+  return restorable;
+}
+
+std::string BuildInBackground() {
+  if (IdleBuildsRestorable()) {
+    ThreadScheduling idle;
+    idle.policy = SCHED_IDLE;
+    SetScheduling(0, idle);
+  }
+  return ThreadPriorityName();
+}
 
 void ModelSlot::Report(void* self, const char* format, va_list args) {
   char buf[1024];
@@ -176,6 +261,14 @@ void Engine::WaitForBuilder() {
   if (builder_.joinable()) builder_.join();
 }
 
+void Engine::ReleaseRetired() {
+  std::unique_ptr<ModelSlot> retired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    retired = std::move(retired_);
+  }
+}  // destroyed here, outside the lock
+
 Status Engine::Load(std::vector<uint8_t> bytes, int64_t version) {
   MD_RETURN_IF_ERROR(ModelSlot::Create(api_, config_, std::move(bytes), version, &active_));
   io_sizes_ = active_->IoByteSizes();
@@ -187,12 +280,17 @@ Status Engine::BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   event->version = version;
+  event->priority = ThreadPriorityName();
+  event->threads = config_.num_threads;
+  const bool idle = sched_getscheduler(0) == SCHED_IDLE;
+  const std::vector<pid_t> threads_before = idle ? ProcessThreadIds() : std::vector<pid_t>();
   if (hash) event->sha256 = Sha256Hex(bytes.data(), bytes.size());
   const auto t1 = Clock::now();
   Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, slot);
   const auto t2 = Clock::now();
   if (s.ok()) s = (*slot)->Warm();
   const auto t3 = Clock::now();
+  if (s.ok() && idle) (*slot)->build_threads_ = NewIdleThreads(threads_before);
   if (s.ok() && (*slot)->IoByteSizes() != io_sizes_) {
     s = Status::Error("swapped-in model has different signatures than the running one");
   }
@@ -212,6 +310,7 @@ Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
   const int64_t version = active_->version() + 1;
   building_.store(true);
   builder_ = std::thread([this, version, bytes = std::move(new_model_bytes)]() mutable {
+    BuildInBackground();
     SwapEvent event;
     std::unique_ptr<ModelSlot> slot;
     Status s = BuildSlot(std::move(bytes), version, /*hash=*/true, &slot, &event);
@@ -243,7 +342,7 @@ Status Engine::BuildPending(std::vector<uint8_t> new_model_bytes, int64_t versio
 }
 
 bool Engine::ApplyPendingSwap(SwapEvent* event, Status* failure) {
-  std::unique_ptr<ModelSlot> retired;
+  std::unique_ptr<ModelSlot> older;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!pending_ready_) return false;
@@ -251,10 +350,15 @@ bool Engine::ApplyPendingSwap(SwapEvent* event, Status* failure) {
     *failure = pending_status_;
     *event = pending_event_;
     if (!pending_status_.ok()) return false;
-    retired = std::move(active_);
+    older = std::move(retired_);  // never released (no update worker): at most one is kept
+    retired_ = std::move(active_);
     active_ = std::move(pending_);
   }
-  return true;  // `retired` (the old slot) is destroyed here, outside the lock
+  // The new slot's threads were created at the builder's idle priority: frames must not run
+  // on them so. A thread that cannot be raised (it exited) has nothing left to run.
+  const ThreadScheduling frame = CurrentThreadScheduling();
+  for (pid_t tid : active_->build_threads()) SetScheduling(tid, frame);
+  return true;
 }
 
 }  // namespace mobdistill

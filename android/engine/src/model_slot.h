@@ -6,8 +6,16 @@
 // update therefore goes into new bytes; PrepareSwap builds and warms a new slot on a builder
 // thread while frames keep running on the old one, and the frame thread adopts it between two
 // frames (ApplyPendingSwap). A frame therefore always runs entirely on one slot.
+//
+// Build priority: a background build competes with frames for the same cores. The thread that
+// builds (update worker, --swap_graph builder) can run as SCHED_IDLE (BuildInBackground), so it
+// only gets CPU time the frame path leaves. XNNPACK's thread pool is created by the building
+// thread and inherits its policy: the slot remembers those threads and the frame thread gives
+// them its own scheduling when it adopts the slot, so frames never run on idle-priority threads.
 #ifndef MOBDISTILL_ENGINE_MODEL_SLOT_H_
 #define MOBDISTILL_ENGINE_MODEL_SLOT_H_
+
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
@@ -22,6 +30,22 @@
 #include "tflite_c_api.h"
 
 namespace mobdistill {
+
+// A thread's CPU scheduling: policy (SCHED_OTHER, SCHED_IDLE, ...) and nice value.
+struct ThreadScheduling {
+  int policy = 0;
+  int nice = 0;
+};
+ThreadScheduling CurrentThreadScheduling();
+// "idle" when the calling thread runs as SCHED_IDLE, else "normal".
+const char* ThreadPriorityName();
+// Whether this process may move a SCHED_IDLE thread back to the frame thread's scheduling
+// (root, CAP_SYS_NICE, or RLIMIT_NICE allowing it, as Android grants apps). Probed once on a
+// throwaway thread; without it builds stay at normal priority.
+bool IdleBuildsRestorable();
+// Makes the calling thread SCHED_IDLE if IdleBuildsRestorable(); returns the priority the
+// calling thread now has ("idle" or "normal").
+std::string BuildInBackground();
 
 struct SlotConfig {
   int32_t num_threads = 1;
@@ -53,8 +77,12 @@ class ModelSlot {
   const std::string& delegate_used() const { return delegate_used_; }
   const std::vector<std::string>& warnings() const { return warnings_; }
   const std::vector<uint8_t>& bytes() const { return bytes_; }
+  // Threads created while this slot was built at idle priority (XNNPACK's pool, kernels' pools):
+  // given the frame thread's scheduling when the slot is adopted.
+  const std::vector<pid_t>& build_threads() const { return build_threads_; }
 
  private:
+  friend class Engine;
   explicit ModelSlot(const TfLiteApi* api) : api_(api) {}
   Status Build(const SlotConfig& config);
   Status BuildInterpreter(const SlotConfig& config, TfLiteDelegate* delegate, bool* delegated);
@@ -78,14 +106,17 @@ class ModelSlot {
   std::vector<std::string> warnings_;
   std::mutex errors_mu_;
   std::string errors_;  // text from the TFLite error reporter
+  std::vector<pid_t> build_threads_;
 };
 
 struct SwapEvent {
   int64_t version = 0;
   double build_ms = 0;     // builder thread: create + allocate + warm
   double create_us = 0;    // model + delegate + interpreter + AllocateTensors
-  double warm_us = 0;      // one zero-input Invoke per signature (XNNPACK packs weights here)
+  double warm_us = 0;      // one zero-input Invoke per signature (first-run setup)
   std::string sha256;      // of the new bytes (empty for streamed updates: not computed)
+  std::string priority;    // the building thread's: "idle" or "normal"
+  int32_t threads = 0;     // threads the new slot runs frames with (SlotConfig::num_threads)
 };
 
 class Engine {
@@ -108,8 +139,12 @@ class Engine {
     return pending_ready_;
   }
   // Called by the frame thread between frames: adopts a ready slot. Returns true if swapped.
-  // A failed build is reported through `*failure` (and the old slot stays active).
+  // A failed build is reported through `*failure` (and the old slot stays active). The slot's
+  // build threads get the calling thread's scheduling; the old slot is kept for
+  // ReleaseRetired, so the frame thread never pays for tearing an interpreter down.
   bool ApplyPendingSwap(SwapEvent* event, Status* failure);
+  // Destroys the slot the last swap retired (off the frame thread: the update worker).
+  void ReleaseRetired();
   // Blocks until the builder thread (if any) is done.
   void WaitForBuilder();
   bool swap_in_flight() const { return building_.load(); }
@@ -128,6 +163,7 @@ class Engine {
   std::atomic<bool> building_{false};
   std::mutex mu_;  // guards pending_*
   std::unique_ptr<ModelSlot> pending_;
+  std::unique_ptr<ModelSlot> retired_;
   Status pending_status_;
   bool pending_ready_ = false;
   SwapEvent pending_event_;

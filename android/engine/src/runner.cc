@@ -234,6 +234,10 @@ std::string UpdateRecord::ToJson() const {
   j["patch_us"] = us(patch_us);
   j["build_us"] = us(build_us);
   j["warm_us"] = us(warm_us);
+  j["build_priority"] = build_priority.empty() ? nlohmann::json(nullptr)
+                                               : nlohmann::json(build_priority);
+  j["build_threads"] = build_priority.empty() ? nlohmann::json(nullptr)
+                                              : nlohmann::json(build_threads);
   j["packet_bytes"] = packet_bytes;
   j["values"] = num_values;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -231,6 +231,8 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
                                        &event);
   r.build_us = event.create_us;
   r.warm_us = event.warm_us;
+  r.build_priority = event.priority;
+  r.build_threads = event.threads;
   if (!built.ok()) {
     r.reason = "build_failed";
     r.message = built.message();
@@ -244,12 +246,20 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
 }
 
 void UpdateManager::WorkerLoop() {
+  if (config_.build_in_background) BuildInBackground();
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     cv_.wait(lock, [this] {
-      return stopping_ || persist_pending_ || (!queue_.empty() && !awaiting_);
+      return stopping_ || persist_pending_ || release_retired_ || (!queue_.empty() && !awaiting_);
     });
     if (stopping_) return;
+    if (release_retired_) {  // tearing down an interpreter takes milliseconds: not on frames
+      release_retired_ = false;
+      lock.unlock();
+      engine_->ReleaseRetired();
+      lock.lock();
+      continue;
+    }
     if (persist_pending_) {  // off the frame thread: fsync can take milliseconds
       lock.unlock();
       PersistAdopted();
@@ -293,6 +303,7 @@ void UpdateManager::BetweenFrames(int64_t run, bool wait, std::vector<UpdateReco
         Status failure;
         if (engine_->ApplyPendingSwap(&event, &failure)) {
           in_flight_record_.swapped_frame = run;
+          release_retired_ = true;
           finished_.push_back(in_flight_record_);
           if (!config_.state_file.empty()) {
             adopted_sequence_ = in_flight_record_.sequence;

@@ -57,6 +57,9 @@ struct UpdateConfig {
   uint64_t max_packet_bytes = 0;
   // --update_state_file: the last applied sequence survives restarts (empty: memory only).
   std::string state_file;
+  // The worker (decode, patch, build, warm) runs as SCHED_IDLE where the process can give the
+  // new slot's threads normal priority back (IdleBuildsRestorable); false keeps it normal.
+  bool build_in_background = true;
 };
 
 // The persisted high-water mark: one JSON line {"base_sha256": hex, "last_sequence": N},
@@ -124,6 +127,8 @@ class UpdateManager {
   uint64_t adopted_sequence_ = 0;  // last sequence a frame adopted ...
   bool persist_pending_ = false;   // ... not yet written to config_.state_file
   uint64_t dropped_records_ = 0;
+  bool release_retired_ = false;   // a frame adopted a slot: the worker frees the old one
+  std::string build_priority_ = "normal";  // the worker thread's, set when it starts
 };
 
 }  // namespace mobdistill

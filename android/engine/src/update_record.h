@@ -27,6 +27,10 @@ struct UpdateRecord {
   double decode_us = -1, patch_us = -1, build_us = -1, warm_us = -1;
   uint64_t packet_bytes = 0;
   uint64_t num_values = 0;     // patched elements
+  // How the new model was built: the building thread's priority ("idle": SCHED_IDLE, so it
+  // only uses CPU time frames leave; "normal") and the threads the new model runs frames with.
+  std::string build_priority;  // "" when no build was reached (JSON null)
+  int32_t build_threads = 0;
 
   // One JSON object, no newline: {"event":"update","sequence":...,"status":...,...}
   std::string ToJson() const;
