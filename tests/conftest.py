@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,11 @@ import torch
 
 from mobdistill.export.api import ExportResult, export_model
 from mobdistill.models import registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+import tiny_models  # noqa: E402
+from shared import once  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -45,21 +51,40 @@ def tiny_export(tmp_path_factory) -> Callable[..., TinyExport]:
     """Export a seeded tiny student through a checkpoint, cached by arguments for the session."""
     cache: dict[tuple, TinyExport] = {}
 
+    def build(name: str, formats: tuple[str, ...], overrides: dict, out: Path) -> TinyExport:
+        entry = registry.get(name)
+        config = registry.configure(entry, tiny=True, **overrides)
+        torch.manual_seed(0)
+        checkpoint = out / "student.pt"
+        torch.save(entry.build(config).state_dict(), checkpoint)
+        result = export_model(name, out_dir=out, formats=formats, config=config,
+                              checkpoint=checkpoint, tiny=True)
+        return TinyExport(name, config, checkpoint, result)
+
     def get(name: str, formats: tuple[str, ...] = ("tflite", "onnx"), **overrides) -> TinyExport:
+        # Both formats are always made: one export then serves the tflite-only callers too.
+        formats = tuple(dict.fromkeys(("tflite", "onnx", *formats)))
         key = (name, formats, tuple(sorted(overrides.items())))
         if key not in cache:
-            out = tmp_path_factory.mktemp(f"export-{name}")
-            entry = registry.get(name)
-            config = registry.configure(entry, tiny=True, **overrides)
-            torch.manual_seed(0)
-            checkpoint = out / "student.pt"
-            torch.save(entry.build(config).state_dict(), checkpoint)
-            result = export_model(name, out_dir=out, formats=formats, config=config,
-                                  checkpoint=checkpoint, tiny=True)
-            cache[key] = TinyExport(name, config, checkpoint, result)
+            cache[key] = once(tmp_path_factory, f"tiny-export {key!r}",
+                              lambda out: build(name, key[1], overrides, out))
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def stateless_manifest(tmp_path_factory) -> Path:
+    """A tiny stateless model (tests/support/tiny_models.py) for engine and device tests."""
+    return once(tmp_path_factory, "tiny stateless",
+                lambda folder: tiny_models.build_stateless(folder / "stateless"))
+
+
+@pytest.fixture(scope="session")
+def stateful_manifest(tmp_path_factory) -> Path:
+    """A tiny model with a memory queue of length 3."""
+    return once(tmp_path_factory, "tiny stateful q3",
+                lambda folder: tiny_models.build_stateful(folder / "stateful", queue_length=3))
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,11 +135,15 @@ def android_host(tmp_path_factory, tiny_export) -> AndroidHost:
         pytest.skip("needs cmake and g++")
     if not Path(JDK, "include", "jni.h").exists():
         pytest.skip("needs a JDK 17 (jni.h)")
-    build = tmp_path_factory.mktemp("android-host")
     model = tiny_export("deeplab", formats=("tflite",)).manifest_path.parent
-    shutil.copytree(model, build / "check" / "model", ignore=shutil.ignore_patterns("*.pt"))
-    done = subprocess.run(["bash", str(ROOT / "android" / "verify_host.sh"), str(build)],
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "JAVA_HOME": JDK})
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return AndroidHost(build, done.stdout)
+
+    def build(folder: Path) -> AndroidHost:
+        shutil.copytree(model, folder / "check" / "model",
+                        ignore=shutil.ignore_patterns("*.pt"))
+        done = subprocess.run(["bash", str(ROOT / "android" / "verify_host.sh"), str(folder)],
+                              capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "JAVA_HOME": JDK})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return AndroidHost(folder, done.stdout)
+
+    return once(tmp_path_factory, "android-host", build)

@@ -8,7 +8,6 @@ sandbox and runs it there with /bin/sh, exactly as it would on a phone over `she
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,10 @@ from adb_peer import AdbPeer
 from mobdistill.cli import main
 from mobdistill.runtime.adb_device import AdbDevice, AdbOptions
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-
 
 @pytest.fixture(scope="module")
-def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import tiny_models
-
-    return tiny_models.build_stateless(tmp_path_factory.mktemp("tiny") / "stateless")
+def tiny_manifest(stateless_manifest: Path) -> Path:
+    return stateless_manifest
 
 
 def test_run_engine_over_adb(peer: AdbPeer, options: AdbOptions, tiny_manifest: Path,

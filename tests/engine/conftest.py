@@ -1,15 +1,11 @@
-"""Fixtures: the host engine (built once, warnings as errors) and tiny exported models."""
+"""Fixtures: the host engine (built once, warnings as errors) and a local device. The tiny
+models are session fixtures in tests/conftest.py."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import tiny_models  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,21 +14,6 @@ def engine_binary() -> Path:
     from mobdistill.runtime.engine import find_engine
 
     return find_engine()
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny_models")
-
-
-@pytest.fixture(scope="session")
-def stateless_manifest(tiny_dir) -> Path:
-    return tiny_models.build_stateless(tiny_dir / "stateless")
-
-
-@pytest.fixture(scope="session")
-def stateful_manifest(tiny_dir) -> Path:
-    return tiny_models.build_stateful(tiny_dir / "stateful", queue_length=3)
 
 
 @pytest.fixture()

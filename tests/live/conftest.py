@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from shared import once
 
 from mobdistill.experiments.clips import resolve_clip
 from mobdistill.experiments.config import StreamConfig
@@ -43,11 +44,13 @@ def live_student(tmp_path_factory, selfie_model) -> tuple[Path, Path]:
     from mobdistill.runtime.facade import facade_library
     from mobdistill.server.teachers import load_teacher
 
+    def build(cache: Path) -> tuple[Path, Path]:
+        teacher = load_teacher(TINY.teacher, class_names=TINY.teacher_classes)
+        _, manifest = prepare_student(TINY, teacher, cache=cache)
+        return cache, Path(manifest)
+
     facade_library()
-    cache = tmp_path_factory.mktemp("live-students")
-    teacher = load_teacher(TINY.teacher, class_names=TINY.teacher_classes)
-    _, manifest = prepare_student(TINY, teacher, cache=cache)
-    return cache, Path(manifest)
+    return once(tmp_path_factory, "live student", build)
 
 
 @pytest.fixture()
