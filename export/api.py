@@ -4,6 +4,9 @@ Steps (each a small function below):
   1. build the student (and load a checkpoint)      4. map parameters to TFLite buffers
   2. convert to TFLite (one file, named signatures)  5. verify every artifact on real frames
   3. export ONNX (one file per signature)            6. write the manifest, then publish
+With `quantize`, the verified float32 .tflite is then quantized (export/quantize.py) and the
+variant checked against it on segmentation; only the variant and its manifest are published,
+as `<model>-<mode>.tflite` beside any float32 export.
 Artifacts are written into a hidden staging folder inside `out_dir` and renamed into place only
 after verification passed, so a failed export never replaces a good one.
 """
@@ -20,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 from torch import nn
 
 from mobdistill.errors import UsageError, VerifyError
 from mobdistill.export import manifest as mf
 from mobdistill.export import onnx as onnx_export
+from mobdistill.export import quantize as quant
 from mobdistill.export import tflite as tflite_export
 from mobdistill.export.checkpoint import load_checkpoint
 from mobdistill.export.deploy import signature_modules
@@ -41,9 +46,12 @@ from mobdistill.export.verify import (
 )
 from mobdistill.models import registry
 from mobdistill.models.spec import MemoryQueueSpec, ModelEntry, SignatureSpec
-from mobdistill.video import DEFAULT_CLIP, read_frames
+from mobdistill.video import DEFAULT_CLIP, iter_frames, read_frames
 
 FORMATS = ("tflite", "onnx")
+# Until the clip registry (mobdistill/clips.py) names a calibration clip: one that the default
+# verification clip (bikes.mp4) is not.
+DEFAULT_CALIBRATION_CLIP = "bigbuckbunny.mp4"
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +74,7 @@ class ExportResult:
     verification: dict | None
     parameter_map_status: str
     timings_s: dict[str, float] = field(default_factory=dict)
+    quantization: dict | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -89,6 +98,9 @@ class _Job:
     parameter_map: dict = field(default_factory=lambda: {
         "status": "not_exported", "entries": [], "unmapped": []})
     verification: VerifyReport | None = None
+    inherited_verification: dict | None = None  # quantize_export: the float32 manifest's
+    float_tflite: Path | None = None
+    quantization: dict | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -105,17 +117,23 @@ def export_model(
     verify: bool = True,
     video: str | Path = DEFAULT_CLIP,
     tolerance: Tolerance = Tolerance(),
+    quantize: quant.QuantizeOptions | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExportResult:
     """Export `model_name` and return where the verified artifacts and manifest are.
 
     `tiny` starts from the model's small test configuration and resolution instead of the
-    paper's; `overrides` replace config fields; a complete `config` replaces both. Raises
-    UsageError (bad model/option/out_dir), CheckpointError, ExportError, VerifyError.
+    paper's; `overrides` replace config fields; a complete `config` replaces both.
+    `quantize` publishes a quantized variant of the TFLite export instead of the float32 one;
+    it is verified on segmentation against the float32 export (which is verified against
+    PyTorch first, so `verify` cannot be off). Raises UsageError (bad model/option/out_dir),
+    CheckpointError, ExportError, VerifyError.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise UsageError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    if quantize is not None:
+        _check_quantize(quantize, formats, verify, video)
     entry = registry.get(model_name)
     if config is None:
         config = registry.configure(entry, tiny=tiny, **(overrides or {}))
@@ -128,26 +146,111 @@ def export_model(
     with _staging(out_dir) as stage:
         job = _Job(entry, config, (height, width), model, stage, entry.name,
                    entry.signatures(config, height, width), entry.memory(config))
-        steps = _steps(formats, verify, video, tolerance)
-        for number, (label, step) in enumerate(steps, 1):
-            if progress:
-                progress(number, len(steps), label)
-            started = time.perf_counter()
-            step(job)
-            job.timings_s[label] = round(time.perf_counter() - started, 3)
-        manifest_path = _publish(job, out_dir)
+        steps = _steps(formats, verify, video, tolerance, quantize)
+        manifest_path = _run_steps(job, steps, progress, out_dir)
     return _result(job, manifest_path)
 
 
-def _steps(formats, verify, video, tolerance) -> list[tuple[str, Callable[[_Job], None]]]:
+def quantize_export(
+    manifest_path: Path,
+    options: quant.QuantizeOptions,
+    *,
+    out_dir: Path | None = None,
+    checkpoint: Path | None = None,
+    video: str | Path = DEFAULT_CLIP,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ExportResult:
+    """A quantized variant of an existing, verified float32 export (no new conversion).
+
+    Published as `<model>-<mode>` beside it (or in `out_dir`). The checkpoint the float32 export
+    was made from is needed only for the fp16 parameter map (sparse updates); without it the
+    variant's map is `not_exported`. Raises UsageError, ManifestError, ExportError, VerifyError.
+    """
+    source = mf.load(Path(manifest_path))
+    if source.quantization is not None:
+        raise UsageError(f"{source.path} is already a {source.precision} variant: quantize the "
+                         "float32 export it came from")
+    if not source["verification"]:
+        raise UsageError(f"{source.path} was exported with --no-verify: a variant is checked "
+                         "against a verified float32 export only")
+    _check_quantize(options, ("tflite",), True, video)
+    entry = registry.get(source.model_name)
+    config = entry.config_type(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in source["model"]["config"].items()})
+    height, width = source.resolution
+    model = entry.build(config).eval()
+    if checkpoint is not None:
+        load_checkpoint(model, Path(checkpoint))
+    out_dir = Path(out_dir or source.path.parent)
+    with _staging(out_dir) as stage:
+        job = _Job(entry, config, (height, width), model, stage, entry.name,
+                   entry.signatures(config, height, width), entry.memory(config),
+                   artifacts=[dict(a) for a in source["artifacts"] if a["format"] == "tflite"],
+                   inherited_verification=source["verification"],
+                   float_tflite=source.tflite_path)
+        steps = _steps((), False, video, Tolerance(), options)
+        if checkpoint is None and options.mode == "fp16":
+            steps = [(label, _no_parameter_map if label == "map parameters" else step)
+                     for label, step in steps]
+        manifest_path = _run_steps(job, steps, progress, out_dir)
+    return _result(job, manifest_path)
+
+
+def _no_parameter_map(job: _Job) -> None:
+    job.parameter_map = {"status": "not_exported", "entries": [], "unmapped": [],
+                         "reason": "quantized from an export without --checkpoint: the PyTorch "
+                                   "weights the map is found by were not given"}
+
+
+def _run_steps(job: _Job, steps: list[tuple[str, Callable[[_Job], None]]],
+               progress: Callable[[int, int, str], None] | None, out_dir: Path) -> Path:
+    for number, (label, step) in enumerate(steps, 1):
+        if progress:
+            progress(number, len(steps), label)
+        started = time.perf_counter()
+        step(job)
+        job.timings_s[label] = round(time.perf_counter() - started, 3)
+    return _publish(job, out_dir)
+
+
+def _steps(formats, verify, video, tolerance,
+           quantize: quant.QuantizeOptions | None) -> list[tuple[str, Callable[[_Job], None]]]:
     steps: list[tuple[str, Callable[[_Job], None]]] = []
     if "tflite" in formats:
-        steps += [("convert tflite", _convert_tflite), ("map parameters", _map_parameters)]
+        steps.append(("convert tflite", _convert_tflite))
+        if quantize is None:
+            steps.append(("map parameters", _map_parameters))
     if "onnx" in formats:
         steps.append(("export onnx", _export_onnx))
     if verify:
         steps.append(("verify", lambda job: _verify(job, video, tolerance)))
+    if quantize is not None:
+        steps += [(f"quantize {quantize.mode}", lambda job: _quantize(job, quantize)),
+                  (f"verify {quantize.mode}", lambda job: _verify_quantized(job, video, quantize)),
+                  ("map parameters", _map_parameters)]
     return steps
+
+
+def _check_quantize(options: quant.QuantizeOptions, formats: tuple[str, ...], verify: bool,
+                    video: str | Path) -> None:
+    if tuple(formats) != ("tflite",):
+        raise UsageError("--quantize makes a TFLite variant: use --format tflite (ONNX exports "
+                         "stay float32; export them without --quantize)")
+    if not verify:
+        raise UsageError("--quantize needs verification: the variant is accepted only when it "
+                         "agrees with the verified float32 export (drop --no-verify)")
+    calibration = options.calibration_video or DEFAULT_CALIBRATION_CLIP
+    if options.mode == "int8" and _same_clip(calibration, video):
+        raise UsageError(f"calibration and verification would both use {video}: give "
+                         "--calibration-video a clip that --video is not (a variant checked on "
+                         "its own calibration frames looks better than it is)")
+
+
+def _same_clip(a: str | Path, b: str | Path) -> bool:
+    pa, pb = Path(str(a)), Path(str(b))
+    if pa.is_file() and pb.is_file():
+        return pa.resolve() == pb.resolve()
+    return pa.name == pb.name
 
 
 @contextlib.contextmanager
@@ -167,6 +270,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 def _convert_tflite(job: _Job) -> None:
     path = job.stage / f"{job.stem}.tflite"
     tflite_export.to_tflite(signature_modules(job.model, job.specs), path)
+    job.float_tflite = path
     ops = tflite_export.inspect(path).op_counts
     job.artifacts.append(mf.artifact_json(path, "tflite", [s.name for s in job.specs],
                                           op_counts=ops, transpose_ops=ops.get("TRANSPOSE", 0)))
@@ -174,8 +278,65 @@ def _convert_tflite(job: _Job) -> None:
 
 def _map_parameters(job: _Job) -> None:
     path = job.stage / f"{job.stem}.tflite"
+    mode = job.quantization["mode"] if job.quantization else None
+    if mode in ("dynamic-int8", "int8"):
+        job.parameter_map = {"status": "not_exported", "entries": [], "unmapped": [],
+                             "reason": quant.UPDATE_RULES[mode]}
+        return
     job.parameter_map = build_parameter_map(job.model, tflite_export.inspect(path),
                                             path.read_bytes())
+
+
+def _quantize(job: _Job, options: quant.QuantizeOptions) -> None:
+    """Quantize the verified float32 .tflite; the variant replaces it in the artifact list."""
+    float_path = job.float_tflite
+    assert float_path is not None
+    job.stem = f"{job.entry.name}-{options.mode}"
+    path = job.stage / f"{job.stem}.tflite"
+    calibration = None
+    data = None
+    if options.mode == "int8":
+        video = options.calibration_video or DEFAULT_CALIBRATION_CLIP
+        frames = _spread_frames(video, options.calibration_frames, job.resolution)
+        data = quant.calibration_inputs(TfliteRunner(float_path), job.specs, job.memory, frames)
+        calibration = {"video": Path(str(video)).name, "frames": len(frames),
+                       "selection": "evenly spread over the clip"}
+    quant.quantize_tflite(float_path, path, options.mode, data)
+    float_artifact = next(a for a in job.artifacts if a["format"] == "tflite")
+    ops = tflite_export.inspect(path).op_counts
+    job.artifacts = [mf.artifact_json(path, "tflite", [s.name for s in job.specs],
+                                      op_counts=ops, transpose_ops=ops.get("TRANSPOSE", 0))]
+    job.quantization = {"options": options, "mode": options.mode, "float_path": float_path,
+                        "float_artifact": float_artifact, "calibration": calibration}
+
+
+def _spread_frames(video: str | Path, count: int, size: tuple[int, int]) -> np.ndarray:
+    """`count` frames spread over the whole clip (consecutive frames are near duplicates)."""
+    frames = list(iter_frames(video, size=size))
+    if not frames:
+        raise UsageError(f"video {video} has no frames")
+    return np.stack([frames[i] for i in quant.spread_indices(len(frames), count)])
+
+
+def _verify_quantized(job: _Job, video: str | Path, options: quant.QuantizeOptions) -> None:
+    assert job.quantization is not None
+    count = options.verification_frames
+    if job.memory is not None:
+        count = max(count, job.memory.queue_length + 2)
+    frames = read_frames(video, count, size=job.resolution)
+    check = quant.segmentation_check(
+        TfliteRunner(job.quantization["float_path"]),
+        TfliteRunner(job.stage / f"{job.stem}.tflite"), options.mode, job.specs, job.memory,
+        frames, Path(str(video)).name, options)
+    section = quant.quantization_json(options, job.quantization["float_artifact"],
+                                      job.quantization["calibration"], check)
+    job.quantization = {**job.quantization, "section": section}
+    if not check.passed:
+        raise VerifyError(
+            f"{options.mode} variant agrees with the float32 export on "
+            f"{check.argmax_agreement:.4f} of the pixels of {check.frames} frames of "
+            f"{check.video} (needs >= {check.min_argmax_agreement}; mIoU vs float32 "
+            f"{check.miou_vs_float32:.4f}); nothing was written")
 
 
 def _export_onnx(job: _Job) -> None:
@@ -230,9 +391,11 @@ def _manifest(job: _Job) -> dict[str, Any]:
                    "class_names": _class_names(job.memory is not None, classes),
                    "layout": "NHWC", "activation": "none"},
         "memory": mf.memory_json(job.memory),
-        "verification": job.verification.to_json() if job.verification else None,
+        "verification": (job.verification.to_json() if job.verification
+                         else job.inherited_verification),
         "tool_versions": mf.tool_versions(),
         "parameter_map": job.parameter_map,
+        **({"quantization": job.quantization["section"]} if job.quantization else {}),
     }
 
 
@@ -269,4 +432,5 @@ def _result(job: _Job, manifest_path: Path) -> ExportResult:
         num_params=sum(p.numel() for p in job.model.parameters()),
         manifest_path=manifest_path, artifacts=artifacts,
         verification=job.verification.to_json() if job.verification else None,
-        parameter_map_status=job.parameter_map["status"], timings_s=job.timings_s)
+        parameter_map_status=job.parameter_map["status"], timings_s=job.timings_s,
+        quantization=job.quantization["section"] if job.quantization else None)

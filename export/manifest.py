@@ -16,7 +16,8 @@ from mobdistill.files import atomic_write_text, sha256_file
 
 SCHEMA_NAME = "mobdistill.manifest"
 SCHEMA_VERSION = 1
-_TOOLS = ("mobdistill", "torch", "litert-torch", "ai-edge-litert", "onnx", "onnxruntime", "numpy")
+_TOOLS = ("mobdistill", "torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "onnx",
+          "onnxruntime", "numpy")
 
 
 def manifest_path_for(out_dir: Path, stem: str) -> Path:
@@ -283,6 +284,18 @@ class Manifest(Mapping[str, Any]):
         return MemorySpec(int(memory["queue_length"]), memory["init_signature"],
                           memory["step_signature"],
                           tuple((c["output"], c["input"]) for c in memory["carry"]))
+
+    @property
+    def quantization(self) -> dict[str, Any] | None:
+        """The `quantization` section of a quantized variant; None for a float32 export."""
+        section = self._data.get("quantization")
+        return dict(section) if section is not None else None
+
+    @property
+    def precision(self) -> str:
+        """"float32", or the quantization mode ("fp16", "dynamic-int8", "int8")."""
+        section = self._data.get("quantization")
+        return str(section["mode"]) if section else "float32"
 
     @property
     def parameter_map_status(self) -> str:

@@ -73,6 +73,8 @@ class EngineOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S  # the whole run on the device, then it is killed
     run_delay_s: float = 0.0  # sleep between runs (paces frames at a video's rate)
     record_sensors: bool = False
+    # per-operator times after the measured runs (docs/engine.md "Per-operator profile")
+    enable_op_profiling: bool = False
     engine_binary: Path | None = None  # None: $MOBDISTILL_ENGINE, else the source-tree build
     # streamed sparse updates (docs/engine.md)
     update_schedule: Path | None = None  # local JSONL {"frame": K, "packet": PATH[, "sequence"]}
@@ -94,7 +96,7 @@ class EngineOptions:
 
     def to_flags(self, staged: Mapping[str, str] | None = None) -> list[str]:
         """The engine flags for these options; `staged` maps each file-valued flag
-        ("update_schedule", "update_key_file") to its path on the device."""
+        ("update_schedule", "update_key_file", "op_profile") to its path on the device."""
         staged = staged or {}
         flags = [f"--num_threads={self.num_threads}", f"--warmup_runs={self.warmup_runs}",
                  f"--num_runs={self.num_runs}"]
@@ -104,6 +106,8 @@ class EngineOptions:
             flags.append(f"--run_delay={self.run_delay_s:g}")
         if self.record_sensors:
             flags.append("--record_sensors=true")
+        if self.enable_op_profiling:
+            flags += ["--enable_op_profiling=true", f"--op_profile={staged['op_profile']}"]
         for name in ("update_schedule", "update_key_file"):
             if getattr(self, name) is not None:
                 flags.append(f"--{name}={staged[name]}")
@@ -194,6 +198,7 @@ class ProfileResult:
     output_masks_path: str | None = None
     output_logits_path: str | None = None
     update_events: list[UpdateEvent] = field(default_factory=list)
+    op_profile: dict[str, Any] | None = None  # --enable_op_profiling: the engine's passes
 
     @property
     def num_threads(self) -> int:
@@ -457,7 +462,9 @@ def run_engine(
     remote_tflite = device.stage(tflite, tflite.name, timeout_s=timeout_s)
     remote_manifest = device.stage(manifest.path, manifest.path.name, timeout_s=timeout_s)
     work = device.workdir()
-    remote = {k: f"{work}/{run_id}.{k}" for k in ("jsonl", "summary.json", "masks", "logits")}
+    outputs = ("jsonl", "summary.json", "masks", "logits") + (
+        ("op_profile.json",) if options.enable_op_profiling else ())
+    remote = {k: f"{work}/{run_id}.{k}" for k in outputs}
     flags = [f"--manifest={remote_manifest}", f"--graph={remote_tflite}",
              f"--runtime_lib={staged_lib}", f"--jsonl={remote['jsonl']}",
              f"--summary={remote['summary.json']}"]
@@ -475,6 +482,8 @@ def run_engine(
         staged = device.stage(Path(path), f"{run_id}.{flag}", timeout_s=timeout_s)
         flags.append(f"--{flag}={staged}")
     staged_files: dict[str, str] = {}
+    if options.enable_op_profiling:
+        staged_files["op_profile"] = remote["op_profile.json"]
     packets: dict[str, tuple[str, int | None]] = {}
     if options.update_schedule is not None:
         staged_files["update_schedule"], packets = _stage_schedule(
@@ -500,7 +509,9 @@ def run_engine(
         summary=_read_json(fetched["summary.json"]) if run.exit_code == 0 else {},
         jsonl_path=str(fetched["jsonl"]), summary_path=str(fetched["summary.json"]),
         output_masks_path=str(fetched["masks"]) if output_masks else None,
-        output_logits_path=str(fetched["logits"]) if output_logits else None)
+        output_logits_path=str(fetched["logits"]) if output_logits else None,
+        op_profile=(_read_json(fetched["op_profile.json"]) or None
+                    if options.enable_op_profiling else None))
     (local / "stderr.txt").write_text(done.stderr)
     _raise_if_failed(run, result, timeout_s, device.serial)
     return result

@@ -4,6 +4,8 @@
   profile.json   results keyed device → runtime → model (ms p50/p90/p99, delegates, versions)
   frames.csv     one row per engine frame (run, frame, phase, preprocess/invoke/postprocess us)
   latency.png    per-frame invoke latency (warmup and measured runs)
+With EngineOptions.enable_op_profiling, profile.json also holds `op_profile` (per-operator and
+per-partition times, FLOPs where known; `format_op_table` prints it).
 """
 
 from __future__ import annotations
@@ -96,7 +98,13 @@ def profile(
         result = run_engine(device, manifest.path, options, frames_path=frames.path,
                             out_dir=out_dir / "engine")
     paths = out_dir / "profile.json", out_dir / "frames.csv", out_dir / "latency.png"
-    paths[0].write_text(json.dumps(result_json(result, frames.video), indent=2) + "\n")
+    saved = result_json(result, frames.video)
+    if result.op_profile is not None:
+        section = op_profile_json(result.op_profile, manifest.tflite_path)
+        serial = result.device.get("serial", "unknown")
+        for runtime in saved["results"][serial].values():
+            runtime[result.model]["op_profile"] = section
+    paths[0].write_text(json.dumps(saved, indent=2) + "\n")
     write_csv(result, paths[1])
     plot_latency(result, paths[2])
     return ProfileReport(result, manifest.path, frames.path, *paths, table=format_table(result))
@@ -130,6 +138,7 @@ def result_json(result: ProfileResult, video: str) -> dict[str, Any]:
         "num_threads": result.num_threads, "warmup_runs": result.warmup_runs,
         "num_runs": result.num_runs, "queue_length": s.get("queue_length"),
         "manifest": result.manifest_path, "video": video, "tool_versions": tools,
+        "precision": Manifest.load(Path(result.manifest_path), check_files=False).precision,
     }
     serial = result.device.get("serial", "unknown")
     return {"schema": "mobdistill.profile", "schema_version": 1,
@@ -178,6 +187,7 @@ def format_table(result: ProfileResult) -> str:
     ms = invoke_ms(result)
     rows = [
         ("model", f"{result.model} ({result.manifest_path})"),
+        ("precision", Manifest.load(Path(result.manifest_path), check_files=False).precision),
         ("device", f"{result.device.get('serial')} {result.device.get('model', '')}".strip()),
         ("runtime", f"TFLite {s.get('runtime_version')} / engine {s.get('engine_version')}"),
         ("delegate", f"{s.get('delegate_used')} (requested {s.get('delegate_requested')})"),
@@ -195,4 +205,142 @@ def format_table(result: ProfileResult) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"WARNING: {w}" for w in s.get("warnings", [])]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- per-operator profile
+
+OP_PROFILE_SOURCE = (
+    "TfLiteInterpreterOptionsSetTelemetryProfiler: a pass after the measured runs on the same "
+    "model bytes, threads and the last frame's inputs; 'delegate' times each delegated "
+    "partition by the delegate's own per-operator timing (XNNPACK), 'builtin' runs without a "
+    "delegate and times every TFLite operator")
+_ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "RELU", "RELU6", "LOGISTIC",
+                "HARD_SWISH", "TANH", "SQUARED_DIFFERENCE", "RSQRT", "SQRT", "EXP", "PRELU"}
+
+
+def operator_flops(tflite: Path) -> dict[tuple[int, int], tuple[str, int | None]]:
+    """(subgraph, operator index) -> (op name, FLOPs of one invocation or None when not known).
+
+    Counted as 2 per multiply-accumulate for convolutions and matrix products, 1 per output
+    element for element-wise ops, window size per output for pooling, 1 per input for MEAN."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(tflite.read_bytes(), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [names.get(max(model.OperatorCodes(i).BuiltinCode(),
+                           model.OperatorCodes(i).DeprecatedBuiltinCode()), "CUSTOM")
+             for i in range(model.OperatorCodesLength())]
+    table: dict[tuple[int, int], tuple[str, int | None]] = {}
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+
+        def shape(index: int, graph=graph) -> list[int]:
+            tensor = graph.Tensors(index)
+            return [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            name = codes[op.OpcodeIndex()]
+            inputs = [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else []
+            outputs = [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else []
+            table[(s, i)] = (name, _flops(name, [shape(x) if x >= 0 else [] for x in inputs],
+                                          [shape(x) for x in outputs]))
+    return table
+
+
+def _flops(name: str, inputs: list[list[int]], outputs: list[list[int]]) -> int | None:
+    out = int(np.prod(outputs[0])) if outputs and outputs[0] else 0
+    if name == "CONV_2D" and len(inputs) > 1 and len(inputs[1]) == 4:
+        _, kh, kw, cin = inputs[1]
+        return 2 * out * kh * kw * cin
+    if name == "DEPTHWISE_CONV_2D" and len(inputs) > 1 and len(inputs[1]) == 4:
+        _, kh, kw, _ = inputs[1]
+        return 2 * out * kh * kw
+    if name == "FULLY_CONNECTED" and len(inputs) > 1 and len(inputs[1]) == 2:
+        return 2 * out * inputs[1][1]
+    if name == "BATCH_MATMUL" and inputs and inputs[0]:
+        return 2 * out * inputs[0][-1]
+    if name in _ELEMENTWISE:
+        return out
+    if name == "MEAN" and inputs and inputs[0]:
+        return int(np.prod(inputs[0]))
+    return None
+
+
+def op_profile_json(raw: dict[str, Any], tflite: Path) -> dict[str, Any]:
+    """The engine's raw passes as sorted per-op tables with share of the pass's invoke time,
+    FLOPs where known, and per-partition totals for a delegate pass."""
+    flops = operator_flops(tflite)
+    passes = []
+    for p in raw.get("passes", []):
+        runs = max(1, int(p["runs"]))
+        total_ms = p["invoke_avg_us"] / 1000.0
+        ops = []
+        for op in p["ops"]:
+            avg_ms = op["total_us"] / runs / 1000.0  # per run
+            known = None if op["delegate_inner"] else flops.get((op["subgraph"], op["node"]))
+            op_flops = known[1] if known and known[0] == op["name"] else None
+            ops.append({"name": op["name"], "subgraph": op["subgraph"],
+                        "partition": op["partition"] if op["delegate_inner"] else None,
+                        "node": op["node"], "delegate_inner": op["delegate_inner"],
+                        "avg_ms": round(avg_ms, 5),
+                        "share": round(avg_ms / total_ms, 5) if total_ms else None,
+                        "flops": op_flops,
+                        "gflops_per_s": (round(op_flops / avg_ms / 1e6, 3)
+                                         if op_flops and avg_ms > 0 else None)})
+        ops.sort(key=lambda o: -o["avg_ms"])
+        attributed = sum(o["avg_ms"] for o in ops)
+        entry = {"label": p["label"], "delegate": p["delegate"], "runs": runs,
+                 "invoke_avg_ms": round(total_ms, 5), "attributed_ms": round(attributed, 5),
+                 "ops": ops, "top_ops": _top_types(ops, total_ms)}
+        if any(o["delegate_inner"] for o in ops):
+            entry["partitions"] = _partitions(ops, total_ms)
+        passes.append(entry)
+    return {"source": OP_PROFILE_SOURCE, "passes": passes}
+
+
+def _top_types(ops: list[dict[str, Any]], total_ms: float, count: int = 5) -> list[dict]:
+    """Op types by their summed time (e.g. all CONV_2D together)."""
+    by_type: dict[str, float] = {}
+    for op in ops:
+        by_type[op["name"]] = by_type.get(op["name"], 0.0) + op["avg_ms"]
+    ranked = sorted(by_type.items(), key=lambda kv: -kv[1])[:count]
+    return [{"name": k, "avg_ms": round(v, 5),
+             "share": round(v / total_ms, 5) if total_ms else None} for k, v in ranked]
+
+
+def _partitions(ops: list[dict[str, Any]], total_ms: float) -> list[dict[str, Any]]:
+    parts: dict[int, list[dict[str, Any]]] = {}
+    for op in ops:
+        if op["delegate_inner"]:
+            parts.setdefault(op["partition"], []).append(op)
+    return [{"partition": k, "ops": len(v), "avg_ms": round(sum(o["avg_ms"] for o in v), 5),
+             "share": round(sum(o["avg_ms"] for o in v) / total_ms, 5) if total_ms else None}
+            for k, v in sorted(parts.items())]
+
+
+def format_op_table(section: dict[str, Any], top: int = 15) -> str:
+    """The per-op table (stderr): every pass, slowest operators first."""
+    lines = []
+    for p in section["passes"]:
+        lines.append(f"op profile, {p['label']} pass ({p['delegate']}, {p['runs']} runs): "
+                     f"invoke {p['invoke_avg_ms']:.3f} ms, attributed "
+                     f"{p['attributed_ms']:.3f} ms")
+        for part in p.get("partitions", []):
+            lines.append(f"  partition {part['partition']}: {part['ops']} ops "
+                         f"{part['avg_ms']:.3f} ms ({100 * (part['share'] or 0):.1f} %)")
+        lines.append(f"  {'rank':>4}  {'op':34s} {'node':>5}  {'ms':>8}  {'share':>6}  "
+                     f"{'cum':>6}  {'MFLOP':>8}  {'GFLOP/s':>7}")
+        cumulative = 0.0
+        for rank, op in enumerate(p["ops"][:top], 1):
+            cumulative += op["share"] or 0.0
+            where = f"{op['partition']}:{op['node']}" if op["delegate_inner"] else str(op["node"])
+            mflop = f"{op['flops'] / 1e6:8.2f}" if op["flops"] else f"{'-':>8}"
+            rate = f"{op['gflops_per_s']:7.2f}" if op["gflops_per_s"] else f"{'-':>7}"
+            lines.append(f"  {rank:>4}  {op['name'][:34]:34s} {where:>5}  {op['avg_ms']:8.4f}  "
+                         f"{100 * (op['share'] or 0):5.1f}%  {100 * cumulative:5.1f}%  "
+                         f"{mflop}  {rate}")
+        lines.append("  top op types: " + ", ".join(
+            f"{t['name']} {100 * (t['share'] or 0):.1f}%" for t in p["top_ops"]))
     return "\n".join(lines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from mobdistill.cli.options import (
@@ -33,6 +35,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                        help="an exported *.manifest.json, or the .tflite exported beside one")
     parser.add_argument("--queue-length", type=int, help="mobilevos: memory length Q")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument("--enable_op_profiling", action="store_true",
+                        help="after the measured runs, time every operator (per delegated "
+                             "partition under XNNPACK, and on the built-in kernels): a sorted "
+                             "table on stderr and `op_profile` in profile.json")
     add_shared_options(parser)
     parser.set_defaults(func=run)
 
@@ -46,11 +52,17 @@ def resolution(args: argparse.Namespace) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     from mobdistill.runtime.profile import profile
 
-    options = engine_options(args)
+    options = replace(engine_options(args), enable_op_profiling=args.enable_op_profiling)
     with open_device(args) as device:
         report = profile(model=args.model, artifact=args.artifact, device=device,
                          out_dir=args.out, options=options, video=args.video,
                          resolution=resolution(args), queue_length=args.queue_length,
                          tiny=args.tiny)
+    if report.result.op_profile is not None:
+        from mobdistill.runtime.profile import format_op_table
+
+        entry = next(m for r in report.to_json()["results"].values() for rt in r.values()
+                     for m in rt.values())
+        print(format_op_table(entry["op_profile"]), file=sys.stderr)
     print(json.dumps(report.to_json(), indent=2) if args.json else report.table)
     return 0

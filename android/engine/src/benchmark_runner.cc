@@ -3,6 +3,8 @@
 #include <string>
 #include <utility>
 
+#include "op_profiler.h"
+
 namespace mobdistill {
 
 BenchmarkRunner::BenchmarkRunner(Params params)
@@ -122,7 +124,42 @@ Status BenchmarkRunner::AfterRun(int64_t run) {
 
 Status BenchmarkRunner::Finish(int64_t /*runs*/) {
   if (updates_) updates_->Finish(&info_.warnings);
+  if (params_.enable_op_profiling) MD_RETURN_IF_ERROR(ProfileOperators());
   return Status::Ok();
+}
+
+// --enable_op_profiling: the frame signature on the last frame's inputs (memory included), with
+// the requested delegate and then, if that was a delegate, on the built-in kernels alone.
+Status BenchmarkRunner::ProfileOperators() {
+  const TfLiteApi& api = model_.api();
+  ModelSlot& slot = model_.engine().active();
+  const std::string& signature = model_.frame_signature();
+  const SignatureSpec* spec = model_.manifest().Signature(signature);
+  if (spec == nullptr) return Status::Error("op profile: no signature " + signature);
+  std::vector<OpProfileInput> inputs;
+  for (const TensorSpec& t : spec->inputs) {
+    TfLiteTensor* tensor = api.RunnerGetInputTensor(slot.runner(signature), t.name.c_str());
+    if (tensor == nullptr) return Status::Error("op profile: no input " + t.name);
+    OpProfileInput input{t.name, std::vector<uint8_t>(api.TensorByteSize(tensor))};
+    MD_RETURN_IF_ERROR(api.TensorCopyToBuffer(tensor, input.bytes.data(), input.bytes.size()) ==
+                               kTfLiteOk
+                           ? Status::Ok()
+                           : Status::Error("op profile: cannot read input " + t.name));
+    inputs.push_back(std::move(input));
+  }
+  std::vector<OpProfilePass> passes(1);
+  passes[0].label = "delegate";
+  MD_RETURN_IF_ERROR(ProfileOps(api, slot.bytes(), signature, inputs, params_.num_threads,
+                                params_.use_xnnpack, params_.num_runs, &passes[0]));
+  if (passes[0].delegate != "cpu") {
+    passes.emplace_back();
+    passes[1].label = "builtin";
+    MD_RETURN_IF_ERROR(ProfileOps(api, slot.bytes(), signature, inputs, params_.num_threads,
+                                  false, params_.num_runs, &passes[1]));
+  } else {
+    passes[0].label = "builtin";
+  }
+  return WriteOpProfile(params_.op_profile, passes);
 }
 
 }  // namespace mobdistill

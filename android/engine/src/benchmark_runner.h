@@ -41,6 +41,7 @@ class BenchmarkRunner : public Runner {
   Status OpenOutputs();
   Status StartUpdates();
   void ApplySwapIfReady(int64_t run);
+  Status ProfileOperators();
 
   Params params_;
   // Declared in teardown order, last first: updates stop before the model's slots go away.

@@ -61,6 +61,9 @@ std::vector<Flag> Flags(Params* p) {
       {"record_sensors", Kind::kBool, &p->record_sensors,
        "add CPU frequencies and thermal-zone temperatures (sysfs) to every frame record"},
       {"sysfs_root", Kind::kString, &p->sysfs_root, "where --record_sensors looks for sysfs"},
+      {"enable_op_profiling", Kind::kBool, &p->enable_op_profiling,
+       "after the measured runs, time every operator (and delegated partition) into --op_profile"},
+      {"op_profile", Kind::kString, &p->op_profile, "JSON file for --enable_op_profiling"},
       {"help", Kind::kBool, &p->help, "print this help"},
   };
 }
@@ -149,6 +152,9 @@ Status Params::Validate() const {
   if (use_gpu && use_nnapi) return Status::Error("--use_gpu and --use_nnapi exclude each other");
   if (!swap_graph.empty() && swap_after_run < 0) {
     return Status::Error("--swap_graph needs --swap_after_run N (N >= 0)");
+  }
+  if (enable_op_profiling && op_profile.empty()) {
+    return Status::Error("--enable_op_profiling needs --op_profile=FILE for its JSON");
   }
   if (record_sensors && sysfs_root.empty()) {
     return Status::Error("--sysfs_root must not be empty (default /sys)");

@@ -55,6 +55,9 @@ struct Params {
   bool record_sensors = false;
 #endif
   std::string sysfs_root = "/sys";  // --sysfs_root: tests point it at a fake tree
+  // benchmark_model's flag: per-operator times (op_profiler.h), a pass after the measured runs.
+  bool enable_op_profiling = false;
+  std::string op_profile;      // --op_profile: where the per-operator JSON goes (required by it)
   bool help = false;
 
   Status Validate() const;

@@ -44,6 +44,8 @@ Status TfLiteApi::Load(const std::string& runtime_lib, const std::string& delega
                           &api->OptionsSetErrorReporter));
   MD_RETURN_IF_ERROR(
       Bind(h, "TfLiteInterpreterOptionsSetUseNNAPI", l, false, &api->OptionsSetUseNNAPI));
+  MD_RETURN_IF_ERROR(Bind(h, "TfLiteInterpreterOptionsSetTelemetryProfiler", l, false,
+                          &api->OptionsSetTelemetryProfiler));
   MD_RETURN_IF_ERROR(Bind(h, "TfLiteInterpreterCreate", l, true, &api->InterpreterCreate));
   MD_RETURN_IF_ERROR(Bind(h, "TfLiteInterpreterDelete", l, true, &api->InterpreterDelete));
   MD_RETURN_IF_ERROR(Bind(h, "TfLiteInterpreterModifyGraphWithDelegate", l, false,

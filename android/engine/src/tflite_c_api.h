@@ -54,6 +54,24 @@ typedef struct {
 } TfLiteXNNPackDelegateOptions;
 
 typedef void (*TfLiteErrorReporterFn)(void* user_data, const char* format, va_list args);
+
+// The telemetry profiler's callback table (tensorflow/lite/profiling/telemetry/c/profiler.h,
+// TFLite >= 2.13; op_profiler.h says how the engine uses it). Settings are never read.
+typedef struct TfLiteTelemetrySettings TfLiteTelemetrySettings;
+typedef struct TfLiteTelemetryProfilerStruct {
+  void* data;
+  void (*ReportTelemetryEvent)(struct TfLiteTelemetryProfilerStruct*, const char* event_name,
+                               uint64_t status);
+  void (*ReportTelemetryOpEvent)(struct TfLiteTelemetryProfilerStruct*, const char* event_name,
+                                 int64_t op_idx, int64_t subgraph_idx, uint64_t status);
+  void (*ReportSettings)(struct TfLiteTelemetryProfilerStruct*, const char* setting_name,
+                         const TfLiteTelemetrySettings* settings);
+  uint32_t (*ReportBeginOpInvokeEvent)(struct TfLiteTelemetryProfilerStruct*, const char* op_name,
+                                       int64_t op_idx, int64_t subgraph_idx);
+  void (*ReportEndOpInvokeEvent)(struct TfLiteTelemetryProfilerStruct*, uint32_t event_handle);
+  void (*ReportOpInvokeEvent)(struct TfLiteTelemetryProfilerStruct*, const char* op_name,
+                              uint64_t elapsed_us, int64_t op_idx, int64_t subgraph_idx);
+} TfLiteTelemetryProfilerStruct;
 }
 
 namespace mobdistill {
@@ -74,6 +92,8 @@ struct TfLiteApi {
   void (*OptionsSetErrorReporter)(TfLiteInterpreterOptions*, TfLiteErrorReporterFn,
                                   void*) = nullptr;
   void (*OptionsSetUseNNAPI)(TfLiteInterpreterOptions*, bool) = nullptr;  // optional
+  void (*OptionsSetTelemetryProfiler)(TfLiteInterpreterOptions*,
+                                      TfLiteTelemetryProfilerStruct*) = nullptr;  // optional
   // interpreter
   TfLiteInterpreter* (*InterpreterCreate)(const TfLiteModel*,
                                           const TfLiteInterpreterOptions*) = nullptr;
