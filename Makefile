@@ -38,7 +38,7 @@ check: setup
 	$(BIN)/ruff check .
 	rm -rf $(TYPECHECK)/mobdistill && mkdir -p $(TYPECHECK)/mobdistill
 	for f in mobdistill/*; do ln -s $(CURDIR)/$$f $(TYPECHECK)/mobdistill/; done
-	for d in models export contract runtime server experiments; do \
+	for d in models export contract runtime server training experiments; do \
 	  ln -s $(CURDIR)/$$d $(TYPECHECK)/mobdistill/$$d; done
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p mobdistill
 

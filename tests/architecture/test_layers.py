@@ -1,6 +1,6 @@
 """The layers import one way (README "Layout"): base ← models ← export ← contract ← device side
-(runtime) | server side (server) ← experiments ← cli. The device side never imports the server
-side (nor the reverse), and neither the device side nor the contract imports torch."""
+(runtime) | server side (server) ← training ← experiments ← cli. The device side never imports
+the server side (nor the reverse), and neither the device side nor the contract imports torch."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ LAYERS = {
     "contract": ("mobdistill.contract", 3),
     "runtime": ("mobdistill.runtime", 4),
     "server": ("mobdistill.server", 4),
-    "experiments": ("mobdistill.experiments", 5),
-    "mobdistill/cli": ("mobdistill.cli", 6),
+    "training": ("mobdistill.training", 5),  # the seeds' training systems (teachers from server)
+    "experiments": ("mobdistill.experiments", 6),
+    "mobdistill/cli": ("mobdistill.cli", 7),
 }
 FORBIDDEN_THIRD_PARTY = {"runtime": {"torch"}, "contract": {"torch"}}
 
