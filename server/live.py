@@ -1,12 +1,14 @@
 """`mobdistill serve`: the AMS server as a network service (docs/protocol.md).
 
-An asyncio front end owns the connections; decoding and labelling uplink chunks run in one
-ingest thread (the teacher is used from it only), training phases in a pool of trainer threads
-fed round-robin over the devices that are due (AMS §3: one trainer serves several devices in
-turn). Network I/O never waits on either. Per connection: handshake and read deadlines, a
-bounded uplink queue (a full queue stops reading from that device: TCP back-pressure), a
-bounded outgoing queue with a write deadline (a device that does not read is dropped and
-catches up when it returns). One device's fault never touches another's connection.
+An asyncio front end owns the connections; the sessions live elsewhere (`Sessions`): in this
+process (`LocalSessions`: decoding and labelling uplink chunks in one ingest thread, training
+phases in a pool of trainer threads) or on the Ray actors of a fleet (`server/fleet.py`, `serve
+--ray`). Due devices are trained round-robin (AMS §3 and App. E: one trainer serves several
+devices in turn), at most one phase per trainer slot. Network I/O never waits on either. Per
+connection: handshake and read deadlines, a bounded uplink queue (a full queue stops reading
+from that device: TCP back-pressure), a bounded outgoing queue with a write deadline (a device
+that does not read is dropped and catches up when it returns). One device's fault never
+touches another's connection.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Hashable, Protocol, TypeVar
 
 from mobdistill.contract import protocol
 from mobdistill.contract.protocol import Limits, Message, MessageType, ProtocolError
-from mobdistill.server.live_session import LiveSession, ResumePacket
-from mobdistill.server.live_store import DeviceRegistry, session_path
-from mobdistill.server.session import Session, UpdateResult
+from mobdistill.server.live_session import PhaseOutcome, ResumePacket
+from mobdistill.server.live_store import DeviceRegistry
+from mobdistill.server.session_host import Ingested, SessionHost, SessionInfo
 
 log = logging.getLogger(__name__)
-SessionFactory = Callable[[bytes, bytes | None], Session]  # (device id, key or None) -> Session
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,56 +111,116 @@ class Connection:
         self.writer.close()
 
 
+class Sessions(Protocol):
+    """Where the devices' sessions live and train; every call names the device."""
+
+    workers: int  # how many phases may run at once (the trainer's concurrency)
+
+    def slot(self, device: bytes) -> Hashable: ...  # one phase per slot at a time
+    async def start(self, on_resume: Callable[[bytes, ResumePacket], None]) -> None: ...
+    async def open(self, device: bytes, key: bytes | None) -> SessionInfo: ...
+    async def hello(self, device: bytes, device_time_s: float, model_sequence: int,
+                    last_sequence: int) -> tuple[ResumePacket | None, dict[str, Any], int]: ...
+    async def ingest(self, device: bytes, codec: str, body: bytes, times_s: list[float],
+                     jpeg_sizes: list[int] | None, upload_time_s: float) -> Ingested: ...
+    async def train(self, device: bytes, device_time_s: float) -> PhaseOutcome | None: ...
+    async def resync(self, device: bytes, last_sequence: int) -> ResumePacket: ...
+    async def close(self) -> None: ...
+
+
+class LocalSessions:
+    """All sessions in this process: one ingest thread (the teacher is used from it only),
+    ``workers`` training threads; a slot is a device (any thread trains any device)."""
+
+    def __init__(self, host: SessionHost, workers: int) -> None:
+        self.host, self.workers = host, workers
+        self.ingest_pool = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+        self.train_pool = ThreadPoolExecutor(workers, thread_name_prefix="train")
+
+    def slot(self, device: bytes) -> Hashable:
+        return device
+
+    async def _run(self, pool: ThreadPoolExecutor, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, call, *args)
+
+    async def start(self, on_resume: Callable[[bytes, ResumePacket], None]) -> None:
+        """Nothing to start: sessions never move in one process."""
+
+    async def open(self, device: bytes, key: bytes | None) -> SessionInfo:
+        return await self._run(self.train_pool, self.host.open, device, key)
+
+    async def hello(self, device: bytes, device_time_s: float, model_sequence: int,
+                    last_sequence: int) -> tuple[ResumePacket | None, dict[str, Any], int]:
+        return await self._run(self.train_pool, self.host.hello, device, device_time_s,
+                               model_sequence, last_sequence)
+
+    async def ingest(self, device: bytes, codec: str, body: bytes, times_s: list[float],
+                     jpeg_sizes: list[int] | None, upload_time_s: float) -> Ingested:
+        return await self._run(self.ingest_pool, self.host.ingest, device, codec, body,
+                               times_s, jpeg_sizes, upload_time_s)
+
+    async def train(self, device: bytes, device_time_s: float) -> PhaseOutcome | None:
+        return await self._run(self.train_pool, self.host.train, device, device_time_s)
+
+    async def resync(self, device: bytes, last_sequence: int) -> ResumePacket:
+        return await self._run(self.train_pool, self.host.resync, device, last_sequence)
+
+    async def close(self) -> None:
+        # Running phases finish (and persist) before the process exits.
+        self.train_pool.shutdown(wait=True)
+        self.ingest_pool.shutdown(wait=True, cancel_futures=True)
+
+
 class RoundRobinTrainer:
     """Due devices are trained in turn, starting after the one served last; at most one phase
-    per device at a time, up to ``workers`` devices at once."""
+    per slot (a device, or a fleet's actor) at a time, up to ``workers`` phases at once."""
 
-    def __init__(self, pool: ThreadPoolExecutor, workers: int,
-                 deliver: Callable[[LiveSession, UpdateResult, float, float], None],
-                 ) -> None:
-        self.pool, self.deliver = pool, deliver
+    def __init__(self, run: Callable[[bytes, float], Awaitable[PhaseOutcome | None]],
+                 workers: int, deliver: Callable[[bytes, PhaseOutcome, float], None],
+                 slot: Callable[[bytes], Hashable] = lambda device: device) -> None:
+        self.run, self.deliver, self.slot = run, deliver, slot
         self.order: list[bytes] = []
-        self.pending: dict[bytes, tuple[LiveSession, float]] = {}
-        self.busy: set[bytes] = set()
+        self.pending: dict[bytes, float] = {}
+        self.busy: set[Hashable] = set()
         self.last_served = -1
         self.wakeup = asyncio.Event()
         self.tasks = [asyncio.ensure_future(self._work()) for _ in range(workers)]
 
-    def request(self, live: LiveSession, device_time_s: float) -> None:
-        if live.device_id not in self.order:
-            self.order.append(live.device_id)
-        self.pending[live.device_id] = (live, device_time_s)
+    def request(self, device: bytes, device_time_s: float) -> None:
+        if device not in self.order:
+            self.order.append(device)
+        self.pending[device] = device_time_s
         self.wakeup.set()
 
     def _next(self) -> bytes | None:
         n = len(self.order)
         for k in range(1, n + 1):
             candidate = self.order[(self.last_served + k) % n]
-            if candidate in self.pending and candidate not in self.busy:
+            if candidate in self.pending and self.slot(candidate) not in self.busy:
                 self.last_served = (self.last_served + k) % n
                 return candidate
         return None
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             device = self._next()
             if device is None:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            live, when = self.pending.pop(device)
-            self.busy.add(device)
+            when = self.pending.pop(device)
+            slot = self.slot(device)
+            self.busy.add(slot)
             try:
-                outcome = await loop.run_in_executor(self.pool, live.train, when)
+                outcome = await self.run(device, when)
             except Exception:  # a failed phase must not stop the trainer for other devices
                 log.exception("training device %s failed", device.hex())
                 outcome = None
             finally:
-                self.busy.discard(device)
+                self.busy.discard(slot)
                 self.wakeup.set()
             if outcome is not None:
-                self.deliver(live, outcome[0], when, outcome[1])
+                self.deliver(device, outcome, when)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -167,24 +229,23 @@ class RoundRobinTrainer:
 
 
 class LiveServer:
-    def __init__(self, factory: SessionFactory, resolution: tuple[int, int],
-                 options: ServeOptions, status: StatusLog) -> None:
-        self.factory, self.resolution, self.options, self.status = (factory, resolution, options,
-                                                                   status)
+    def __init__(self, sessions: Sessions, options: ServeOptions, status: StatusLog) -> None:
+        self.sessions, self.options, self.status = sessions, options, status
         state = options.state_dir
         self.registry = DeviceRegistry(state / "devices.json") if state else None
-        self.sessions: dict[bytes, LiveSession] = {}
+        self.opened: set[bytes] = set()
         self.connections: dict[bytes, Connection] = {}
-        self.ingest_pool = ThreadPoolExecutor(1, thread_name_prefix="ingest")
-        self.train_pool = ThreadPoolExecutor(options.workers, thread_name_prefix="train")
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
+        # The fleet starts Ray first: its signal handlers must not replace the ones below.
+        await self.sessions.start(self._moved)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stopping.set)
-        self.trainer = RoundRobinTrainer(self.train_pool, self.options.workers, self._deliver)
+        self.trainer = RoundRobinTrainer(self.sessions.train, self.sessions.workers,
+                                         self._deliver, self.sessions.slot)
         server = await asyncio.start_server(self._serve, self.options.host, self.options.port,
                                             ssl=self.options.tls, limit=64 * 1024)
         host, port = server.sockets[0].getsockname()[:2]
@@ -196,23 +257,20 @@ class LiveServer:
             for connection in list(self.connections.values()):
                 connection.close()
             await self.trainer.stop()
-        # Running phases finish (and persist) before the process exits.
-        self.train_pool.shutdown(wait=True)
-        self.ingest_pool.shutdown(wait=True, cancel_futures=True)
+        await self.sessions.close()
         self.status("stopped")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = Connection(reader, writer, self.options)
         device: bytes | None = None
         try:
-            live, resume = await asyncio.wait_for(self._handshake(connection),
-                                                  self.options.handshake_timeout_s)
-            device = live.device_id
+            device, resume, rates = await asyncio.wait_for(self._handshake(connection),
+                                                           self.options.handshake_timeout_s)
             previous = self.connections.pop(device, None)
             if previous is not None:  # the device reconnected: the old stream is dead
                 previous.close()
             self.connections[device] = connection
-            await self._stream(connection, live, resume)
+            await self._stream(connection, device, resume, rates)
         except asyncio.TimeoutError:
             self._drop(connection, device, "timeout", "handshake deadline passed")
         except ProtocolError as err:
@@ -235,7 +293,8 @@ class LiveServer:
                     code=code, message=message)
 
     # ------------------------------------------------------------------------- handshake
-    async def _handshake(self, c: Connection) -> tuple[LiveSession, ResumePacket | None]:
+    async def _handshake(self, c: Connection,
+                         ) -> tuple[bytes, ResumePacket | None, dict[str, Any]]:
         try:
             preface = await c.reader.readexactly(len(protocol.PREFACE))
         except asyncio.IncompleteReadError:
@@ -249,28 +308,26 @@ class LiveServer:
         client_nonce = protocol.hex_bytes(hello.header, "nonce", protocol.NONCE_BYTES)
         server_nonce = os.urandom(protocol.NONCE_BYTES)
         key = await self._authenticate(c, device, client_nonce, server_nonce)
-        live = await self._session(device, key)
-        expected_model = live.session.space.base_sha256.hex()
-        if protocol.field_of(hello.header, "base_sha256", str) != expected_model:
+        info = await self._session(device, key)
+        if protocol.field_of(hello.header, "base_sha256", str) != info.base_sha256.hex():
             raise ProtocolError("the device runs another model than this server trains "
                                 "(base sha256 differs)", "wrong_model")
         model_sequence = protocol.field_of(hello.header, "model_sequence", int)
         last_sequence = protocol.field_of(hello.header, "last_sequence", int)
-        live.align_clock(float(protocol.field_of(hello.header, "time_s", (int, float))))
-        loop = asyncio.get_running_loop()
-        resume = await loop.run_in_executor(self.train_pool, live.resume, model_sequence,
-                                            last_sequence)
-        welcome = {"session": device.hex(), "server_sequence": live.sequence,
+        device_time = float(protocol.field_of(hello.header, "time_s", (int, float)))
+        resume, rates, sequence = await self.sessions.hello(device, device_time, model_sequence,
+                                                            last_sequence)
+        welcome = {"session": device.hex(), "server_sequence": sequence,
                    "resume": resume.action if resume else "in_step",
                    "heartbeat_s": self.options.heartbeat_s,
-                   "max_chunk_bytes": self.options.max_chunk_bytes, **live.rates()}
+                   "max_chunk_bytes": self.options.max_chunk_bytes, **rates}
         if key is not None:
             welcome["server_proof"] = protocol.server_proof(key, device, client_nonce,
                                                             server_nonce).hex()
         c.writer.write(protocol.encode(Message(MessageType.WELCOME, welcome)))
         self.status("connected", device=device.hex(), peer=c.peer, resume=welcome["resume"],
-                    model_sequence=model_sequence, server_sequence=live.sequence)
-        return live, resume
+                    model_sequence=model_sequence, server_sequence=sequence)
+        return device, resume, rates
 
     async def _authenticate(self, c: Connection, device: bytes, client_nonce: bytes,
                             server_nonce: bytes) -> bytes | None:
@@ -293,33 +350,31 @@ class LiveServer:
                                 "auth_failed")
         return key
 
-    async def _session(self, device: bytes, key: bytes | None) -> LiveSession:
-        if device not in self.sessions:
-            state = session_path(self.options.state_dir, device) if self.options.state_dir else None
-            loop = asyncio.get_running_loop()
-            self.sessions[device] = await loop.run_in_executor(
-                self.train_pool, lambda: LiveSession(self.factory(device, key), state))
-            self.status("session", device=device.hex(), sequence=self.sessions[device].sequence,
-                        restored=self.sessions[device].sequence > 0)
-        return self.sessions[device]
+    async def _session(self, device: bytes, key: bytes | None) -> SessionInfo:
+        info = await self.sessions.open(device, key)
+        if device not in self.opened:
+            self.opened.add(device)
+            self.status("session", device=device.hex(), sequence=info.sequence,
+                        restored=info.restored)
+        return info
 
     # ------------------------------------------------------------------------- streaming
-    async def _stream(self, c: Connection, live: LiveSession, resume: ResumePacket | None) -> None:
+    async def _stream(self, c: Connection, device: bytes, resume: ResumePacket | None,
+                      rates: dict[str, Any]) -> None:
         writer_task = asyncio.ensure_future(c.write_loop())
         chunks: asyncio.Queue[Message] = asyncio.Queue(self.options.uplink_queue)
-        ingest_task = asyncio.ensure_future(self._ingest_loop(c, live, chunks))
+        ingest_task = asyncio.ensure_future(self._ingest_loop(c, device, chunks, rates))
         if resume is not None:
-            self._send_update(c, live, resume.sequence, resume.packet, kind=resume.action,
-                              mode=resume.mode, values=resume.values)
+            self._send_resume(c, resume)
         try:
             while True:
                 message = await self._next_message(c, writer_task, ingest_task)
                 if message.kind == MessageType.FRAMES:
                     await chunks.put(message)  # waits when full: the device is throttled
                 elif message.kind == MessageType.ACK:
-                    self._on_ack(c, live, message.header)
+                    self._on_ack(c, device, message.header)
                 elif message.kind == MessageType.BYE:
-                    self.status("bye", device=live.device_id.hex(), sequence=live.sequence)
+                    self.status("bye", device=device.hex())
                     return
                 elif message.kind == MessageType.HEARTBEAT:
                     c.send(Message(MessageType.HEARTBEAT, {}))  # keeps the device's reads alive
@@ -347,10 +402,8 @@ class LiveServer:
                 raise ProtocolError(f"the device is too slow or gone: {error!r}", "slow")
         raise ProtocolError("the device is too slow: its outgoing queue filled", "slow")
 
-    async def _ingest_loop(self, c: Connection, live: LiveSession,
-                           chunks: asyncio.Queue[Message]) -> None:
-        loop = asyncio.get_running_loop()
-        sent_rates = live.rates()
+    async def _ingest_loop(self, c: Connection, device: bytes, chunks: asyncio.Queue[Message],
+                           sent_rates: dict[str, Any]) -> None:
         while True:
             message = await chunks.get()
             h = message.header
@@ -363,55 +416,60 @@ class LiveServer:
                     isinstance(s, int) and not isinstance(s, bool) for s in sizes)):
                 raise ProtocolError("jpeg_sizes must be integers", "malformed")
             upload_time = float(protocol.field_of(h, "upload_time_s", (int, float)))
-            due = await loop.run_in_executor(
-                self.ingest_pool, live.ingest, protocol.field_of(h, "codec", str), message.body,
-                [float(t) for t in times], sizes, upload_time, self.resolution)
-            self.status("frames", device=live.device_id.hex(), frames=len(times),
-                        bytes=len(message.body), upload_time_s=upload_time, due=due)
-            if due:
-                self.trainer.request(live, upload_time)
-            if (rates := live.rates()) != sent_rates:
-                sent_rates = rates
-                c.send(Message(MessageType.RATE, rates))
+            ingested = await self.sessions.ingest(device, protocol.field_of(h, "codec", str),
+                                                  message.body, [float(t) for t in times], sizes,
+                                                  upload_time)
+            self.status("frames", device=device.hex(), frames=len(times),
+                        bytes=len(message.body), upload_time_s=upload_time, due=ingested.due)
+            if ingested.due:
+                self.trainer.request(device, upload_time)
+            if ingested.rates != sent_rates:
+                sent_rates = ingested.rates
+                c.send(Message(MessageType.RATE, sent_rates))
 
-    def _deliver(self, live: LiveSession, result: UpdateResult, boundary_s: float,
-                 train_wall_s: float) -> None:
-        connection = self.connections.get(live.device_id)
-        self.status("trained", device=live.device_id.hex(), sequence=result.sequence,
-                    values=result.num_changed, bytes=len(result.packet),
-                    loss_before=round(result.loss_before, 5),
-                    loss_after=round(result.loss_after, 5), train_wall_s=round(train_wall_s, 4),
-                    connected=connection is not None)
+    def _deliver(self, device: bytes, outcome: PhaseOutcome, boundary_s: float) -> None:
+        connection = self.connections.get(device)
+        self.status("trained", device=device.hex(), sequence=outcome.sequence,
+                    values=outcome.values, bytes=len(outcome.packet),
+                    loss_before=round(outcome.loss_before, 5),
+                    loss_after=round(outcome.loss_after, 5),
+                    train_wall_s=round(outcome.train_wall_s, 4),
+                    slot=str(self.sessions.slot(device)), connected=connection is not None)
         if connection is not None:
-            self._send_update(connection, live, result.sequence, result.packet, kind="update",
-                              mode="cumulative", values=result.num_changed,
-                              loss_before=result.loss_before, loss_after=result.loss_after,
-                              boundary_s=boundary_s, train_wall_s=train_wall_s)
+            connection.send(Message(MessageType.UPDATE, {
+                "sequence": outcome.sequence, "kind": "update", "mode": "cumulative",
+                "values": outcome.values, "loss_before": outcome.loss_before,
+                "loss_after": outcome.loss_after, "boundary_s": boundary_s,
+                "train_wall_s": outcome.train_wall_s}, outcome.packet))
 
-    def _send_update(self, c: Connection, live: LiveSession, sequence: int, packet: bytes,
-                     **fields: Any) -> None:
-        c.send(Message(MessageType.UPDATE, {"sequence": sequence, **fields}, packet))
+    @staticmethod
+    def _send_resume(c: Connection, resume: ResumePacket) -> None:
+        c.send(Message(MessageType.UPDATE, {"sequence": resume.sequence, "kind": resume.action,
+                                            "mode": resume.mode, "values": resume.values},
+                       resume.packet))
 
-    def _on_ack(self, c: Connection, live: LiveSession, header: dict[str, Any]) -> None:
+    def _moved(self, device: bytes, resume: ResumePacket) -> None:
+        """A session that moved trainers is not where the device's model is: bring it back."""
+        connection = self.connections.get(device)
+        if connection is not None:
+            self._send_resume(connection, resume)
+
+    def _on_ack(self, c: Connection, device: bytes, header: dict[str, Any]) -> None:
         sequence = protocol.field_of(header, "sequence", int)
         status = protocol.field_of(header, "status", str)
-        self.status("ack", device=live.device_id.hex(), sequence=sequence, status=status,
+        self.status("ack", device=device.hex(), sequence=sequence, status=status,
                     reason=header.get("reason"), apply_us=header.get("apply_us"),
                     swapped_frame=header.get("swapped_frame"))
         if status == "rejected" and header.get("reason") in ("replay", "resync_needed"):
             # The device's engine is not where the server thinks: bring it back with a resync.
             last = protocol.field_of(header, "last_sequence", int)
-            asyncio.ensure_future(self._resync(c, live, last))
+            asyncio.ensure_future(self._resync(c, device, last))
 
-    async def _resync(self, c: Connection, live: LiveSession, last_sequence: int) -> None:
-        loop = asyncio.get_running_loop()
-        resume = await loop.run_in_executor(self.train_pool, live.resync, last_sequence)
-        self._send_update(c, live, resume.sequence, resume.packet, kind=resume.action,
-                          mode=resume.mode, values=resume.values)
+    async def _resync(self, c: Connection, device: bytes, last_sequence: int) -> None:
+        self._send_resume(c, await self.sessions.resync(device, last_sequence))
 
 
-def serve(factory: SessionFactory, resolution: tuple[int, int], options: ServeOptions,
-          as_json: bool) -> int:
+def serve(sessions: Sessions, options: ServeOptions, as_json: bool) -> int:
     """Runs until SIGINT/SIGTERM; the caller checked that a secure server has a state folder."""
-    asyncio.run(LiveServer(factory, resolution, options, StatusLog(as_json)).run())
+    asyncio.run(LiveServer(sessions, options, StatusLog(as_json)).run())
     return 0

@@ -17,9 +17,22 @@ from mobdistill.contract import uplink, wire
 from mobdistill.contract.protocol import ProtocolError
 from mobdistill.contract.wire import Mode
 from mobdistill.server.live_store import load_session, save_session
-from mobdistill.server.session import Session, SparseDelta, UpdateResult
+from mobdistill.server.session import LabelledFrame, Session, SparseDelta
 
 IN_STEP, CATCH_UP, RESYNC = "in_step", "catch_up", "resync"
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """One training phase as the front end sends it (small and picklable: it crosses from a
+    fleet's actor to the front end)."""
+
+    sequence: int
+    packet: bytes
+    values: int
+    loss_before: float
+    loss_after: float
+    train_wall_s: float
 
 
 @dataclass
@@ -35,15 +48,18 @@ class LiveSession:
     """Thread-safe wrapper: ingest (decode + label) and training run in worker threads, each
     under ``lock``; the asyncio front end only schedules them."""
 
-    def __init__(self, session: Session, state_path: Path | None) -> None:
+    def __init__(self, session: Session, state_path: Path | None,
+                 snapshot: dict[str, Any] | None = None) -> None:
         self.session, self.state_path = session, state_path
         self.lock = threading.Lock()
         self.last_changed = {name: torch.zeros(session.params[name].numel(), dtype=torch.int64)
                              for name in session.space.mappings}
         self.clock_offset_s = 0.0  # session time = device time + offset (monotonic over restarts)
         self.last_time_s = 0.0
-        if state_path is not None and (state := load_session(state_path)) is not None:
-            self._restore(state)
+        if snapshot is None and state_path is not None:
+            snapshot = load_session(state_path)
+        if snapshot is not None:
+            self._restore(snapshot)
 
     @property
     def device_id(self) -> bytes:
@@ -81,9 +97,8 @@ class LiveSession:
                 "hibernating": r.hibernating}
 
     # ------------------------------------------------------------------------- training
-    def train(self, device_time_s: float) -> tuple[UpdateResult, float] | None:
-        """(one phase if still due, its wall seconds); the new state is on disk before the
-        packet leaves."""
+    def train(self, device_time_s: float) -> PhaseOutcome | None:
+        """One phase if still due; the new state is on disk before the packet leaves."""
         with self.lock:
             now = self.session_time(device_time_s)
             if not self.session.due(now):
@@ -93,7 +108,8 @@ class LiveSession:
             wall = time.perf_counter() - start
             self._mark(result.delta, result.sequence)
             self._persist()
-            return result, wall
+            return PhaseOutcome(result.sequence, result.packet, result.num_changed,
+                                result.loss_before, result.loss_after, wall)
 
     def _mark(self, delta: SparseDelta, sequence: int) -> None:
         for name, (idx, _) in delta.items():
@@ -142,13 +158,28 @@ class LiveSession:
         return ResumePacket(action, sequence, mode.name.lower(), packet,
                             sum(len(i) for i, _ in delta.values()))
 
+    # ------------------------------------------------------------------------- moving
+    def release(self) -> tuple[dict[str, Any], list[LabelledFrame]]:
+        """Everything another trainer needs to continue this session: (its state, persisted
+        too, and its labelled frames)."""
+        with self.lock:
+            self._persist()
+            return self.snapshot(), list(self.session.buffer.items)
+
+    def refill(self, frames: list[LabelledFrame]) -> None:
+        with self.lock:
+            for item in frames:
+                self.session.buffer.add(item)
+
     # ------------------------------------------------------------------------- persistence
     def _persist(self) -> None:
-        if self.state_path is None:
-            return
+        if self.state_path is not None:
+            save_session(self.state_path, self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
         s = self.session
         opt, rates = s.optimizer, s.rates
-        save_session(self.state_path, {
+        return {
             "device_id": self.device_id.hex(), "sequence": s.sequence,
             "params": {n: s.params[n].detach().clone() for n in s.space.mappings},
             "last_changed": self.last_changed,
@@ -158,7 +189,7 @@ class LiveSession:
                       "hibernating": rates.hibernating, "evaluations": rates.evaluations,
                       "recent_rates": list(rates._rates)},
             "next_update_s": s.next_update_s, "clock_offset_s": self.clock_offset_s,
-            "last_time_s": self.last_time_s})
+            "last_time_s": self.last_time_s}
 
     @torch.no_grad()
     def _restore(self, state: dict[str, Any]) -> None:

@@ -1,11 +1,13 @@
 """`mobdistill serve`: the AMS server as a network service for live devices (docs/protocol.md).
 
 The student, teacher and training flags are `mobdistill stream`'s, with the same defaults, so a
-live run and a simulated run train the same starting point the same way."""
+live run and a simulated run train the same starting point the same way. With ``--ray`` the
+sessions train on Ray actors (docs/fleet.md); without it, in this process."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from pathlib import Path
@@ -31,7 +33,21 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure-updates", action="store_true",
                         help="no device authentication and unauthenticated packets (experiments "
                              "only; devices must opt out too)")
-    parser.add_argument("--workers", type=int, default=1, help="training threads (1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="training threads (1; without --ray)")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="train on Ray actors, one per slot of the cluster at ADDRESS "
+                             "(e.g. auto, or HOST:6379); alone: a new local cluster")
+    parser.add_argument("--ray-cpus", type=int,
+                        help="CPU slots of the local cluster --ray starts (default: all)")
+    parser.add_argument("--ray-actor-cpus", type=float, default=1.0,
+                        help="CPUs one training actor reserves (1)")
+    parser.add_argument("--ray-actor-gpus", type=float, default=0.0,
+                        help="GPUs one training actor reserves (0; 1 = one actor per GPU)")
+    parser.add_argument("--ray-max-actors", type=int, help="at most this many training actors")
+    parser.add_argument("--no-atr", action="store_true",
+                        help="fixed T_update: the Adaptive Training Rate never lengthens it "
+                             "(AMS App. D; ASR still adapts the sampling rate)")
     parser.add_argument("--read-timeout", type=float, default=60.0,
                         help="drop a device silent for this many seconds (60)")
     parser.add_argument("--handshake-timeout", type=float, default=10.0,
@@ -73,16 +89,35 @@ def run(args: argparse.Namespace) -> int:
     if not args.insecure_updates and args.state_dir is None:
         raise UsageError("--state-dir is required: it holds the enrolled devices' keys "
                          "(`mobdistill serve --state-dir D --enroll NAME --key-out KEY`)")
-    factory, resolution, manifest_path = _session_factory(config, args.num_threads,
-                                                          args.student_cache)
+    settings = (config, args.num_threads, args.student_cache, not args.no_atr)
+    # Here first: the starting point is prepared (and cached) before any actor needs it.
+    factory, manifest_path = session_factory(*settings)
+    build = functools.partial(actor_session_factory, *settings)
     print(json.dumps({"event": "model", "manifest": str(manifest_path),
-                      "resolution": list(resolution)}) if args.json
+                      "resolution": list(config.resolution)}) if args.json
           else f"serving the student of {manifest_path}", flush=True)
     options = ServeOptions(host=args.host, port=args.port, state_dir=args.state_dir,
                            insecure=args.insecure_updates, tls=_tls(args),
                            workers=args.workers, read_timeout_s=args.read_timeout,
                            handshake_timeout_s=args.handshake_timeout)
-    return serve(factory, resolution, options, args.json)
+    return serve(_sessions(args, build, factory, config.resolution), options, args.json)
+
+
+def _sessions(args: argparse.Namespace, build, factory, resolution: tuple[int, int]):
+    """Where the sessions live: Ray actors with --ray, else this process."""
+    from mobdistill.server.live import LocalSessions, StatusLog
+    from mobdistill.server.session_host import SessionHost
+
+    if not args.ray:
+        return LocalSessions(SessionHost(factory, resolution, args.state_dir), args.workers)
+    from mobdistill.server.fleet import Fleet, FleetOptions
+
+    if args.ray_actor_cpus <= 0 or args.ray_actor_gpus < 0:
+        raise UsageError("--ray-actor-cpus must be positive and --ray-actor-gpus not negative")
+    options = FleetOptions(address=None if args.ray == "local" else args.ray,
+                           local_cpus=args.ray_cpus, actor_cpus=args.ray_actor_cpus,
+                           actor_gpus=args.ray_actor_gpus, max_actors=args.ray_max_actors)
+    return Fleet(build, resolution, args.state_dir, options, StatusLog(args.json))
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -113,9 +148,14 @@ def _tls(args: argparse.Namespace):
     return context
 
 
-def _session_factory(config, num_threads: int, cache: Path | None):
-    """(device id, key) -> a fresh Session on the stream's starting point; its resolution and
-    manifest."""
+def actor_session_factory(config, num_threads: int, cache: Path | None, atr: bool):
+    """What a fleet's actor calls in its own process (pickled by reference: module level,
+    plain values)."""
+    return session_factory(config, num_threads, cache, atr)[0]
+
+
+def session_factory(config, num_threads: int, cache: Path | None, atr: bool = True):
+    """(device id, key) -> a fresh Session on the stream's starting point; the manifest."""
     import torch
 
     from mobdistill.experiments.simulate import scaled_rates, server_config
@@ -131,8 +171,10 @@ def _session_factory(config, num_threads: int, cache: Path | None):
     manifest = load_manifest(manifest_path)
 
     def factory(device_id: bytes, key: bytes | None) -> Session:
+        rates = scaled_rates(config)
+        if not atr:
+            rates.max_interval_factor = 1.0  # hibernation may never lengthen T_update
         return Session(device_id.hex(), student, manifest, teacher, server_config(config),
-                       credentials=UpdateCredentials(device_id, key),
-                       rates=scaled_rates(config))
+                       credentials=UpdateCredentials(device_id, key), rates=rates)
 
-    return factory, config.resolution, Path(manifest_path)
+    return factory, Path(manifest_path)

@@ -45,7 +45,7 @@ def _train(live: LiveSession, phases: int, start_s: float = 1.0) -> list[bytes]:
     for k in range(phases):
         outcome = live.train(start_s + k)
         assert outcome is not None
-        packets.append(outcome[0].packet)
+        packets.append(outcome.packet)
     return packets
 
 
@@ -128,45 +128,69 @@ def test_trainer_serves_due_devices_round_robin() -> None:
     """One trainer, several due devices: each in turn, starting after the one served last
     (AMS §3), never two phases of one device at once."""
     import asyncio
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     from mobdistill.server.live import RoundRobinTrainer
 
     delivered: list[bytes] = []
     running: set[bytes] = set()
-    lock = threading.Lock()
 
-    class Device:  # what the trainer touches of a LiveSession: its id and train()
-        def __init__(self, name: str) -> None:
-            self.device_id = name.encode()
-
-        def train(self, when: float):
-            with lock:
-                assert self.device_id not in running
-                running.add(self.device_id)
-            threading.Event().wait(0.02)
-            with lock:
-                running.discard(self.device_id)
-            return object(), 0.02
+    async def train(device: bytes, when: float):
+        assert device not in running
+        running.add(device)
+        await asyncio.sleep(0.02)
+        running.discard(device)
+        return object()
 
     async def scenario() -> None:
-        a, b, c = Device("a"), Device("b"), Device("c")
-        trainer = RoundRobinTrainer(ThreadPoolExecutor(1), 1,
-                                    lambda live, result, when, wall: delivered.append(
-                                        live.device_id))
-        for device in (a, b, c):
-            trainer.request(device, 1.0)  # type: ignore[arg-type]
+        trainer = RoundRobinTrainer(train, 1, lambda device, outcome, when: delivered.append(
+            device))
+        for device in (b"a", b"b", b"c"):
+            trainer.request(device, 1.0)
         while len(delivered) < 3:
             await asyncio.sleep(0.01)
-        trainer.request(c, 2.0)  # type: ignore[arg-type]
-        trainer.request(a, 2.0)  # type: ignore[arg-type]
+        trainer.request(b"c", 2.0)
+        trainer.request(b"a", 2.0)
         while len(delivered) < 5:
             await asyncio.sleep(0.01)
         await trainer.stop()
 
     asyncio.run(scenario())
     assert delivered == [b"a", b"b", b"c", b"a", b"c"]
+
+
+def test_one_phase_per_slot_across_devices() -> None:
+    """A fleet's slot is an actor: two devices on one actor are trained one after the other,
+    devices on different actors at once."""
+    import asyncio
+
+    from mobdistill.server.live import RoundRobinTrainer
+
+    slot_of = {b"a": 0, b"b": 0, b"c": 1}
+    running: set[int] = set()
+    overlaps: list[set[int]] = []
+
+    async def train(device: bytes, when: float):
+        assert slot_of[device] not in running
+        running.add(slot_of[device])
+        overlaps.append(set(running))
+        await asyncio.sleep(0.05)
+        running.discard(slot_of[device])
+        return object()
+
+    async def scenario() -> list[bytes]:
+        delivered: list[bytes] = []
+        trainer = RoundRobinTrainer(train, 4, lambda d, o, w: delivered.append(d),
+                                    slot_of.__getitem__)
+        for device in (b"a", b"b", b"c"):
+            trainer.request(device, 1.0)
+        while len(delivered) < 3:
+            await asyncio.sleep(0.01)
+        await trainer.stop()
+        return delivered
+
+    delivered = asyncio.run(scenario())
+    assert sorted(delivered) == [b"a", b"b", b"c"]
+    assert {0, 1} in overlaps  # the two actors ran at once
 
 
 def test_a_device_that_does_not_read_is_dropped_not_buffered() -> None:
