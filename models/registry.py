@@ -8,11 +8,15 @@ Preprocessing is read as x_norm = (x / 255 - mean) / std, done inside the graph.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 import re
-from typing import Any
+import sys
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mobdistill.errors import UsageError
 
@@ -173,6 +177,8 @@ def configure(entry: ModelEntry, *, tiny: bool = False, **overrides: Any) -> Any
         UsageError: An override names no config field or has an invalid value.
     """
     base = entry.tiny_config() if tiny else entry.paper_config()
+    if isinstance(base, dict):  # a custom model's config: the keyword arguments of its build
+        return {**base, **overrides}
     valid = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
@@ -264,3 +270,169 @@ def sample_inputs(
             x = torch.randn(shape, generator=generator)
         out[spec.name] = x if device is None else x.to(device)
     return out
+
+
+# ------------------------------------------------------------------------------ custom models
+CUSTOM_SPEC_KEYS = frozenset({"name", "resolution", "stride", "mean", "std", "config"})
+
+
+def is_custom_reference(text: str) -> bool:
+    """True for `path/to/file.py:function` (a custom model), false for a registry name."""
+    path, _, function = text.rpartition(":")
+    return path.endswith(".py") and function.isidentifier()
+
+
+def custom_entry(
+    model: nn.Module | Callable[..., nn.Module],
+    *,
+    name: str,
+    resolution: tuple[int, int],
+    stride: int = 1,
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    config: dict[str, Any] | None = None,
+) -> ModelEntry:
+    """A `ModelEntry` for a student of your own: export, verification, manifest (parameter map
+    included) and profiling treat it like a registered one (docs/models.md says what it must
+    provide).
+
+    `model` is the module itself or a `build(**config)` returning one. Its `forward(frame)`
+    takes a float32 NCHW frame [1, 3, H, W] with values in 0..255 (normalise inside, as `mean`
+    and `std` record in the manifest) and returns logits [1, K, H, W]; K is read from one
+    forward pass here. `stride`: H and W must be multiples of it (your down-sampling).
+
+    Raises:
+        UsageError: the module does not take a `frame` of the resolution or its output is not
+            [1, K, H, W] logits.
+    """
+    settings = dict(config or {})
+    if isinstance(model, nn.Module):
+        built = model
+        if settings:
+            raise UsageError("a ready nn.Module takes no config; pass a build function instead")
+    else:
+        built = _build_custom(model, settings, name)
+    height, width = resolution
+    num_classes = _custom_classes(built.eval(), name, height, width)
+
+    def build(config: dict[str, Any]) -> nn.Module:
+        return built if config == settings else _build_custom(model, config, name)
+
+    return ModelEntry(
+        name=name,
+        summary=f"custom model {name}",
+        config_type=dict,
+        paper_config=lambda: dict(settings),
+        tiny_config=lambda: dict(settings),
+        build=build,
+        signatures=lambda c, h, w: _stateless_signatures(num_classes, h, w),
+        default_resolution=(height, width),
+        tiny_resolution=(height, width),
+        stride=stride,
+        preprocessing=Preprocessing(mean=mean, std=std),
+    )
+
+
+def resolve(model: str | ModelEntry | nn.Module,
+            resolution: tuple[int, int] | None = None) -> ModelEntry:
+    """A registry name, a ready entry (e.g. `custom_entry`), or an nn.Module to export at
+    `resolution` (named after its class) -> its entry.
+
+    Raises:
+        UsageError: unknown name, or a module without a resolution.
+    """
+    if isinstance(model, ModelEntry):
+        return model
+    if isinstance(model, nn.Module):
+        if resolution is None:
+            raise UsageError("exporting an nn.Module needs resolution=(HEIGHT, WIDTH)")
+        return custom_entry(model, name=type(model).__name__.lower(), resolution=resolution)
+    return get(model)
+
+
+def load_custom(reference: str, spec_file: Path | None) -> ModelEntry:
+    """The custom model `path/to/file.py:build` with its JSON spec (`--config`): name,
+    resolution [H, W], and optionally stride, mean, std and config (build's keyword arguments).
+
+    Raises:
+        UsageError: the file, function or spec is missing or malformed.
+    """
+    path_text, _, function = reference.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"custom model file {path} not found (--model FILE.py:FUNCTION)")
+    if spec_file is None:
+        raise UsageError("a custom model needs --config SPEC.json with at least "
+                         '{"name": ..., "resolution": [H, W]}; see docs/models.md')
+    spec = _read_spec(spec_file)
+    module_name = f"mobdistill_custom_{path.stem}"
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    if loader is None or loader.loader is None:
+        raise UsageError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    try:
+        loader.loader.exec_module(module)
+    except Exception as err:  # the user's file: any error it raises is a usage error here
+        raise UsageError(f"importing {path} failed: {type(err).__name__}: {err}") from err
+    build = getattr(module, function, None)
+    if not callable(build):
+        raise UsageError(f"{path} has no function {function!r} (--model {reference})")
+    height, width = spec["resolution"]
+    return custom_entry(build, name=spec["name"], resolution=(height, width),
+                        stride=spec.get("stride", 1), mean=tuple(spec.get("mean", (0, 0, 0))),
+                        std=tuple(spec.get("std", (1, 1, 1))), config=spec.get("config"))
+
+
+def _read_spec(spec_file: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(Path(spec_file).read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read custom model spec {spec_file}: {err}") from err
+    if not isinstance(spec, dict):
+        raise UsageError(f"{spec_file}: the spec is a JSON object")
+    unknown = sorted(set(spec) - CUSTOM_SPEC_KEYS)
+    if unknown:
+        raise UsageError(f"{spec_file}: unknown key(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(CUSTOM_SPEC_KEYS))}")
+    name, resolution = spec.get("name"), spec.get("resolution")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise UsageError(f"{spec_file}: 'name' must be a file-name-safe string")
+    if (not isinstance(resolution, list) or len(resolution) != 2
+            or not all(isinstance(v, int) and v > 0 for v in resolution)):
+        raise UsageError(f"{spec_file}: 'resolution' must be [HEIGHT, WIDTH], positive integers")
+    if not isinstance(spec.get("config", {}), dict):
+        raise UsageError(f"{spec_file}: 'config' must be an object (build's keyword arguments)")
+    for key in ("mean", "std"):
+        if key in spec and (not isinstance(spec[key], list) or len(spec[key]) != 3):
+            raise UsageError(f"{spec_file}: '{key}' must be three numbers (R, G, B)")
+    return spec
+
+
+def _build_custom(build: Callable[..., nn.Module], config: dict[str, Any], name: str) -> nn.Module:
+    try:
+        model = build(**config)
+    except Exception as err:  # the user's code
+        raise UsageError(f"building custom model {name} failed: {type(err).__name__}: {err}"
+                         ) from err
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"the build function of {name} returned {type(model).__name__}, "
+                         "not a torch.nn.Module")
+    return model
+
+
+def _custom_classes(model: nn.Module, name: str, height: int, width: int) -> int:
+    """K of the module's logits [1, K, H, W] for one frame, checked."""
+    frame = torch.zeros(1, 3, height, width)
+    try:
+        with torch.no_grad():
+            logits = model(frame=frame)
+    except Exception as err:  # the user's code
+        raise UsageError(f"custom model {name}: forward(frame=[1, 3, {height}, {width}]) failed: "
+                         f"{type(err).__name__}: {err}") from err
+    if not isinstance(logits, Tensor) or logits.dim() != 4 or logits.shape[0] != 1 \
+            or tuple(logits.shape[2:]) != (height, width) or logits.shape[1] < 2:
+        shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise UsageError(f"custom model {name}: forward must return logits [1, K>=2, {height}, "
+                         f"{width}] (full resolution); got {shape}")
+    return int(logits.shape[1])

@@ -49,7 +49,11 @@ class ModelSelection:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Adds --model, --resolution, --tiny and the config override options to `parser`."""
-    parser.add_argument("--model", required=True, help=f"one of: {', '.join(registry.names())}")
+    parser.add_argument("--model", required=True,
+                        help=f"one of: {', '.join(registry.names())}; or your own student as "
+                             "FILE.py:FUNCTION with --config (docs/models.md)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="custom model: JSON spec (name, resolution, ...; docs/models.md)")
     parser.add_argument("--resolution", help="HEIGHTxWIDTH (default: the model's own)")
     parser.add_argument("--tiny", action="store_true", help="tiny widths (tests, smoke runs)")
     parser.add_argument("--no-aspp", dest="aspp", action="store_const", const=False,
@@ -85,6 +89,10 @@ def select_model(
     Raises:
         UsageError: Unknown model, bad resolution or an option the model does not have.
     """
+    if registry.is_custom_reference(args.model):
+        return _select_custom(args, require_divisible)
+    if args.config is not None:
+        raise UsageError("--config applies to a custom model (--model FILE.py:FUNCTION)")
     entry = registry.get(args.model)
     base = entry.tiny_config() if args.tiny else entry.paper_config()
     fields = set(base.__dataclass_fields__)
@@ -95,6 +103,20 @@ def select_model(
         resolution = entry.tiny_resolution if args.tiny else entry.default_resolution
     registry.check_resolution(entry, *resolution, require_divisible=require_divisible)
     return ModelSelection(entry, config, resolution)
+
+
+def _select_custom(args: argparse.Namespace, require_divisible: bool) -> ModelSelection:
+    """A student of the user's own: options come from its --config spec, not from flags."""
+    given = [flag for dest, (flag, _) in MODEL_OPTIONS.items() if getattr(args, dest, None)
+             is not None] + (["--tiny"] if args.tiny else [])
+    if given:
+        raise UsageError(f"{', '.join(given)} do not apply to a custom model: put its settings "
+                         "in --config")
+    entry = registry.load_custom(args.model, args.config)
+    resolution = (registry.parse_resolution(args.resolution) if args.resolution
+                  else entry.default_resolution)
+    registry.check_resolution(entry, *resolution, require_divisible=require_divisible)
+    return ModelSelection(entry, entry.paper_config(), resolution)
 
 
 # ------------------------------------------------------------------------------ devices
