@@ -30,6 +30,7 @@ BASE = hashlib.sha256(b"the deployed student").digest()
 PEAK_LIMIT_BYTES = 64 << 20
 STUDENTS = ("deeplab", "jitnet", "mobilevos")
 Q8_PARAMS = struct.pack("<ff", 0.01, 0.0)
+QDELTA_PARAMS = struct.pack("<f", 0.01)
 
 
 def student_numels(name: str) -> list[int]:
@@ -72,9 +73,10 @@ def sealed(payload_stored: bytes, raw_len: int, n_tensors: int, compressed: bool
                       len(payload_stored), raw_len), payload_stored, KEY)
 
 
-def _dense_q8_bomb(n_records: int, numel: int) -> bytes:
-    records = b"".join(wire.record_header(i, numel, numel, IndexCoding.DENSE, ValueCoding.Q8,
-                                          Q8_PARAMS, 0, numel) for i in range(n_records))
+def _dense_q8_bomb(n_records: int, numel: int, coding: ValueCoding = ValueCoding.Q8) -> bytes:
+    params = Q8_PARAMS if coding == ValueCoding.Q8 else QDELTA_PARAMS
+    records = b"".join(wire.record_header(i, numel, numel, IndexCoding.DENSE, coding,
+                                          params, 0, numel) for i in range(n_records))
     zeros = bytes(1 << 22)
     repeats = n_records * numel // len(zeros)
     return sealed(deflate_repeated(records, zeros, repeats), len(records) + n_records * numel,
@@ -117,6 +119,29 @@ def _bitmap_all_set_count_1(numels: Sequence[int]) -> bytes:
         + bytes(4)
     stored = zlib.compress(payload, 6)
     return sealed(stored, len(payload), 1, True)
+
+
+def _qdelta_lying_count(numels: Sequence[int]) -> bytes:
+    n = max(numels)
+    record = wire.record_header(int(np.argmax(numels)), n, n, IndexCoding.DENSE,
+                                ValueCoding.QDELTA, QDELTA_PARAMS, 0, n)
+    return sealed(record + bytes(64), len(record) + 64, 1, False)
+
+
+def _qdelta_nan_step() -> bytes:
+    record = wire.record_header(0, 100, 1, IndexCoding.DELTA_VARINT, ValueCoding.QDELTA,
+                                struct.pack("<f", float("nan")), 1, 1)
+    return sealed(record + b"\x05\x7f", len(record) + 2, 1, False)
+
+
+def largest_legal_qdelta(numels: Sequence[int]) -> bytes:
+    """Dense QDELTA levels of every tensor, deflated: the largest delta packet."""
+    rng = np.random.default_rng(0)
+    patches = [TensorPatch(i, n, np.arange(n), wire.dequantize_delta(
+        rng.integers(-127, 128, n), 1e-3), additive=True, step=1e-3)
+        for i, n in enumerate(numels)]
+    return wire.encode_update(patches, base_sha256=BASE, sequence=1, device_id=DEVICE,
+                              hmac_key=KEY, value_coding=ValueCoding.QDELTA)
 
 
 def _varint_0x81() -> bytes:
@@ -169,6 +194,14 @@ CASES = (
             lambda n, lim: _many_tensors()),
     Hostile("largest_legal_dense_f32", "dense float32 of every tensor (legal)", "ok",
             lambda n, lim: largest_legal(n)),
+    Hostile("two_dense_qdelta_16m", "two dense QDELTA records of 16M elements", "too_large",
+            lambda n, lim: _dense_q8_bomb(2, 1 << 24, ValueCoding.QDELTA)),
+    Hostile("qdelta_count_lies_largest_tensor", "dense QDELTA of the largest tensor, 64 bytes",
+            "truncated", lambda n, lim: _qdelta_lying_count(n)),
+    Hostile("qdelta_nan_step", "a QDELTA record whose step is NaN", "non_finite",
+            lambda n, lim: _qdelta_nan_step()),
+    Hostile("largest_legal_dense_qdelta", "dense QDELTA levels of every tensor (legal)", "ok",
+            lambda n, lim: largest_legal_qdelta(n)),
 )
 
 
