@@ -1,9 +1,9 @@
 """A phone over ADB, without an adb server: `AdbDevice` wraps an injected adb-shell device object.
 
 The transport is chosen once, when the adb-shell object is built: TCP for `host:port`
-(Wireless debugging, `adb tcpip 5555`, emulators) and USB for a serial when the optional
-`libusb1` package is importable (adb-shell's USB transport imports `usb1` at import time, and
-libusb needs a native library plus udev permissions, so it is not a hard dependency).
+(Wireless debugging, `adb tcpip 5555`, emulators) and USB for a serial (adb-shell[usb]: the
+`libusb1` package and the system libusb, both installed by the default set-up; a machine
+without them, or without udev permission for the phone, gets a message with the fix).
 
 Files move over the ADB sync protocol; commands run through `shell:`. Staging is atomic: the
 file is pushed to `.<name>.part`, its size (sync STAT) and sha256 (`sha256sum`, else
@@ -55,6 +55,16 @@ _LINK_ERRORS = (
     adb_errors.AdbCommandFailureException,
     adb_errors.PushFailedError,
 )
+
+
+def _usb_errors() -> tuple[type[BaseException], ...]:
+    """libusb's error class when USB support is installed: opening a phone that the adb server
+    holds, or without udev permission, raises it from adb-shell's connect."""
+    try:
+        import usb1
+    except ImportError:
+        return ()
+    return (usb1.USBError,)
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,11 @@ def open_shell_device(spec: str, options: AdbOptions) -> tuple[ShellDevice, str]
             f"no USB device with serial {spec!r}: plug it in, enable USB debugging, and check "
             "`mobdistill devices`"
         ) from err
+    except Exception as err:  # noqa: BLE001 - libusb raises its own kinds (access, busy, ...)
+        fix = usb_fix(err)
+        if fix is None:
+            raise DeviceError(f"cannot scan USB for {spec!r}: {err}") from err
+        raise DeviceError(f"cannot open {spec}: {fix}", state="no permissions") from err
     return ShellDevice(transport, options.transport_timeout_s), "usb"
 
 
@@ -215,7 +230,7 @@ class AdbDevice(Device):
         except adb_errors.DeviceAuthError as err:
             raise DeviceError(f"{self.serial} requires authorization: {err}",
                               state="unauthorized") from err
-        except _LINK_ERRORS as err:
+        except (*_LINK_ERRORS, *_usb_errors()) as err:
             self._adb.close()
             if asked:
                 raise DeviceError(

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mobdistill.errors import UsageError
+from mobdistill.runtime.app_runner import Runner, StartMode, profile_app
 from mobdistill.runtime.device import Device, LocalDevice
 from mobdistill.runtime.engine import EngineOptions
 from mobdistill.runtime.profile import export_if_needed, profile
@@ -53,6 +54,7 @@ class SweepResult:
     num_threads: int
     num_runs: int
     points: list[SweepPoint]
+    runner: str  # "engine" (the mobdistill-engine binary) or "app" (inside the harness app)
     json_path: str
     csv_path: str
     png_path: str
@@ -64,16 +66,18 @@ class SweepResult:
 def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None, out_dir: Path,
           options: EngineOptions | None = None, rounds: int = 1,
           video: str | Path | None = None, resolution: tuple[int, int] | None = None,
-          tiny: bool = False) -> SweepResult:
+          tiny: bool = False, runner: Runner = Runner.ENGINE, apk: Path | None = None,
+          start: StartMode = StartMode.INSTRUMENT) -> SweepResult:
     """Export and profile each queue length; `rounds` > 1 interleaves them (Q1..Qn, Q1..Qn, …)
-    and pools the runs, so a slow drift in device load or temperature spreads over every Q."""
+    and pools the runs, so a slow drift in device load or temperature spreads over every Q.
+    With `runner` APP each Q's model is pushed into the harness app and run there."""
     if rounds < 1:
         raise UsageError(f"--rounds {rounds} must be at least 1")
     if device is None:
         with LocalDevice() as host:  # one staging of the engine for every Q
             return sweep(model=model, queue_lengths=queue_lengths, device=host, out_dir=out_dir,
                          options=options, rounds=rounds, video=video, resolution=resolution,
-                         tiny=tiny)
+                         tiny=tiny, runner=runner, apk=apk, start=start)
     options = options or EngineOptions()
     out_dir = Path(out_dir)
     manifests = {q: export_if_needed(model, out_dir=out_dir, resolution=resolution,
@@ -83,9 +87,13 @@ def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None,
     serial = "host"
     for round_index in range(rounds):
         for q in queue_lengths:
-            report = profile(artifact=manifests[q], device=device,
-                             out_dir=out_dir / f"q{q}" / f"round{round_index}",
-                             options=options, video=video)
+            run_dir = out_dir / f"q{q}" / f"round{round_index}"
+            if runner is Runner.APP:
+                report = profile_app(artifact=manifests[q], device=device, out_dir=run_dir,
+                                     options=options, video=video, apk=apk, start=start)
+            else:
+                report = profile(artifact=manifests[q], device=device, out_dir=run_dir,
+                                 options=options, video=video)
             pooled[q] += [us / 1000.0 for us in report.result.measured_invoke_us()]
             delegates[q] = str(report.result.summary.get("delegate_used"))
             serial = report.result.device.get("serial", serial)
@@ -97,7 +105,7 @@ def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None,
                                  str(manifests[q])))
     paths = out_dir / "sweep.json", out_dir / "sweep.csv", out_dir / "sweep.png"
     result = SweepResult(model, serial, options.num_threads, options.num_runs * rounds, points,
-                         *map(str, paths))
+                         runner.value, *map(str, paths))
     paths[0].write_text(json.dumps(result.to_json(), indent=2) + "\n")
     with open(paths[1], "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(points[0])))
@@ -120,7 +128,8 @@ def _plot(result: SweepResult, path: Path) -> None:
     ax.plot(q, [p.p50_ms for p in result.points], "o-", label="median")
     ax.set_xlabel("memory queue length Q")
     ax.set_ylabel("invoke latency (ms)")
-    ax.set_title(f"{result.model} on {result.device}, {result.num_threads} thread(s)")
+    ax.set_title(f"{result.model} on {result.device} ({result.runner} runner), "
+                 f"{result.num_threads} thread(s)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -18,6 +18,7 @@ from mobdistill.errors import MobdistillError
 # name -> (module, one-line help). Keep alphabetical.
 COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("mobdistill.cli.devices_cmd", "list the host and ADB phones, probed (--json)"),
+    "doctor": ("mobdistill.cli.doctor_cmd", "a device report for bug reports (--json)"),
     "export": ("mobdistill.cli.export_cmd", "export a student to TFLite and ONNX, verified"),
     "info": ("mobdistill.cli.info_cmd", "print parameters and FLOPs of a student"),
     "profile": ("mobdistill.cli.profile_cmd", "run a student in the engine, report latency"),

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mobdistill.cli.options import (
     add_device_options,
@@ -26,6 +27,16 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", help="HEIGHTxWIDTH to export at")
     parser.add_argument("--tiny", action="store_true", help="export the tiny configuration")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--runner", choices=("engine", "app"), default="engine",
+                        help="engine: the mobdistill-engine binary (default); app: inside the "
+                             "harness app (installed/updated from --apk, needs a debug build)")
+    parser.add_argument("--apk", type=Path, default=None,
+                        help="harness APK for --runner app (default: the Gradle debug build, "
+                             "android/harness/build/outputs/apk/debug/harness-debug.apk, if "
+                             "built); installed when missing or different")
+    parser.add_argument("--app-start", choices=("instrument", "activity"), default="instrument",
+                        help="--runner app: `am instrument -w` (default) or `am start -W` and "
+                             "polling for the summary")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -54,10 +65,17 @@ def run(args: argparse.Namespace) -> int:
 
     options = replace(engine_options(args), enable_op_profiling=args.enable_op_profiling)
     with open_device(args) as device:
-        report = profile(model=args.model, artifact=args.artifact, device=device,
-                         out_dir=args.out, options=options, video=args.video,
-                         resolution=resolution(args), queue_length=args.queue_length,
-                         tiny=args.tiny)
+        common: dict[str, Any] = dict(model=args.model, artifact=args.artifact, device=device,
+                      out_dir=args.out, options=options, video=args.video,
+                      resolution=resolution(args), queue_length=args.queue_length,
+                      tiny=args.tiny)
+        if args.runner == "app":
+            from mobdistill.runtime.app_runner import StartMode, default_apk, profile_app
+
+            report = profile_app(**common, apk=default_apk(args.apk),
+                                 start=StartMode(args.app_start))
+        else:
+            report = profile(**common)
     if report.result.op_profile is not None:
         from mobdistill.runtime.profile import format_op_table
 

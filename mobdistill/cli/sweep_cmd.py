@@ -21,16 +21,21 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobdistill.runtime.app_runner import Runner, StartMode, default_apk
     from mobdistill.runtime.sweep import parse_int_list, sweep
 
     options, queue_lengths = engine_options(args), parse_int_list(args.queue_lengths)
+    runner = Runner(args.runner)
     with open_device(args) as device:
         result = sweep(model=args.model, queue_lengths=queue_lengths, device=device,
                        out_dir=args.out, options=options, rounds=args.rounds, video=args.video,
-                       resolution=resolution(args), tiny=args.tiny)
+                       resolution=resolution(args), tiny=args.tiny, runner=runner,
+                       apk=default_apk(args.apk) if runner is Runner.APP else None,
+                       start=StartMode(args.app_start))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
+        print(f"runner: {result.runner}")
         print(f"{'Q':>3}  {'p10 ms':>8}  {'p50 ms':>8}  {'p90 ms':>8}  delegate")
         for p in result.points:
             print(f"{p.queue_length:>3}  {p.p10_ms:8.3f}  {p.p50_ms:8.3f}  {p.p90_ms:8.3f}  "

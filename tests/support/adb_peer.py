@@ -9,8 +9,10 @@ so that `adb_shell` and Debian's real `adb` client can both talk to it over TCP,
   "auto" (the user taps Allow: any RSAPUBLICKEY is trusted from then on), "never" (every
   signature is rejected and the prompt is never answered: an unauthorized phone).
 - Services: `shell:`/`exec:` run the command with /bin/sh inside a sandbox directory that stands
-  in for the device filesystem (`/data/local/tmp` and `/sdcard` map into it, textually, in both
-  the command and its output; `getprop` answers from `props`), and `sync:` with
+  in for the device filesystem (`/data/local/tmp`, `/sdcard`, `/data/app` and `/data/user/0` map
+  into it, textually, in both the command and its output; `getprop` answers from `props`; `pm`,
+  `am`, `run-as`, `dumpsys package`, `logcat` and `pidof` are the Android framework stand-ins of
+  android_framework.py, with the benchmark run by the real engine core), and `sync:` with
   STAT/LIST/SEND/RECV/DATA/DONE/OKAY/FAIL/QUIT (legacy v1 file sync).
 - One WRTE in flight per stream (the device waits for OKAY), as adbd does without delayed acks.
 - Fault knobs (`Faults`): drop the connection after N pushed bytes, stop acknowledging a push
@@ -30,6 +32,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,7 +60,8 @@ DEFAULT_PROPS = {
     "ro.hardware": "peer",
 }
 
-MAPPED_PREFIXES = ("/data/local/tmp", "/sdcard")
+MAPPED_PREFIXES = ("/data/local/tmp", "/sdcard", "/data/app", "/data/user/0")
+FRAMEWORK_TOOLS = ("pm", "am", "run-as", "dumpsys", "logcat", "pidof")  # android_framework.py
 
 GETPROP_SH = """#!/bin/sh
 if [ $# -eq 0 ]; then cat "$PEER_PROPS"; exit 0; fi
@@ -66,6 +70,9 @@ sed -n "s|^\\[$1\\]: \\[\\(.*\\)\\]\\$|\\1|p" "$PEER_PROPS"
 TOYBOX_SH = """#!/bin/sh
 tool=$1; shift
 exec "/usr/bin/$tool" "$@"
+"""
+FRAMEWORK_SH = """#!/bin/sh
+exec "$PEER_PYTHON" -I -S "$PEER_FRAMEWORK" {tool} "$@"
 """
 MISSING_SH = """#!/bin/sh
 echo "/system/bin/sh: $(basename "$0"): inaccessible or not found" >&2
@@ -544,6 +551,7 @@ class AdbPeer:
         bin_dir = self.root / "system" / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         scripts = {"getprop": GETPROP_SH, "toybox": TOYBOX_SH}
+        scripts.update({tool: FRAMEWORK_SH.format(tool=tool) for tool in FRAMEWORK_TOOLS})
         scripts.update({tool: MISSING_SH for tool in hide_tools})
         for name, text in scripts.items():
             (bin_dir / name).write_text(text)
@@ -561,6 +569,9 @@ class AdbPeer:
             "HOME": str(self.root / "data" / "local" / "tmp"),
             "TMPDIR": str(self.root / "data" / "local" / "tmp"),
             "LANG": "C.UTF-8",
+            "PEER_ROOT": str(self.root),
+            "PEER_PYTHON": sys.executable,
+            "PEER_FRAMEWORK": str(Path(__file__).with_name("android_framework.py")),
         }
 
     def host_path(self, device_path: str) -> Path | None:

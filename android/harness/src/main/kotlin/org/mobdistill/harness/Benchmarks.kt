@@ -12,24 +12,36 @@ import org.mobdistill.MobdistillEngine
 private const val TAG = "mobdistill"
 const val RUNTIME_LIB = "liblitert-lm.so"
 
-/** Runs one request in-process; same flags, JSONL and summary as the mobdistill-engine binary. */
-fun runBenchmark(context: Context, extras: Bundle?): Pair<Int, BenchmarkRequest> {
+/** What one run ended with: the engine's exit code, its outputs, and the error if any. */
+data class BenchmarkOutcome(val code: Int, val jsonl: String, val summary: String, val error: String?)
+
+/**
+ * Runs one request in-process; same flags, JSONL and summary as the mobdistill-engine binary.
+ * A failure (bad extras, engine error) is written to `<summary>.error`, so a host polling after
+ * `am start` sees the end of the run either way.
+ */
+fun runBenchmark(context: Context, extras: Bundle?): BenchmarkOutcome {
     val map = extras?.keySet()?.associateWith { extras.get(it).toString() } ?: emptyMap()
     val runtime = File(context.applicationInfo.nativeLibraryDir, RUNTIME_LIB).path
-    val request = BenchmarkRequest.fromExtras(map, context.filesDir.path, runtime)
-    Log.i(TAG, "benchmark ${request.engineArgs().joinToString(" ")}")
-    val code = try {
-        MobdistillEngine.benchmark(request.engineArgs())
+    val tag = map["tag"] ?: "run"
+    val fallbackSummary = "${context.filesDir.path}/$tag.summary.json"
+    return try {
+        val request = BenchmarkRequest.fromExtras(map, context.filesDir.path, runtime)
+        Log.i(TAG, "benchmark ${request.engineArgs.joinToString(" ")}")
+        val code = MobdistillEngine.benchmark(request.engineArgs)
+        Log.i(TAG, "benchmark exit $code; summary ${request.summary}")
+        val error = if (code == 0) null else "engine exit code $code"
+        error?.let { File("${request.summary}.error").writeText(it) }
+        BenchmarkOutcome(code, request.jsonl, request.summary, error)
     } catch (err: RuntimeException) {
-        Log.e(TAG, "benchmark failed: ${err.message}")
-        File(request.summary + ".error").writeText(err.message ?: err.toString())
-        1
+        val message = err.message ?: err.toString()
+        Log.e(TAG, "benchmark failed: $message")
+        if (BenchmarkRequest.isPlainTag(tag)) File("$fallbackSummary.error").writeText(message)
+        BenchmarkOutcome(1, "", fallbackSummary, message)
     }
-    Log.i(TAG, "benchmark exit $code; summary ${request.summary}")
-    return code to request
 }
 
-/** `am start -W -n org.mobdistill.harness/.BenchmarkActivity -e model mobilevos -e frames 100` */
+/** `am start -W -n org.mobdistill.harness/.BenchmarkActivity --es model mobilevos --es num_runs 100` */
 class BenchmarkActivity : Activity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -42,8 +54,9 @@ class BenchmarkActivity : Activity() {
 }
 
 /**
- * `am instrument -w -e model mobilevos -e delegate gpu org.mobdistill.harness/.BenchmarkInstrumentation`
- * blocks until the run ends and prints `INSTRUMENTATION_RESULT: summary=...` lines for the host.
+ * `am instrument -w -e model mobilevos -e use_gpu true org.mobdistill.harness/.BenchmarkInstrumentation`
+ * blocks until the run ends and prints `INSTRUMENTATION_RESULT: exit_code=...`, `summary=...`
+ * (and `error=...`) lines for the host; INSTRUMENTATION_CODE -1 is success, 0 a failed run.
  */
 class BenchmarkInstrumentation : Instrumentation() {
     private var arguments: Bundle? = null
@@ -56,12 +69,13 @@ class BenchmarkInstrumentation : Instrumentation() {
 
     override fun onStart() {
         super.onStart()
-        val (code, request) = runBenchmark(targetContext, arguments)
+        val outcome = runBenchmark(targetContext, arguments)
         val result = Bundle().apply {
-            putInt("exit_code", code)
-            putString("jsonl", request.jsonl)
-            putString("summary", request.summary)
+            putInt("exit_code", outcome.code)
+            putString("jsonl", outcome.jsonl)
+            putString("summary", outcome.summary)
+            outcome.error?.let { putString("error", it) }
         }
-        finish(if (code == 0) Activity.RESULT_OK else Activity.RESULT_CANCELED, result)
+        finish(if (outcome.code == 0) Activity.RESULT_OK else Activity.RESULT_CANCELED, result)
     }
 }

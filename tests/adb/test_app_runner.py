@@ -1,0 +1,304 @@
+"""`--runner app`, `doctor` and the harness's extras, against the ADB peer with the Android
+framework stand-in (tests/support/android_framework.py).
+
+Stand-ins: pm/am/run-as/logcat and the APK (a zip with a plain-XML manifest). Real: the ADB
+protocol, the host tooling, and the benchmark: the stand-in APK carries the host build of the
+engine core (libmobdistill_facade_host.so) and liblitert-lm.so, and the "app process" calls
+`md_engine_benchmark_main` with the flags BenchmarkRequest.kt makes of the extras.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from adb_peer import AdbPeer
+
+from mobdistill.cli import main
+from mobdistill.errors import DeviceError
+from mobdistill.runtime.adb_device import AdbDevice, AdbOptions, open_shell_device
+from mobdistill.runtime.app_runner import (
+    PACKAGE,
+    HarnessApp,
+    StartMode,
+    engine_extras,
+    run_app,
+)
+from mobdistill.runtime.engine import Delegate, EngineOptions, EngineRunError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+import android_framework  # noqa: E402
+
+FILES = f"/data/user/0/{PACKAGE}/files"
+
+
+@pytest.fixture(scope="module")
+def harness_apk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in harness APK with the real engine core and TFLite runtime for x86_64."""
+    from mobdistill.runtime.engine import find_engine, runtime_library
+
+    facade = find_engine().parent / android_framework.ENGINE_LIB
+    return android_framework.build_apk(
+        tmp_path_factory.mktemp("apk") / "harness-debug.apk",
+        libs={f"x86_64/{android_framework.ENGINE_LIB}": facade,
+              f"x86_64/{android_framework.RUNTIME_LIB}": runtime_library()})
+
+
+@pytest.fixture(scope="module")
+def phone(tmp_path_factory: pytest.TempPathFactory, adbkey: Path) -> Iterator[AdbPeer]:
+    """One peer for the module: the 130 MB APK is pushed and installed once."""
+    public = (adbkey.parent / "adbkey.pub").read_bytes()
+    with AdbPeer(tmp_path_factory.mktemp("phone"), auth="keys", trusted_keys=(public,),
+                 io_timeout_s=10) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def deeplab(tiny_export) -> Path:
+    return tiny_export("deeplab", formats=("tflite",)).manifest_path
+
+
+def _app_files(peer: AdbPeer) -> Path:
+    path = peer.host_path(FILES)
+    assert path is not None
+    return path
+
+
+def _logcat(peer: AdbPeer) -> str:
+    path = peer.root / "framework" / "logcat.jsonl"
+    return path.read_text() if path.is_file() else ""
+
+
+def test_profile_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, deeplab: Path,
+                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "profile"
+    code = main(["profile", "--artifact", str(deeplab), "--device", phone.serial,
+                 "--runner", "app", "--apk", str(harness_apk), "--num_runs", "3",
+                 "--num_threads", "2", "--out", str(out), "--json"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    (per_runtime,) = report["results"][phone.serial].values()
+    entry = per_runtime[next(iter(per_runtime))]
+    assert entry["runner"] == "app" and entry["num_runs"] == 3 and entry["num_threads"] == 2
+    assert entry["delegate_used"] == "xnnpack" and entry["invoke_ms"]["p50_ms"] > 0
+    assert report["devices"][phone.serial]["runner"] == "app"
+    rows = (out / "frames.csv").read_text().splitlines()
+    assert [r.split(",")[2] for r in rows[1:]] == ["warmup", "measure", "measure", "measure"]
+    assert (out / "latency.png").stat().st_size > 0
+    # the engine flags went through as extras, unrenamed, and the app's outputs were cleaned
+    assert "--num_threads=2" in _logcat(phone) and "--num_runs=3" in _logcat(phone)
+    files = _app_files(phone)
+    assert list(files.glob("models/*/deeplab*.tflite"))
+    assert not list(files.glob("run-*")), "fetched outputs stay behind in the app"
+    staging = phone.host_path("/data/local/tmp/mobdistill/app-staging")
+    assert staging is not None and not list(staging.iterdir())
+
+
+@pytest.mark.slow
+def test_sweep_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, deeplab: Path,
+                              tiny_export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Each queue length's model is pushed into the app (two cached tiny exports stand in for
+    two queue lengths' exports)."""
+    import mobdistill.runtime.sweep as sweep_mod
+
+    built = {1: deeplab, 2: tiny_export("mobilevos").manifest_path}
+    monkeypatch.setattr(sweep_mod, "export_if_needed",
+                        lambda model, *, queue_length, **_: built[queue_length])
+    capsys.readouterr()
+    code = main(["sweep", "--model", "mobilevos", "--queue-lengths", "1-2", "--num_runs", "2",
+                 "--device", phone.serial, "--runner", "app", "--apk", str(harness_apk),
+                 "--out", str(tmp_path / "sweep"), "--json"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert result["runner"] == "app" and result["device"] == phone.serial
+    assert [p["queue_length"] for p in result["points"]] == [1, 2]
+    assert all(p["p50_ms"] > 0 for p in result["points"])
+    models = _app_files(phone) / "models"
+    assert {p.name.split(".")[0] for p in models.glob("*/*.tflite")} >= {"deeplab", "mobilevos"}
+
+
+def test_activity_start_and_polling(phone: AdbPeer, options: AdbOptions, harness_apk: Path,
+                                    deeplab: Path, tmp_path: Path) -> None:
+    with AdbDevice.open(phone.serial, options=options) as device:
+        result = run_app(device, deeplab, EngineOptions(num_runs=2, timeout_s=120),
+                         out_dir=tmp_path, apk=harness_apk, start=StartMode.ACTIVITY)
+    assert [f.phase for f in result.frames] == ["warmup", "measure", "measure"]
+    assert result.summary["frames"]["measure"] == 2
+
+
+@pytest.mark.slow
+def test_engine_error_in_the_app_is_reported(phone: AdbPeer, options: AdbOptions,
+                                             harness_apk: Path, deeplab: Path,
+                                             tmp_path: Path) -> None:
+    """A model the engine refuses (manifest sha256 does not match the graph) fails with the
+    engine's message and the run's logcat lines."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads(deeplab.read_text())
+    for name in [a["file"] for a in manifest["artifacts"]]:
+        (broken / name).write_bytes((deeplab.parent / name).read_bytes()[:-8] + b"\0" * 8)
+    (broken / deeplab.name).write_text(json.dumps(manifest))
+    with AdbDevice.open(phone.serial, options=options) as device:
+        with pytest.raises(EngineRunError, match="(?s)sha256.*logcat of the run"):
+            run_app(device, broken / deeplab.name, EngineOptions(num_runs=1, timeout_s=60),
+                    out_dir=tmp_path / "run", apk=harness_apk)
+
+
+def _tiny_apk(tmp_path: Path, name: str, *, libs: dict[str, Path] | None = None,
+              **kwargs) -> Path:
+    return android_framework.build_apk(tmp_path / name / "harness-debug.apk", libs=libs,
+                                       **kwargs)
+
+
+def test_install_update_skip_and_downgrade(peer: AdbPeer, device: AdbDevice,
+                                           tmp_path: Path) -> None:
+    app = HarnessApp(device)
+    assert app.installed() is None
+    v1 = _tiny_apk(tmp_path, "v1", version_code=1)
+    assert app.ensure_installed(v1).version_code == 1
+    base = peer.root / "data" / "app" / f"{PACKAGE}-1" / "base.apk"
+    stamp = base.stat().st_mtime_ns
+    assert app.ensure_installed(v1).version_code == 1
+    assert base.stat().st_mtime_ns == stamp, "an unchanged APK is installed again"
+    v2 = _tiny_apk(tmp_path, "v2", version_code=2)
+    installed = app.ensure_installed(v2)
+    assert installed.version_code == 2 and installed.debuggable
+    with pytest.raises(DeviceError, match="older than the harness.*adb uninstall"):
+        app.ensure_installed(v1)
+    assert app.installed().version_code == 2
+
+
+def test_not_installed_and_no_apk(device: AdbDevice, deeplab: Path, tmp_path: Path) -> None:
+    with pytest.raises(DeviceError, match="not installed.*no APK.*assembleDebug.*--apk"):
+        run_app(device, deeplab, EngineOptions(num_runs=1), out_dir=tmp_path, apk=None)
+
+
+def test_release_build_says_run_as_needs_debuggable(peer: AdbPeer, device: AdbDevice,
+                                                    deeplab: Path, tmp_path: Path) -> None:
+    release = _tiny_apk(tmp_path, "release", debuggable=False)
+    with pytest.raises(DeviceError, match="release build.*debuggable.*installDebug"):
+        run_app(device, deeplab, EngineOptions(num_runs=1), out_dir=tmp_path, apk=release)
+    assert not (peer.root / "data" / "user" / "0" / PACKAGE / "files" / "models").exists()
+
+
+def test_abi_mismatch_is_refused_before_install(tmp_path: Path, adbkey: Path,
+                                                options: AdbOptions) -> None:
+    lib = tmp_path / "libx.so"
+    lib.write_bytes(b"\x7fELF")
+    arm_only = _tiny_apk(tmp_path, "arm", libs={"arm64-v8a/libmobdistill_jni.so": lib})
+    public = (adbkey.parent / "adbkey.pub").read_bytes()
+    with AdbPeer(tmp_path / "x86", auth="keys", trusted_keys=(public,),
+                 props={"ro.product.cpu.abilist": "x86_64"}) as x86_phone:
+        with AdbDevice.open(x86_phone.serial, options=options) as device:
+            app = HarnessApp(device)
+            with pytest.raises(DeviceError, match="arm64-v8a only.*runs x86_64"):
+                app.ensure_installed(arm_only)
+            assert app.installed() is None
+            # the phone's own package manager refuses it too, with its own words
+            staged = device.stage(arm_only, "arm.apk")
+            done = device.run(["pm", "install", "-r", staged])
+            assert "INSTALL_FAILED_NO_MATCHING_ABIS" in done.stdout
+
+
+@pytest.mark.parametrize("start", [StartMode.INSTRUMENT,
+                                   pytest.param(StartMode.ACTIVITY, marks=pytest.mark.slow)])
+def test_app_crash_comes_back_with_logcat(device: AdbDevice, deeplab: Path, tmp_path: Path,
+                                          start: StartMode) -> None:
+    """An APK without the engine library: the app dies loading it (UnsatisfiedLinkError)."""
+    lib = tmp_path / "libother.so"
+    lib.write_bytes(b"\x7fELF")
+    broken = _tiny_apk(tmp_path, "nolib", libs={"x86_64/libother.so": lib})
+    with pytest.raises(EngineRunError, match="(?s)(crashed|died).*UnsatisfiedLinkError"):
+        run_app(device, deeplab, EngineOptions(num_runs=1, timeout_s=30), out_dir=tmp_path,
+                apk=broken, start=start)
+
+
+@pytest.mark.slow
+def test_doctor_json(phone: AdbPeer, home: Path, harness_apk: Path, deeplab: Path,
+                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["doctor", "--device", phone.serial, "--artifact", str(deeplab), "--apk",
+                 str(harness_apk), "--out", str(tmp_path), "--json"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    device = report["device"]
+    assert (device["model"], device["abi"], device["os"], device["soc"]) == (
+        "Peer Phone 1", "x86_64", "Android 14", "LB1000")
+    assert report["app"]["installed"] is True and report["app"]["debuggable"] is True
+    assert report["delegates"]["xnnpack"]["loads"] is True
+    assert report["delegates"]["gpu"]["loads"] is False  # no GPU delegate on the host build
+    assert report["versions"]["engine"] and report["versions"]["runtime"]
+    for runner in ("engine", "app"):
+        assert report["profiles"][runner]["frames"] == 10, report["profiles"][runner]
+        assert report["profiles"][runner]["p50_ms"] > 0
+
+
+def test_doctor_without_model_or_app(device: AdbDevice) -> None:
+    from mobdistill.runtime.doctor import doctor, format_report
+
+    report = doctor(device)
+    assert report["app"] == {"installed": False, "package": PACKAGE}
+    assert "delegates" not in report and "--artifact" in report["notes"][0]
+    assert "not installed" in format_report(report)
+
+
+def test_usb_access_denied_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import usb1
+    from adb_shell.transport.usb_transport import UsbTransport
+
+    def denied(**_: object) -> None:
+        raise usb1.USBErrorAccess()
+
+    monkeypatch.setattr(UsbTransport, "find_adb", denied)
+    with pytest.raises(DeviceError, match="no permission.*udev") as caught:
+        open_shell_device("0123456789ABCDEF", AdbOptions())
+    assert caught.value.state == "no permissions"
+
+
+# -- the extras: what the tooling sends, as the app's Kotlin reads them ----------------------
+def _tooling_extras() -> list[dict[str, str]]:
+    """Extras exactly as run_app builds them, for a few option sets."""
+    base = {"tag": "run-0a1b2c3d", "manifest": f"{FILES}/models/k/m.manifest.json",
+            "graph": f"{FILES}/models/k/m.tflite"}
+    return [
+        {**base, **engine_extras(EngineOptions().to_flags())},
+        {**base, "frames": f"{FILES}/run-0a1b2c3d.rgb", **engine_extras(EngineOptions(
+            num_threads=4, num_runs=7, warmup_runs=0, delegate=Delegate.GPU, run_delay_s=0.04,
+            record_sensors=True).to_flags())},
+        {"model": "mobilevos", "queue": "4", "num_runs": "5"},
+    ]
+
+
+REFUSED = [{"threads": "4"}, {"frames": "100"}, {"jsonl": "/x"}, {"num-runs": "3"},
+           {"tag": "../escape"}, {"queue": "four"}]
+
+
+def test_extras_mirror_refuses_old_and_app_owned_names() -> None:
+    for extras in REFUSED:
+        with pytest.raises(ValueError):
+            android_framework.benchmark_args(extras, FILES, "/lib/liblitert-lm.so")
+    args, jsonl, _ = android_framework.benchmark_args(_tooling_extras()[0], FILES, "/r.so")
+    assert "--num_threads=1" in args and "--use_xnnpack=true" in args
+    assert jsonl == f"{FILES}/run-0a1b2c3d.jsonl" and "--random_input=true" in args
+
+
+def test_kotlin_benchmark_request_matches(android_host) -> None:
+    """BenchmarkRequest.kt (compiled by android/verify_host.sh) turns the tooling's extras into
+    the same engine flags as the peer's mirror, and refuses the same extras with the same text."""
+    cases = _tooling_extras() + REFUSED
+    argv = [FILES, "/data/app/x/lib/x86_64/liblitert-lm.so"]
+    for extras in cases:
+        argv += ["//", *(f"{k}={v}" for k, v in extras.items())]
+    done = android_host.run_check("BenchmarkRequestCheckKt", *argv)
+    assert done.returncode == 0, done.stdout + done.stderr
+    blocks = done.stdout.split("\n\n")
+    for extras, block in zip(cases, blocks, strict=False):
+        try:
+            expected = android_framework.benchmark_args(extras, argv[0], argv[1])[0]
+        except ValueError as err:
+            expected = [f"error: {err}"]
+        assert block.strip().splitlines() == expected, extras
+    assert len([b for b in blocks if b.strip()]) == len(cases)
