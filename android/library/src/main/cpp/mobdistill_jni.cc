@@ -54,6 +54,43 @@ std::vector<uint8_t> Bytes(JNIEnv* env, jbyteArray array) {
   return out;
 }
 
+// A direct ByteBuffer's bytes, or null with a pending exception naming `what`.
+const uint8_t* DirectBytes(JNIEnv* env, jobject buffer, const char* what, size_t* size) {
+  void* address = buffer == nullptr ? nullptr : env->GetDirectBufferAddress(buffer);
+  const jlong capacity = buffer == nullptr ? -1 : env->GetDirectBufferCapacity(buffer);
+  if (address == nullptr || capacity < 0) {
+    const std::string message = std::string(what) + " must be a direct ByteBuffer (the camera "
+                                "plane's own buffer, or ByteBuffer.allocateDirect)";
+    Throw(env, message.c_str());
+    return nullptr;
+  }
+  *size = static_cast<size_t>(capacity);
+  return static_cast<const uint8_t*>(address);
+}
+
+// The frame's planes (Kotlin passes slices starting at each buffer's position); the engine
+// checks every stride against these sizes. False with a pending exception.
+bool FillImage(JNIEnv* env, jint format, jint width, jint height, jint rotation,
+               jobjectArray planes, jintArray strides, MdCameraImage* image) {
+  *image = MdCameraImage{format, width, height, rotation, {}};
+  const jsize count = planes == nullptr ? 0 : env->GetArrayLength(planes);
+  if (count < 1 || count > 3 || strides == nullptr || env->GetArrayLength(strides) != 2 * count) {
+    Throw(env, "a camera frame has 1 (RGBA) or 3 (Y, U, V) planes, each with 2 strides");
+    return false;
+  }
+  jint values[6] = {0};
+  env->GetIntArrayRegion(strides, 0, 2 * count, values);
+  for (jsize p = 0; p < count; ++p) {
+    jobject buffer = env->GetObjectArrayElement(planes, p);
+    size_t size = 0;
+    const uint8_t* data = DirectBytes(env, buffer, "every plane", &size);
+    env->DeleteLocalRef(buffer);
+    if (data == nullptr) return false;
+    image->planes[p] = MdImagePlane{data, size, values[2 * p], values[2 * p + 1]};
+  }
+  return true;
+}
+
 MdEngine* FromHandle(JNIEnv* env, jlong handle) {
   if (handle == 0) Throw(env, "the engine is closed; open a new MobdistillEngine");
   return reinterpret_cast<MdEngine*>(handle);
@@ -155,6 +192,78 @@ JNIEXPORT jlong JNICALL Java_org_mobdistill_MobdistillEngine_nativeSegment(
     return -1;
   }
   return static_cast<jlong>(invoke_us);
+}
+
+// One camera frame (any size, rotated by the sensor) -> the upright model-sized mask;
+// `timing` receives [preprocess_us, invoke_us, postprocess_us].
+JNIEXPORT void JNICALL Java_org_mobdistill_MobdistillEngine_nativeSegmentImage(
+    JNIEnv* env, jclass, jlong handle, jint format, jint width, jint height, jint rotation,
+    jobjectArray planes, jintArray strides, jobject mask, jlongArray timing) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine == nullptr) return;
+  MdCameraImage image;
+  if (!FillImage(env, format, width, height, rotation, planes, strides, &image)) return;
+  MdModelInfo info{};
+  md_engine_info(engine, &info);
+  size_t mask_size = 0;
+  uint8_t* mask_ptr = const_cast<uint8_t*>(DirectBytes(env, mask, "mask", &mask_size));
+  if (mask_ptr == nullptr) return;
+  if (mask_size < size_t(info.height) * size_t(info.width)) {
+    Throw(env, "the mask buffer must hold the model's width*height bytes");
+    return;
+  }
+  MdFrameTiming times{};
+  char error[kErrorSize] = {0};
+  if (md_engine_segment_image(engine, &image, mask_ptr, &times, error, sizeof(error)) != 0) {
+    Throw(env, error[0] ? error : "md_engine_segment_image failed without a message");
+    return;
+  }
+  if (timing != nullptr && env->GetArrayLength(timing) >= 3) {
+    const jlong values[3] = {times.preprocess_us, times.invoke_us, times.postprocess_us};
+    env->SetLongArrayRegion(timing, 0, 3, values);
+  }
+}
+
+// The conversion alone (no engine): the frame -> out_height x out_width packed RGB in `rgb`.
+JNIEXPORT void JNICALL Java_org_mobdistill_MobdistillEngine_nativeConvertImage(
+    JNIEnv* env, jclass, jint format, jint width, jint height, jint rotation,
+    jobjectArray planes, jintArray strides, jint out_width, jint out_height, jobject rgb) {
+  MdCameraImage image;
+  if (!FillImage(env, format, width, height, rotation, planes, strides, &image)) return;
+  size_t rgb_size = 0;
+  uint8_t* rgb_ptr = const_cast<uint8_t*>(DirectBytes(env, rgb, "rgb", &rgb_size));
+  if (rgb_ptr == nullptr) return;
+  if (out_width <= 0 || out_height <= 0 ||
+      rgb_size < size_t(out_width) * size_t(out_height) * 3) {
+    Throw(env, "the rgb buffer must hold outWidth*outHeight*3 bytes");
+    return;
+  }
+  char error[kErrorSize] = {0};
+  if (md_convert_image(&image, out_width, out_height, rgb_ptr, error, sizeof(error)) != 0) {
+    Throw(env, error[0] ? error : "md_convert_image failed without a message");
+  }
+}
+
+// An upright model mask onto a preview of out_width x out_height (nearest class).
+JNIEXPORT void JNICALL Java_org_mobdistill_MobdistillEngine_nativeMaskToPreview(
+    JNIEnv* env, jclass, jobject mask, jint mask_width, jint mask_height, jobject out,
+    jint out_width, jint out_height) {
+  size_t mask_size = 0, out_size = 0;
+  const uint8_t* mask_ptr = DirectBytes(env, mask, "mask", &mask_size);
+  if (mask_ptr == nullptr) return;
+  uint8_t* out_ptr = const_cast<uint8_t*>(DirectBytes(env, out, "out", &out_size));
+  if (out_ptr == nullptr) return;
+  if (mask_width <= 0 || mask_height <= 0 || out_width <= 0 || out_height <= 0 ||
+      mask_size < size_t(mask_width) * size_t(mask_height) ||
+      out_size < size_t(out_width) * size_t(out_height)) {
+    Throw(env, "mask and out must hold width*height bytes of their sizes");
+    return;
+  }
+  char error[kErrorSize] = {0};
+  if (md_mask_to_preview(mask_ptr, mask_width, mask_height, out_ptr, out_width, out_height,
+                         out_width, error, sizeof(error)) != 0) {
+    Throw(env, error[0] ? error : "md_mask_to_preview failed without a message");
+  }
 }
 
 // One sparse-update packet, applied on the calling thread; returns the update record as JSON

@@ -60,6 +60,35 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
     }
 
     /**
+     * Segments one camera frame of any size: converted (RGBA or YUV, any strides), rotated
+     * upright and resized to the model input in one native pass, timed as preprocessing.
+     *
+     * @param mask direct buffer of width*height bytes ([info]); receives the class ids of the
+     *   UPRIGHT frame at model size ([maskToPreview] maps them onto the preview)
+     */
+    fun segment(frame: CameraFrame, mask: ByteBuffer): FrameTiming {
+        require(mask.isDirect) { "use ByteBuffer.allocateDirect for the mask" }
+        val timing = LongArray(3)
+        withHandle {
+            nativeSegmentImage(it, frame.format, frame.width, frame.height, frame.rotationDegrees,
+                               frame.buffers(), frame.strides(), mask, timing)
+        }
+        return FrameTiming(timing[0], timing[1], timing[2])
+    }
+
+    /** [segment] of an RGBA_8888 camera frame (`ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888`). */
+    fun segmentRgba(rgba: ByteBuffer, width: Int, height: Int, rowStride: Int,
+                    rotationDegrees: Int, mask: ByteBuffer): FrameTiming =
+        segment(CameraFrame.rgba(rgba, width, height, rowStride, rotationDegrees), mask)
+
+    /** [segment] of a YUV_420_888 camera frame (CameraX's default analysis format). */
+    fun segmentYuv(y: ByteBuffer, yRowStride: Int, u: ByteBuffer, v: ByteBuffer,
+                   uvRowStride: Int, uvPixelStride: Int, width: Int, height: Int,
+                   rotationDegrees: Int, mask: ByteBuffer): FrameTiming =
+        segment(CameraFrame.yuv420(y, yRowStride, u, v, uvRowStride, uvPixelStride, width, height,
+                                   rotationDegrees), mask)
+
+    /**
      * Applies one sparse-update packet (wire format MDUP v2) from a server: verifies it, patches
      * a copy of the model and builds + warms the new interpreter on the calling thread, so call
      * it from a background thread. The next [segment] runs on the new model; frames keep running
@@ -142,6 +171,26 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
                                                  stateFile))
         }
 
+        /**
+         * The engine's camera conversion alone: [frame] -> upright packed RGB of
+         * [outWidth] x [outHeight] in [rgb] (direct, outWidth*outHeight*3 bytes), exactly what
+         * [segment] feeds the model. Needs no engine.
+         */
+        @JvmStatic
+        fun convert(frame: CameraFrame, outWidth: Int, outHeight: Int, rgb: ByteBuffer) =
+            nativeConvertImage(frame.format, frame.width, frame.height, frame.rotationDegrees,
+                               frame.buffers(), frame.strides(), outWidth, outHeight, rgb)
+
+        /**
+         * An upright model mask ([maskWidth] x [maskHeight], from [segment]) onto a preview of
+         * [outWidth] x [outHeight] showing the same upright frame ([CameraFrame.uprightWidth]
+         * x [CameraFrame.uprightHeight] at full size): nearest class, pixel centres aligned.
+         */
+        @JvmStatic
+        fun maskToPreview(mask: ByteBuffer, maskWidth: Int, maskHeight: Int, out: ByteBuffer,
+                          outWidth: Int, outHeight: Int) =
+            nativeMaskToPreview(mask, maskWidth, maskHeight, out, outWidth, outHeight)
+
         /** Runs the benchmark in-process with `mobdistill-engine` flags; returns its exit code. */
         @JvmStatic
         fun benchmark(args: List<String>): Int = nativeBenchmark(args.toTypedArray())
@@ -158,6 +207,18 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
         @JvmStatic private external fun nativeSegment(
             handle: Long, rgb: ByteBuffer, rowStride: Int, mask: ByteBuffer,
         ): Long
+        @JvmStatic private external fun nativeSegmentImage(
+            handle: Long, format: Int, width: Int, height: Int, rotation: Int,
+            planes: Array<ByteBuffer>, strides: IntArray, mask: ByteBuffer, timing: LongArray,
+        )
+        @JvmStatic private external fun nativeConvertImage(
+            format: Int, width: Int, height: Int, rotation: Int, planes: Array<ByteBuffer>,
+            strides: IntArray, outWidth: Int, outHeight: Int, rgb: ByteBuffer,
+        )
+        @JvmStatic private external fun nativeMaskToPreview(
+            mask: ByteBuffer, maskWidth: Int, maskHeight: Int, out: ByteBuffer, outWidth: Int,
+            outHeight: Int,
+        )
         @JvmStatic private external fun nativeBenchmark(args: Array<String>): Int
         @JvmStatic private external fun nativeApplyUpdate(handle: Long, packet: ByteArray): String
         @JvmStatic private external fun nativeStats(handle: Long): String

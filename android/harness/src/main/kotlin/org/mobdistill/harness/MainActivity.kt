@@ -2,7 +2,6 @@ package org.mobdistill.harness
 
 import android.Manifest
 import android.content.pm.PackageManager
-import android.graphics.Bitmap
 import android.os.Bundle
 import android.widget.TextView
 import androidx.appcompat.app.AppCompatActivity
@@ -16,7 +15,9 @@ import androidx.core.content.ContextCompat
 import java.io.File
 import java.nio.ByteBuffer
 import java.util.concurrent.Executors
+import org.mobdistill.CameraFrame
 import org.mobdistill.Delegate
+import org.mobdistill.ImagePlane
 import org.mobdistill.MobdistillEngine
 
 /**
@@ -59,9 +60,10 @@ class MainActivity : AppCompatActivity() {
         val preview = Preview.Builder().build().also {
             it.surfaceProvider = findViewById<PreviewView>(R.id.preview).surfaceProvider
         }
+        // YUV_420_888 (CameraX's default): the engine converts, rotates and resizes natively.
         val analysis = ImageAnalysis.Builder()
             .setBackpressureStrategy(ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST)  // drop, never queue
-            .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888)
+            .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_YUV_420_888)
             .build()
         analysis.setAnalyzer(analyzer) { image -> image.use { analyze(it) } }
         provider.unbindAll()
@@ -71,16 +73,21 @@ class MainActivity : AppCompatActivity() {
     private fun analyze(image: ImageProxy) {
         val engine = engine ?: return
         val (h, w) = engine.info.height to engine.info.width
-        val frame = Bitmap.createScaledBitmap(image.toBitmap(), w, h, true)  // rotation: TODO per device
-        val argb = IntArray(w * h).also { frame.getPixels(it, 0, w, 0, 0, w, h) }
-        val rgb = ByteBuffer.allocateDirect(w * h * 3)
-        for (p in argb) { rgb.put((p shr 16).toByte()); rgb.put((p shr 8).toByte()); rgb.put(p.toByte()) }
+        // The sensor's buffer as it is; rotationDegrees turns it upright inside the engine.
+        val frame = CameraFrame(image.format, image.width, image.height,
+                                image.imageInfo.rotationDegrees,
+                                image.planes.map { ImagePlane(it.buffer, it.rowStride, it.pixelStride) })
         val mask = ByteBuffer.allocateDirect(w * h)
-        val invokeUs = engine.segment(rgb, w * 3, mask)
-        val ids = ByteArray(w * h).also { mask.get(it) }
+        val timing = engine.segment(frame, mask)
+        // The overlay covers the upright frame; map the model-sized mask onto it.
+        val (pw, ph) = frame.uprightWidth to frame.uprightHeight
+        val preview = ByteBuffer.allocateDirect(pw * ph)
+        MobdistillEngine.maskToPreview(mask, w, h, preview, pw, ph)
+        val ids = ByteArray(pw * ph).also { preview.get(it) }
         runOnUiThread {
-            findViewById<MaskOverlayView>(R.id.overlay).show(ids, w, h)
-            status("${engine.delegateUsed}  ${invokeUs / 1000.0} ms")
+            findViewById<MaskOverlayView>(R.id.overlay).show(ids, pw, ph)
+            status("${engine.delegateUsed}  pre ${timing.preprocessUs / 1000.0} ms  " +
+                   "invoke ${timing.invokeUs / 1000.0} ms")
         }
     }
 
