@@ -49,9 +49,6 @@ from mobdistill.models.spec import MemoryQueueSpec, ModelEntry, SignatureSpec
 from mobdistill.video import DEFAULT_CLIP, iter_frames, read_frames
 
 FORMATS = ("tflite", "onnx")
-# Until the clip registry (mobdistill/clips.py) names a calibration clip: one that the default
-# verification clip (bikes.mp4) is not.
-DEFAULT_CALIBRATION_CLIP = "bigbuckbunny.mp4"
 log = logging.getLogger(__name__)
 
 
@@ -133,7 +130,7 @@ def export_model(
     if unknown or not formats:
         raise UsageError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
     if quantize is not None:
-        _check_quantize(quantize, formats, verify, video)
+        _check_quantize(quantize, formats, verify)
     entry = registry.get(model_name)
     if config is None:
         config = registry.configure(entry, tiny=tiny, **(overrides or {}))
@@ -157,7 +154,6 @@ def quantize_export(
     *,
     out_dir: Path | None = None,
     checkpoint: Path | None = None,
-    video: str | Path = DEFAULT_CLIP,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExportResult:
     """A quantized variant of an existing, verified float32 export (no new conversion).
@@ -173,7 +169,7 @@ def quantize_export(
     if not source["verification"]:
         raise UsageError(f"{source.path} was exported with --no-verify: a variant is checked "
                          "against a verified float32 export only")
-    _check_quantize(options, ("tflite",), True, video)
+    _check_quantize(options, ("tflite",), True)
     entry = registry.get(source.model_name)
     config = entry.config_type(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in source["model"]["config"].items()})
@@ -188,7 +184,7 @@ def quantize_export(
                    artifacts=[dict(a) for a in source["artifacts"] if a["format"] == "tflite"],
                    inherited_verification=source["verification"],
                    float_tflite=source.tflite_path)
-        steps = _steps((), False, video, Tolerance(), options)
+        steps = _steps((), False, DEFAULT_CLIP, Tolerance(), options)
         if checkpoint is None and options.mode == "fp16":
             steps = [(label, _no_parameter_map if label == "map parameters" else step)
                      for label, step in steps]
@@ -226,24 +222,23 @@ def _steps(formats, verify, video, tolerance,
         steps.append(("verify", lambda job: _verify(job, video, tolerance)))
     if quantize is not None:
         steps += [(f"quantize {quantize.mode}", lambda job: _quantize(job, quantize)),
-                  (f"verify {quantize.mode}", lambda job: _verify_quantized(job, video, quantize)),
+                  (f"verify {quantize.mode}", lambda job: _verify_quantized(job, quantize)),
                   ("map parameters", _map_parameters)]
     return steps
 
 
-def _check_quantize(options: quant.QuantizeOptions, formats: tuple[str, ...], verify: bool,
-                    video: str | Path) -> None:
+def _check_quantize(options: quant.QuantizeOptions, formats: tuple[str, ...],
+                    verify: bool) -> None:
     if tuple(formats) != ("tflite",):
         raise UsageError("--quantize makes a TFLite variant: use --format tflite (ONNX exports "
                          "stay float32; export them without --quantize)")
     if not verify:
         raise UsageError("--quantize needs verification: the variant is accepted only when it "
                          "agrees with the verified float32 export (drop --no-verify)")
-    calibration = options.calibration_video or DEFAULT_CALIBRATION_CLIP
-    if options.mode == "int8" and _same_clip(calibration, video):
-        raise UsageError(f"calibration and verification would both use {video}: give "
-                         "--calibration-video a clip that --video is not (a variant checked on "
-                         "its own calibration frames looks better than it is)")
+    if options.mode == "int8" and _same_clip(options.calibration, options.verification):
+        raise UsageError(f"calibration and verification would both use {options.verification}: "
+                         "give --calibration-video a clip that --quantize-video is not (a variant "
+                         "checked on its own calibration frames looks better than it is)")
 
 
 def _same_clip(a: str | Path, b: str | Path) -> bool:
@@ -296,7 +291,7 @@ def _quantize(job: _Job, options: quant.QuantizeOptions) -> None:
     calibration = None
     data = None
     if options.mode == "int8":
-        video = options.calibration_video or DEFAULT_CALIBRATION_CLIP
+        video = options.calibration
         frames = _spread_frames(video, options.calibration_frames, job.resolution)
         data = quant.calibration_inputs(TfliteRunner(float_path), job.specs, job.memory, frames)
         calibration = {"video": Path(str(video)).name, "frames": len(frames),
@@ -318,8 +313,9 @@ def _spread_frames(video: str | Path, count: int, size: tuple[int, int]) -> np.n
     return np.stack([frames[i] for i in quant.spread_indices(len(frames), count)])
 
 
-def _verify_quantized(job: _Job, video: str | Path, options: quant.QuantizeOptions) -> None:
+def _verify_quantized(job: _Job, options: quant.QuantizeOptions) -> None:
     assert job.quantization is not None
+    video = options.verification
     count = options.verification_frames
     if job.memory is not None:
         count = max(count, job.memory.queue_length + 2)

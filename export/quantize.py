@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mobdistill import clips
 from mobdistill.errors import ExportError, UsageError
 from mobdistill.export.verify import Runner, run_frames
 from mobdistill.models.spec import MemoryQueueSpec, SignatureSpec
@@ -58,10 +59,17 @@ class TeacherReference:
     labels: Callable[[np.ndarray], np.ndarray]
 
 
+def default_clip(role: clips.Role) -> str:
+    """The registry's clip for `role` (mobdistill/clips.py): calibration and verification frames
+    come from different scenes."""
+    return clips.clips_with_role(role)[0].name
+
+
 @dataclass(frozen=True)
 class QuantizeOptions:
     mode: str
-    calibration_video: str | Path | None = None  # static int8 only
+    calibration_video: str | Path | None = None  # static int8 only; None: the calibration clip
+    verification_video: str | Path | None = None  # None: the verification clip
     calibration_frames: int = CALIBRATION_FRAMES
     verification_frames: int = VERIFICATION_FRAMES
     min_argmax_agreement: float | None = None  # None: DEFAULT_MIN_AGREEMENT[mode]
@@ -73,6 +81,14 @@ class QuantizeOptions:
             raise UsageError(f"--min-agreement {self.min_argmax_agreement}: must be in [0, 1]")
         if self.calibration_frames < 1 or self.verification_frames < 1:
             raise UsageError("calibration and verification need at least one frame")
+
+    @property
+    def calibration(self) -> str | Path:
+        return self.calibration_video or default_clip(clips.Role.CALIBRATION)
+
+    @property
+    def verification(self) -> str | Path:
+        return self.verification_video or default_clip(clips.Role.VERIFICATION)
 
     @property
     def threshold(self) -> float:
@@ -151,10 +167,10 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
 
 def _logits(outputs: list[tuple[str, dict[str, np.ndarray]]],
             specs: tuple[SignatureSpec, ...]) -> list[np.ndarray]:
-    """The logits [H, W, C] of every frame (the output with role 'logits')."""
+    """The logits [H, W, C] of every frame whose signature has them (not a VOS `init`)."""
     names = {s.name: next(t.name for t in s.outputs if t.role == "logits") for s in specs
              if any(t.role == "logits" for t in s.outputs)}
-    return [result[names[signature]][0] for signature, result in outputs]
+    return [result[names[signature]][0] for signature, result in outputs if signature in names]
 
 
 def mean_iou(predicted: np.ndarray, reference: np.ndarray, num_classes: int) -> float:
@@ -181,6 +197,7 @@ class SegmentationCheck:
     teacher: str | None
     miou_vs_teacher: dict[str, float] | None  # {"float32": x, mode: y}
     float32_class_share: list[float]  # how much of the float32 masks each class covers
+    per_frame_agreement: list[float]  # for confidence intervals over frames
 
     @property
     def passed(self) -> bool:
@@ -195,6 +212,7 @@ class SegmentationCheck:
                 "miou_vs_teacher": ({k: round(v, 6) for k, v in self.miou_vs_teacher.items()}
                                     if self.miou_vs_teacher is not None else None),
                 "float32_class_share": [round(s, 6) for s in self.float32_class_share],
+                "per_frame_agreement": [round(a, 6) for a in self.per_frame_agreement],
                 "passed": self.passed}
 
 
@@ -211,17 +229,18 @@ def segmentation_check(float_runner: Runner, quant_runner: Runner, mode: str,
     classes = int(logits[0].shape[-1])
     against_teacher = None
     if options.teacher is not None:
-        labels = np.stack([options.teacher.labels(f) for f in frames])
+        labels = np.stack([options.teacher.labels(f) for f in frames[-len(quantized):]])
         if labels.shape != reference.shape:
             raise UsageError(f"teacher {options.teacher.name} labels {labels.shape[1:]} frames, "
                              f"the student predicts {reference.shape[1:]}")
         against_teacher = {"float32": mean_iou(reference, labels, classes),
                            mode: mean_iou(quantized, labels, classes)}
     share = [float(np.mean(reference == c)) for c in range(classes)]
+    per_frame = [float(np.mean(q == r)) for q, r in zip(quantized, reference)]
     return SegmentationCheck(video, len(frames), float(np.mean(quantized == reference)),
                              mean_iou(quantized, reference, classes), options.threshold,
                              options.teacher.name if options.teacher else None,
-                             against_teacher, share)
+                             against_teacher, share, per_frame)
 
 
 def quantization_json(options: QuantizeOptions, float_artifact: dict[str, Any],

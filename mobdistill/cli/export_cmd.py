@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from mobdistill.cli.options import add_model_options, select_model
+from mobdistill.clips import Role
 from mobdistill.errors import UsageError
 from mobdistill.export import quantize as quant
-from mobdistill.export.api import DEFAULT_CALIBRATION_CLIP, FORMATS, ExportResult, export_model
+from mobdistill.export.api import FORMATS, ExportResult, export_model
 from mobdistill.video import DEFAULT_CLIP
 
 
@@ -38,7 +39,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                             "static int8 (calibrated), each checked against the float32 export")
     group.add_argument("--calibration-video", default=None,
                        help=f"int8: clip whose frames calibrate activation ranges (default: "
-                            f"{DEFAULT_CALIBRATION_CLIP}); must differ from --video")
+                            f"{quant.default_clip(Role.CALIBRATION)}, the calibration clip of "
+                            "mobdistill/clips.py); must differ from --quantize-video")
+    group.add_argument("--quantize-video", default=None,
+                       help="clip the variant is checked against float32 on (default: "
+                            f"{quant.default_clip(Role.VERIFICATION)}, the verification clip)")
     group.add_argument("--calibration-frames", type=int, default=quant.CALIBRATION_FRAMES,
                        help="int8: frames spread over the calibration clip (default: "
                             f"{quant.CALIBRATION_FRAMES})")
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def quantize_options(args: argparse.Namespace) -> quant.QuantizeOptions | None:
     if args.quantize is None:
         for flag, value in (("--calibration-video", args.calibration_video),
+                            ("--quantize-video", args.quantize_video),
                             ("--min-agreement", args.min_agreement), ("--teacher", args.teacher)):
             if value is not None:
                 raise UsageError(f"{flag} applies to --quantize only")
@@ -88,6 +94,7 @@ def quantize_options(args: argparse.Namespace) -> quant.QuantizeOptions | None:
         loaded = load_teacher(args.teacher)
         teacher = quant.TeacherReference(args.teacher, loaded.labels)
     return quant.QuantizeOptions(args.quantize, calibration_video=args.calibration_video,
+                                 verification_video=args.quantize_video,
                                  calibration_frames=args.calibration_frames,
                                  min_argmax_agreement=args.min_agreement, teacher=teacher)
 
