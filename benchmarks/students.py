@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import time
@@ -94,6 +95,227 @@ def side_by_side(name: str, manifest_path: Path, threads: int, repeats: int) -> 
     }
 
 
+def sgemm_peak_gflops(threads: int, size: int = 2048, repeats: int = 20) -> float:
+    """This machine's float32 GEMM rate: the best of `repeats` torch.mm (MKL/oneDNN) of size^3."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def signature_gflop(name: str, manifest_path: Path, signature: str, inputs: dict) -> float:
+    """Floating-point operations of one call of `signature` in PyTorch (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    manifest = mf.load(manifest_path)
+    entry = registry.get(name)
+    config = entry.config_type(**manifest["model"]["config"])
+    h, w = manifest.resolution
+    modules = signature_modules(entry.build(config), entry.signatures(config, h, w))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        run_torch(modules[signature], inputs)
+    return counter.get_total_flops() / 1e9
+
+
+class BoundOrt:
+    """ONNX Runtime with inputs and outputs bound once (IOBinding): a timed run is the
+    session's run alone, like the engine's Invoke."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.ort = ort
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.binding = self.session.io_binding()
+        self._held: list = []  # the bound inputs' OrtValues must outlive the binding
+        self._outputs = {out.name: ort.OrtValue.ortvalue_from_shape_and_type(
+            [int(d) for d in out.shape], np.float32) for out in self.session.get_outputs()}
+
+    def bind(self, inputs: dict) -> None:
+        """Binds `inputs` (numpy) and preallocated outputs; untimed."""
+        self._held = []
+        for name, array in inputs.items():
+            value = self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+            self._held.append(value)
+            self.binding.bind_ortvalue_input(name, value)
+        for name, value in self._outputs.items():
+            self.binding.bind_ortvalue_output(name, value)
+
+    def run_ms(self) -> float:
+        started = time.perf_counter()
+        self.session.run_with_iobinding(self.binding)
+        return (time.perf_counter() - started) * 1000
+
+
+def _category(op: str, depthwise: bool = False) -> str:
+    """A coarse op class shared by both runtimes' profiles."""
+    low = op.lower()
+    if depthwise or "dwconv" in low:
+        return "depthwise conv"
+    if any(k in low for k in ("conv", "gemm", "fully connected", "matmul")):
+        return "conv / gemm"
+    if any(k in low for k in ("resize", "bilinear", "upsample")):
+        return "resize"
+    if any(k in low for k in ("softmax", "argmax", "arg_max", "reduce")):
+        return "softmax / reduce"
+    if any(k in low for k in ("mul", "add", "sub", "div", "clamp", "relu", "sigmoid", "clip",
+                              "max", "min", "tanh")):
+        return "elementwise"
+    if any(k in low for k in ("concat", "copy", "transpose", "reshape", "slice", "pad",
+                              "split", "gather")):
+        return "layout / copy"
+    return "other: " + op
+
+
+def engine_op_ms(manifest_path: Path, threads: int, runs: int, frames_path: Path,
+                 work: Path) -> dict[str, float]:
+    """ms per frame by op class from the engine's own op profile (XNNPACK's operators)."""
+    from mobdistill.runtime.device import LocalDevice
+    from mobdistill.runtime.engine import run_engine
+
+    result = run_engine(LocalDevice(work / "device"), manifest_path, num_threads=threads,
+                        warmup_runs=2, num_runs=runs, frames_path=frames_path,
+                        enable_op_profiling=True, timeout_s=1200)
+    totals: dict[str, float] = {}
+    for p in (result.op_profile or {}).get("passes", []):
+        if p["label"] != "delegate":
+            continue  # the builtin-kernel pass is a comparison, not what frames run
+        for op in p["ops"]:
+            if not op.get("delegate_inner", True):
+                continue  # the delegate node itself spans its inner ops
+            key = _category(op["name"])
+            totals[key] = totals.get(key, 0.0) + op["total_us"] / op["count"] / 1000
+    return totals
+
+
+def ort_op_ms(path: Path, inputs: dict, threads: int, runs: int, work: Path) -> dict[str, float]:
+    """ms per frame by op class from ONNX Runtime's profiler (its fused graph's nodes)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(work / "ort_profile")
+    options.optimized_model_filepath = str(work / "ort_optimized.onnx")  # the nodes it runs
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    groups = {}
+    for node in onnx.load(options.optimized_model_filepath).graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        groups[node.name] = group > 1
+    for _ in range(runs):
+        session.run(None, inputs)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        node = e["name"][: -len("_kernel_time")]
+        key = _category(e["args"].get("op_name", node), groups.get(node, False))
+        totals[key] = totals.get(key, 0.0) + e["dur"] / 1000 / runs
+    return totals
+
+
+def invoke_vs_ort(name: str, manifest_path: Path, threads: int, runs: int, rounds: int,
+                  work: Path) -> dict:
+    """Engine Invoke vs ORT run with IOBinding on the same frames and threads, in rounds that
+    alternate which goes first; medians pooled over the rounds."""
+    from mobdistill.runtime.device import LocalDevice
+    from mobdistill.runtime.engine import run_engine
+
+    manifest = mf.load(manifest_path)
+    h, w = manifest.resolution
+    frames = read_frames("bikes.mp4", 8, size=(h, w), start=0)
+    frames_path = work / f"{name}_frames.rgb"
+    frames.astype(np.uint8).tofile(frames_path)
+    signature, inputs = step_inputs(manifest_path, frames)
+    ort_runner = BoundOrt(manifest.artifact("onnx", signature).path, threads)
+    ort_runner.bind(inputs[0])
+    for _ in range(2):
+        ort_runner.run_ms()  # warm-up, as the engine's warmup runs
+    engine_ms: list[float] = []
+    ort_ms: list[float] = []
+    loads = []
+    for r in range(rounds):
+        loads.append(os.getloadavg()[0])
+        order = ("engine", "ort") if r % 2 == 0 else ("ort", "engine")
+        for side in order:
+            if side == "engine":
+                result = run_engine(LocalDevice(work / "device"), manifest_path,
+                                    num_threads=threads, warmup_runs=2, num_runs=runs,
+                                    frames_path=frames_path, timeout_s=1200)
+                engine_ms += [us / 1000 for us in result.measured_invoke_us()]
+            else:
+                for i in range(runs):
+                    ort_runner.bind(inputs[i % len(inputs)])
+                    ort_ms.append(ort_runner.run_ms())
+    loads.append(os.getloadavg()[0])
+    gflop = signature_gflop(name, manifest_path, signature, inputs[0])
+    op_runs = max(3, runs // 3)
+    ops = {"engine": engine_op_ms(manifest_path, threads, op_runs, frames_path, work),
+           "ort": ort_op_ms(manifest.artifact("onnx", signature).path, inputs[0], threads,
+                            op_runs, work)}
+    engine_median, ort_median = float(np.median(engine_ms)), float(np.median(ort_ms))
+    return {"signature": signature, "gflop_per_frame": gflop, "runs_per_round": runs,
+            "rounds": rounds, "host_load_1min": loads,
+            "engine_invoke_median_ms": engine_median, "ort_iobinding_median_ms": ort_median,
+            "engine_over_ort": engine_median / ort_median,
+            "engine_gflops": gflop / engine_median * 1000,
+            "ort_gflops": gflop / ort_median * 1000,
+            "op_class_ms_per_frame": ops,
+            "engine_invoke_ms": engine_ms, "ort_iobinding_ms": ort_ms}
+
+
+def ort_main(args: argparse.Namespace) -> None:
+    """--invoke_vs_ort: the existing exports in --work, engine vs bound ORT, with the peak."""
+    rows = {}
+    peak_before = sgemm_peak_gflops(args.num_threads)
+    for name in args.models.split(","):
+        manifest_path = next((args.work / name).glob("*.manifest.json"))
+        rows[name] = invoke_vs_ort(name, manifest_path, args.num_threads, args.num_runs,
+                                   args.rounds, args.work)
+        print(name, {k: v for k, v in rows[name].items() if not isinstance(v, list)},
+              flush=True)
+    peak = max(peak_before, sgemm_peak_gflops(args.num_threads))
+    for row in rows.values():
+        row["engine_fraction_of_sgemm_peak"] = row["engine_gflops"] / peak
+        row["ort_fraction_of_sgemm_peak"] = row["ort_gflops"] / peak
+    settings = {"models": args.models, "num_threads": args.num_threads, "warmup_runs": 2,
+                "num_runs": args.num_runs, "rounds": args.rounds, "video": "bikes.mp4",
+                "frames": 8, "ort": "IOBinding, intra_op threads = num_threads, sequential"}
+    out = {**provenance(settings), "sgemm_peak_gflops": peak,
+           "sgemm": "best of 20 torch.mm 2048^3 float32, before and after", "models": rows}
+    (RESULTS / "students_ort.json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [f"Invoke vs ONNX Runtime (IOBinding), {args.num_threads} threads, {args.rounds} "
+             f"interleaved rounds x {args.num_runs} runs; sgemm peak {peak:.1f} GFLOP/s", "",
+             "| model | GFLOP/frame | engine ms | GFLOP/s (peak) | ORT ms | GFLOP/s (peak) |"
+             " engine / ORT | host load |", "|---" * 8 + "|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['gflop_per_frame']:.2f} | "
+                     f"{r['engine_invoke_median_ms']:.2f} | {r['engine_gflops']:.1f} "
+                     f"({r['engine_fraction_of_sgemm_peak']:.0%}) | "
+                     f"{r['ort_iobinding_median_ms']:.2f} | {r['ort_gflops']:.1f} "
+                     f"({r['ort_fraction_of_sgemm_peak']:.0%}) | {r['engine_over_ort']:.2f} | "
+                     f"{min(r['host_load_1min']):.1f}-{max(r['host_load_1min']):.1f} |")
+    (RESULTS / "students_ort.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:  # noqa: C901 - a straight script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="jitnet,deeplab,mobilevos")
@@ -101,7 +323,13 @@ def main() -> None:  # noqa: C901 - a straight script
     parser.add_argument("--num_runs", type=int, default=30)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/students"))
     parser.add_argument("--tiny", action="store_true", help="smoke run; writes no results")
+    parser.add_argument("--invoke_vs_ort", action="store_true",
+                        help="only engine Invoke vs ORT with IOBinding on the exports in --work")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.invoke_vs_ort:
+        ort_main(args)
+        return
     results = RESULTS if not args.tiny else args.work / "results"
     results.mkdir(parents=True, exist_ok=True)
     exports, profiles = {}, {}

@@ -1,19 +1,23 @@
-"""Sparse-update apply cost in the C++ engine: DeepLabV3-MNV2 at 256x512 (paper config, tflite).
+"""Swap stall: frame latency while sparse updates are applied, frames paced like a camera.
 
-For each update fraction γ (share of every mapped float32 tensor's elements, F16 values, zlib,
-base-relative like the public AMS code) one engine run replays a schedule of packets
-(`--update_schedule`, asynchronous: frames keep running while the new interpreter is built):
-an update every PERIOD frames. The engine's update records give the apply time breakdown
-(decode, patch, build = create + allocate, warm = first invoke that packs weights); frames are
-split into "updating" (a packet was received and its slot is being built: received_frame <=
-run < swapped_frame) and "steady" (all other measured frames of the same run), so both sides
-share the same process, thermal and noise conditions.
+DeepLabV3-MNV2 at 256x512 through the engine's C facade (the calls the Android app makes):
+one thread hands a bikes.mp4 frame to `segment` every 1/FPS s (a late frame runs at once, as a
+camera's keep-latest analyzer does), another applies an update packet (F16 values, zlib,
+base-relative, keyed and bound to the device) every PERIOD frames, the stream's arrival pattern
+(one packet per training phase, T_update = 1 s). `apply_update` decodes, patches, builds and
+warms the new interpreter on the engine's update worker; the next `segment` adopts it.
+
+Frames are "updating" from the one that sees the packet arrive (received_frame) to the last one
+before the swap (swapped_frame), "steady" otherwise (same session, same conditions). Reported
+per γ: invoke p99 updating / steady (target <= 1.10), frames from arrival to swap (p99 target
+<= 5 at 30 fps), the apply stages, and the same for the build at normal priority
+(MOBDISTILL_UPDATE_BUILD_PRIORITY=normal, the engine before issue 14), side by side in
+interleaved rounds. The host load (os.getloadavg) is recorded around every session.
 
     python benchmarks/update_apply.py [--cache /tmp/mobdistill-bench] [--num_threads 2]
-           [--updates 5] [--period 30]
+           [--fps 30] [--period 30] [--updates 10] [--rounds 3]
 
-Writes benchmarks/results/update_apply.json and update_apply.png. The export is cached outside
-the repo (--cache).
+Writes benchmarks/results/update_apply.json and update_apply.png.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,24 +37,35 @@ from provenance import provenance
 
 from mobdistill.contract import wire
 from mobdistill.export.manifest import load as load_manifest
-from mobdistill.runtime.device import LocalDevice
-from mobdistill.runtime.engine import REPO_ROOT, run_engine
+from mobdistill.runtime.engine import REPO_ROOT
+from mobdistill.runtime.facade import FacadeEngine
 from mobdistill.runtime.frames import decode_to_raw
-from mobdistill.runtime.profile import export_if_needed
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GAMMAS = (0.01, 0.05, 0.10, 0.20)
+VARIANTS = ("idle", "normal")  # the update worker's priority (the engine's default: idle)
 DEVICE, KEY = bytes(range(16)), b"bench-device-key"  # packets as deployed: bound and MACed
 RESOLUTION = (256, 512)
+SEED = 0
 
 
-def make_packets(manifest_path: Path, gamma: float, count: int, out: Path) -> list[Path]:
-    """`count` base-relative packets touching a γ share of every mapped tensor."""
+def export_deeplab(cache: Path) -> Path:
+    """The cached export; made in a child process, because verification loads ai_edge_litert
+    and the facade brings its own TFLite runtime into this one."""
+    code = ("from pathlib import Path; from mobdistill.runtime.profile import export_if_needed; "
+            f"print(export_if_needed('deeplab', out_dir=Path({str(cache)!r}), "
+            f"resolution={RESOLUTION!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def make_packets(manifest_path: Path, gamma: float, count: int, seed: int) -> list[bytes]:
+    """`count` base-relative packets (sequence 1..count) touching a γ share of every tensor."""
     manifest = load_manifest(manifest_path)
     base = manifest.tflite_path.read_bytes()
     sha = hashlib.sha256(base).digest()
-    rng = np.random.default_rng(int(gamma * 1000))
-    paths = []
+    rng = np.random.default_rng([seed, int(gamma * 1000)])
+    packets = []
     for seq in range(1, count + 1):
         patches = []
         for e in manifest.parameter_entries:
@@ -56,89 +75,152 @@ def make_packets(manifest_path: Path, gamma: float, count: int, out: Path) -> li
             old = np.frombuffer(base, "<f4", numel, e.buffer_offset)[idx]
             patches.append(wire.TensorPatch(e.tensor_index, numel, idx,
                                             old + rng.normal(0, 0.01, k).astype(np.float32)))
-        path = out / f"g{int(gamma * 100):02d}_{seq:03d}.mdup"
-        path.write_bytes(wire.encode_update(patches, base_sha256=sha, sequence=seq,
-                                            device_id=DEVICE, hmac_key=KEY,
-                                            mode=wire.Mode.BASE_RELATIVE))
-        paths.append(path)
-    return paths
+        packets.append(wire.encode_update(patches, base_sha256=sha, sequence=seq,
+                                          device_id=DEVICE, hmac_key=KEY,
+                                          mode=wire.Mode.BASE_RELATIVE))
+    return packets
+
+
+class PacedSession:
+    """One engine, frames every 1/fps s, packets handed to an apply thread as they arrive."""
+
+    def __init__(self, engine: FacadeEngine, frames: np.ndarray, fps: float) -> None:
+        self.engine, self.frames, self.fps = engine, frames, fps
+        self.frame_log: list[dict] = []
+        self.applied: list[dict] = []  # apply records as the worker returned them
+        self.swapped: dict[int, int] = {}  # sequence -> first frame on the new model
+        self._inbox: list[bytes] = []
+        self._ready = threading.Condition()
+        self._start = time.perf_counter()
+
+    def apply_worker(self, count: int) -> None:
+        for _ in range(count):
+            with self._ready:
+                self._ready.wait_for(lambda: self._inbox)
+                packet = self._inbox.pop(0)
+            self.applied.append(self.engine.apply_update(packet).record)
+
+    def arrive(self, packet: bytes) -> None:
+        with self._ready:
+            self._inbox.append(packet)
+            self._ready.notify()
+
+    def frame(self, k: int) -> None:
+        due = self._start + k / self.fps
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        began = time.perf_counter()
+        _, invoke_us = self.engine.segment(self.frames[k % len(self.frames)])
+        self.frame_log.append({"frame": k, "late_ms": (began - due) * 1000,
+                               "invoke_ms": invoke_us / 1000,
+                               "segment_ms": (time.perf_counter() - began) * 1000})
+        self._note_swap()
+
+    def _note_swap(self) -> None:
+        """After a frame (untimed): the swap frame of an update whose build has finished."""
+        waiting = [r for r in self.applied if r["sequence"] not in self.swapped]
+        if not waiting:
+            return
+        last = self.engine.stats()["updates"]["last"]  # adopts a ready model, as a frame would
+        if last and last["status"] == "applied" and last["swapped_frame"] is not None:
+            self.swapped[last["sequence"]] = last["swapped_frame"]
+
+
+def run_session(manifest: Path, frames: np.ndarray, packets: list[bytes], variant: str,
+                args: argparse.Namespace) -> dict:
+    """`warmup` frames, then a packet every `period` frames; frames go on until the last swap."""
+    os.environ["MOBDISTILL_UPDATE_BUILD_PRIORITY"] = variant  # read when the engine starts
+    load_before = os.getloadavg()
+    arrivals = {args.warmup + i * args.period: p for i, p in enumerate(packets)}
+    with FacadeEngine(manifest, update_key=KEY, device_id=DEVICE,
+                      num_threads=args.num_threads) as engine:
+        session = PacedSession(engine, frames, args.fps)
+        worker = threading.Thread(target=session.apply_worker, args=(len(packets),), daemon=True)
+        worker.start()
+        k = 0
+        while k < args.warmup + len(packets) * args.period or (
+                len(session.swapped) < len(packets) and k < args.warmup + 2 * len(packets) *
+                args.period):
+            if k in arrivals:  # arrives with frame k: the engine takes it before that frame
+                session.arrive(arrivals[k])
+            session.frame(k)
+            k += 1
+        worker.join(timeout=60)
+    records = []
+    for r in session.applied:
+        assert r["status"] == "applied", r
+        records.append({**r, "swapped_frame": session.swapped.get(r["sequence"])})
+    return {"variant": variant, "frames": session.frame_log, "records": records,
+            "warmup_frames": args.warmup, "load_before": list(load_before),
+            "load_after": list(os.getloadavg())}
 
 
 def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def run_gamma(manifest: Path, frames: Path, gamma: float, args, work: Path) -> dict:
-    packets = make_packets(manifest, gamma, args.updates, work)
-    schedule = work / f"g{int(gamma * 100):02d}.schedule.jsonl"
-    schedule.write_text("".join(json.dumps({"frame": args.warmup + (i + 1) * args.period,
-                                            "packet": str(p)}) + "\n"
-                                for i, p in enumerate(packets)))
-    runs = (args.updates + 1) * args.period
-    key_file = work / "update.key"
-    key_file.write_bytes(KEY)
-    result = run_engine(LocalDevice(work / "device"), manifest, num_threads=args.num_threads,
-                        warmup_runs=args.warmup, num_runs=runs, frames_path=frames,
-                        update_schedule=schedule, update_key_file=key_file,
-                        update_device_id=DEVICE.hex(), timeout_s=600)
-    ups = result.updates
-    assert all(u["status"] == "applied" for u in ups), ups
-    updating = set()
-    for u in ups:
-        updating.update(range(u["received_frame"], u["swapped_frame"]))
-    measured = [f for f in result.frames if f.phase == "measure"]
-    during = [f.invoke_us for f in measured if f.run in updating]
-    steady = [f.invoke_us for f in measured if f.run not in updating]
-    stage = {k: float(np.median([u[k] for u in ups]))
-             for k in ("decode_us", "patch_us", "build_us", "warm_us")}
-    return {
-        "gamma": gamma,
-        "packet_bytes": int(np.median([u["packet_bytes"] for u in ups])),
-        "values": int(ups[0]["values"]),
-        "updates": len(ups),
-        "apply_median_us": stage,
-        "apply_total_median_ms": sum(stage.values()) / 1000,
-        "frames_to_swap": [u["swapped_frame"] - u["received_frame"] for u in ups],
-        "invoke_updating_ms": {"n": len(during), "p50": pct(during, 50) / 1000,
-                               "p99": pct(during, 99) / 1000},
-        "invoke_steady_ms": {"n": len(steady), "p50": pct(steady, 50) / 1000,
-                             "p99": pct(steady, 99) / 1000},
-        "records": ups,
-    }
+def summarize(sessions: list[dict]) -> dict:
+    """Pooled over the rounds of one (variant, γ): updating vs steady frames of each session."""
+    during: dict[str, list[float]] = {"invoke_ms": [], "segment_ms": []}
+    steady: dict[str, list[float]] = {"invoke_ms": [], "segment_ms": []}
+    to_swap, stages = [], {k: [] for k in ("decode_us", "patch_us", "build_us", "warm_us")}
+    priorities = set()
+    for s in sessions:
+        updating: set[int] = set()
+        for r in s["records"]:
+            swapped = r["swapped_frame"]
+            end = swapped if swapped is not None else len(s["frames"])
+            updating.update(range(r["received_frame"], end))
+            to_swap.append(None if swapped is None else swapped - r["received_frame"])
+            for key in stages:
+                stages[key].append(r[key])
+            priorities.add(r["build_priority"])
+        for f in s["frames"][s["warmup_frames"]:]:
+            side = during if f["frame"] in updating else steady
+            for key in side:
+                side[key].append(f[key])
+    swaps = [n for n in to_swap if n is not None]
+    row = {"updates": len(to_swap), "never_swapped": to_swap.count(None),
+           "build_priority": sorted(priorities),
+           "frames_to_swap": to_swap,
+           "frames_to_swap_p50": pct(swaps, 50), "frames_to_swap_p99": pct(swaps, 99),
+           "frames_to_swap_max": max(swaps) if swaps else None,
+           "apply_median_ms": {k[:-3]: float(np.median(v)) / 1000 for k, v in stages.items()}}
+    for key in ("invoke_ms", "segment_ms"):
+        row[key] = {"updating": {"n": len(during[key]), "p50": pct(during[key], 50),
+                                 "p99": pct(during[key], 99)},
+                    "steady": {"n": len(steady[key]), "p50": pct(steady[key], 50),
+                               "p99": pct(steady[key], 99)}}
+        up, st = row[key]["updating"]["p99"], row[key]["steady"]["p99"]
+        row[key]["p99_ratio"] = up / st if up is not None and st is not None else None
+    return row
 
 
-def _stages_ms(stages_us: dict[str, float]) -> str:
-    return ", ".join(f"{k[:-3]} {v / 1000:.1f}" for k, v in stages_us.items())
-
-
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: dict[str, dict[str, dict]], gammas: tuple[float, ...], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{r['gamma'] * 100:g}%" for r in rows]
-    bottom = np.zeros(len(rows))
-    for key in ("decode_us", "patch_us", "build_us", "warm_us"):
-        vals = np.array([r["apply_median_us"][key] / 1000 for r in rows])
-        a.bar(labels, vals, bottom=bottom, label=key.replace("_us", ""))
-        bottom += vals
-    a.set_ylabel("apply time, median (ms)")
-    a.set_xlabel("update fraction γ")
-    a.legend()
-    a.set_title("apply breakdown (DeepLab 256x512)")
-    x = np.arange(len(rows))
-    for off, key, name in ((-0.2, "invoke_steady_ms", "steady"),
-                           (0.2, "invoke_updating_ms", "while updating")):
-        a50 = [r[key]["p50"] for r in rows]
-        a99 = [r[key]["p99"] for r in rows]
-        b.bar(x + off, a50, 0.4, label=f"{name} p50")
-        b.scatter(x + off, a99, marker="_", s=300, color="k")
-    b.set_xticks(x, labels)
-    b.set_ylabel("invoke (ms); bars p50, dashes p99")
-    b.set_title("frame latency with vs without updates")
-    b.legend()
+    labels = [f"{g * 100:g}%" for g in gammas]
+    x = np.arange(len(gammas))
+    for off, variant in ((-0.2, "idle"), (0.2, "normal")):
+        cells = [rows[variant][str(g)] for g in gammas]
+        a.bar(x + off, [c["invoke_ms"]["p99_ratio"] or 0 for c in cells], 0.4,
+              label=f"build at {variant} priority")
+        b.bar(x + off, [c["frames_to_swap_p99"] or 0 for c in cells], 0.4,
+              label=f"build at {variant} priority")
+    a.axhline(1.10, color="k", ls="--", lw=1, label="target 1.10")
+    a.set_ylabel("invoke p99, updating / steady")
+    b.axhline(5, color="k", ls="--", lw=1, label="target 5")
+    b.set_ylabel("frames from arrival to swap, p99")
+    for ax in (a, b):
+        ax.set_xticks(x, labels)
+        ax.set_xlabel("update fraction γ")
+        ax.legend(fontsize=8)
+    fig.suptitle("DeepLab 256x512, frames paced at 30 fps, one update per second")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -147,36 +229,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mobdistill-bench"))
     parser.add_argument("--num_threads", type=int, default=2)
-    parser.add_argument("--updates", type=int, default=5)
-    parser.add_argument("--period", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--period", type=int, default=30, help="frames between update arrivals")
+    parser.add_argument("--updates", type=int, default=10, help="per session")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=15, help="frames before the first update")
+    parser.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     t0 = time.monotonic()
-    manifest = export_if_needed("deeplab", out_dir=args.cache, resolution=RESOLUTION)
-    frames = decode_to_raw(None, args.cache / "bikes_256x512.rgb", resolution=RESOLUTION,
-                           max_frames=60).path
-    work = args.cache / "update_apply"
-    work.mkdir(parents=True, exist_ok=True)
-    rows = [run_gamma(manifest, frames, g, args, work) for g in GAMMAS]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "model": "deeplab", "resolution": list(RESOLUTION), "num_threads": args.num_threads,
-        "updates_per_gamma": args.updates, "period_frames": args.period,
-        "mode": "base_relative, F16 values, zlib; asynchronous apply (--update_schedule)",
-        **provenance({"num_threads": args.num_threads, "updates": args.updates,
-                      "period": args.period, "warmup": args.warmup, "gammas": list(GAMMAS),
-                      "resolution": list(RESOLUTION)}),
-        "runtime_s": round(time.monotonic() - t0, 1),
-        "results": rows,
-    }
-    (RESULTS / "update_apply.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot(rows, RESULTS / "update_apply.png")
-    for r in rows:
-        print(f"γ={r['gamma'] * 100:4.0f}%  {r['packet_bytes'] / 1024:7.1f} KiB  apply "
-              f"{r['apply_total_median_ms']:6.1f} ms ({_stages_ms(r['apply_median_us'])})"
-              f"  invoke p50/p99 steady {r['invoke_steady_ms']['p50']:.2f}/"
-              f"{r['invoke_steady_ms']['p99']:.2f} ms, updating "
-              f"{r['invoke_updating_ms']['p50']:.2f}/{r['invoke_updating_ms']['p99']:.2f} ms")
+    manifest = export_deeplab(args.cache)
+    raw = decode_to_raw(None, args.cache / "bikes_256x512.rgb", resolution=RESOLUTION,
+                        max_frames=60)
+    frames = np.fromfile(raw.path, np.uint8).reshape(raw.count, *RESOLUTION, 3)
+    gammas = tuple(args.gammas)
+    packets = {g: make_packets(manifest, g, args.updates, SEED) for g in gammas}
+    sessions: dict[tuple[str, float], list[dict]] = {}
+    for r in range(args.rounds):  # interleaved: every (variant, γ) once per round
+        for g in gammas:
+            for variant in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
+                s = run_session(manifest, frames, packets[g], variant, args)
+                sessions.setdefault((variant, g), []).append(s)
+                print(f"round {r} γ={g * 100:g}% {variant}: load {s['load_before'][0]:.1f}",
+                      flush=True)
+    rows = {v: {str(g): summarize(sessions[(v, g)]) for g in gammas} for v in VARIANTS}
+    loads = [s["load_before"][0] for ss in sessions.values() for s in ss]
+    settings = {"model": "deeplab", "resolution": list(RESOLUTION),
+                "num_threads": args.num_threads, "fps": args.fps, "period_frames": args.period,
+                "updates_per_session": args.updates, "rounds": args.rounds,
+                "warmup_frames": args.warmup, "gammas": list(gammas), "seed": SEED,
+                "variants": list(VARIANTS),
+                "packets": "base-relative, F16 values, zlib, HMAC + device id; a γ share of "
+                           "every mapped tensor",
+                "path": "C facade (md_engine_segment / md_engine_apply_update), in-process"}
+    summary = {**provenance(settings),
+               "host_load_1min": {"min": min(loads), "median": float(np.median(loads)),
+                                  "max": max(loads), "cores": os.cpu_count()},
+               "runtime_s": round(time.monotonic() - t0, 1), "results": rows,
+               "sessions": {f"{v}/{g}": ss for (v, g), ss in sessions.items()}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "update_apply.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(rows, gammas, args.out / "update_apply.png")
+    for v in VARIANTS:
+        for g in gammas:
+            c = rows[v][str(g)]
+            inv = c["invoke_ms"]
+            print(f"{v:6s} γ={g * 100:4.0f}%  invoke p99 steady {inv['steady']['p99']:.2f} "
+                  f"updating {inv['updating']['p99']:.2f} ms "
+                  f"(x{c['invoke_ms']['p99_ratio']}); frames to swap p50/p99/max "
+                  f"{c['frames_to_swap_p50']}/{c['frames_to_swap_p99']}/{c['frames_to_swap_max']}"
+                  f"  apply {c['apply_median_ms']}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ namespace {
 
 pid_t ThisThreadId() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
-// Thread ids of this process, sorted.
+}  // namespace
+
+pid_t CurrentThreadId() { return ThisThreadId(); }
+
 std::vector<pid_t> ProcessThreadIds() {
   std::vector<pid_t> ids;
   DIR* dir = opendir("/proc/self/task");
@@ -33,6 +36,8 @@ std::vector<pid_t> ProcessThreadIds() {
   std::sort(ids.begin(), ids.end());
   return ids;
 }
+
+namespace {
 
 ThreadScheduling SchedulingOf(pid_t tid) {
   ThreadScheduling s;
@@ -82,6 +87,17 @@ bool IdleBuildsRestorable() {
     return ok;
   }();
   return restorable;
+}
+
+void RaiseIdleThreads(pid_t tid, const std::vector<pid_t>& spared) {
+  const ThreadScheduling frame = CurrentThreadScheduling();
+  SetScheduling(tid, frame);
+  for (pid_t id : ProcessThreadIds()) {
+    if (!std::binary_search(spared.begin(), spared.end(), id) &&
+        sched_getscheduler(id) == SCHED_IDLE) {
+      SetScheduling(id, frame);
+    }
+  }
 }
 
 std::string BuildInBackground() {

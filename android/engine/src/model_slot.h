@@ -46,6 +46,11 @@ bool IdleBuildsRestorable();
 // Makes the calling thread SCHED_IDLE if IdleBuildsRestorable(); returns the priority the
 // calling thread now has ("idle" or "normal").
 std::string BuildInBackground();
+// Gives `tid` and every SCHED_IDLE thread of this process not in `spared` (sorted) the calling
+// thread's scheduling: a background build that waited too long finishes at frame priority.
+void RaiseIdleThreads(pid_t tid, const std::vector<pid_t>& spared);
+pid_t CurrentThreadId();
+std::vector<pid_t> ProcessThreadIds();  // sorted
 
 struct SlotConfig {
   int32_t num_threads = 1;

@@ -246,8 +246,9 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
 }
 
 void UpdateManager::WorkerLoop() {
-  if (config_.build_in_background) BuildInBackground();
   std::unique_lock<std::mutex> lock(mu_);
+  worker_tid_ = CurrentThreadId();
+  threads_at_worker_start_ = ProcessThreadIds();
   while (true) {
     cv_.wait(lock, [this] {
       return stopping_ || persist_pending_ || release_retired_ || (!queue_.empty() && !awaiting_);
@@ -269,8 +270,15 @@ void UpdateManager::WorkerLoop() {
     IncomingPacket p = std::move(queue_.front());
     queue_.pop_front();
     busy_ = true;
+    processing_received_frame_ = p.received_frame;
+    raised_ = false;
     lock.unlock();
+    const std::string priority = config_.build_in_background ? BuildInBackground() : "normal";
     UpdateRecord r = Process(&p);
+    lock.lock();
+    processing_received_frame_ = -1;
+    if (!r.build_priority.empty()) r.build_priority = raised_ ? "raised" : priority;
+    lock.unlock();
     if (!r.applied && p.on_done) p.on_done(r);
     std::function<void(const UpdateRecord&)> on_ready = std::move(p.on_ready);
     lock.lock();
@@ -297,6 +305,11 @@ void UpdateManager::BetweenFrames(int64_t run, bool wait, std::vector<UpdateReco
     }
     inbox_.clear();
     cv_.notify_all();
+    if (config_.build_in_background && processing_received_frame_ >= 0 && !raised_ &&
+        run - processing_received_frame_ >= config_.raise_build_after_frames) {
+      RaiseIdleThreads(worker_tid_, threads_at_worker_start_);
+      raised_ = true;
+    }
     while (true) {
       if (awaiting_) {
         SwapEvent event;

@@ -60,6 +60,10 @@ struct UpdateConfig {
   // The worker (decode, patch, build, warm) runs as SCHED_IDLE where the process can give the
   // new slot's threads normal priority back (IdleBuildsRestorable); false keeps it normal.
   bool build_in_background = true;
+  // A background build still running when this many frames have started since its packet
+  // arrived is raised to the frame thread's priority (other work on the device may leave an
+  // idle thread no CPU time at all), so the swap still lands a few frames later.
+  int64_t raise_build_after_frames = 3;
 };
 
 // The persisted high-water mark: one JSON line {"base_sha256": hex, "last_sequence": N},
@@ -128,7 +132,10 @@ class UpdateManager {
   bool persist_pending_ = false;   // ... not yet written to config_.state_file
   uint64_t dropped_records_ = 0;
   bool release_retired_ = false;   // a frame adopted a slot: the worker frees the old one
-  std::string build_priority_ = "normal";  // the worker thread's, set when it starts
+  pid_t worker_tid_ = 0;
+  std::vector<pid_t> threads_at_worker_start_;  // never raised: not the worker's creations
+  int64_t processing_received_frame_ = -1;  // the packet the worker is on (-1: none)
+  bool raised_ = false;                     // ... was raised to frame priority
 };
 
 }  // namespace mobdistill

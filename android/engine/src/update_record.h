@@ -28,7 +28,9 @@ struct UpdateRecord {
   uint64_t packet_bytes = 0;
   uint64_t num_values = 0;     // patched elements
   // How the new model was built: the building thread's priority ("idle": SCHED_IDLE, so it
-  // only uses CPU time frames leave; "normal") and the threads the new model runs frames with.
+  // only uses CPU time frames leave; "raised": started idle, raised to frame priority because
+  // it ran past UpdateConfig::raise_build_after_frames; "normal") and the threads the new
+  // model runs frames with.
   std::string build_priority;  // "" when no build was reached (JSON null)
   int32_t build_threads = 0;
 
