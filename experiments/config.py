@@ -6,12 +6,15 @@ from dataclasses import dataclass
 
 from mobdistill.contract import uplink
 from mobdistill.errors import UsageError
+from mobdistill.experiments.pretrain import PRETRAIN_CLIPS
 
-SCHEMES = ("none", "one-time", "jit", "ams")
+SCHEMES = ("none", "one-time", "remote-tracking", "jit", "ams")
 DEFAULT_VIDEOS = ("carphone_pristine.mp4", "bikes.mp4", "carphone_distorted.mp4")
-PRETRAIN_CLIP = "bigbuckbunny.mp4"  # the starting point is trained on a clip outside the stream
 # AMS §4.1: T_update 10 s, T_horizon 240 s, δt (ASR/ATR interval) 10 s, K = 20.
 PAPER_T_UPDATE_S, PAPER_T_HORIZON_S, PAPER_DELTA_T_S, PAPER_ITERATIONS = 10.0, 240.0, 10.0, 20
+# One-Time (§4.1): the whole model fine-tuned once on the first 60 s. Remote+Tracking: teacher
+# labels of samples at AMS's maximum sampling rate (1 fps).
+PAPER_ONE_TIME_S, PAPER_TRACKING_FPS = 60.0, 1.0
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,10 @@ class StreamConfig:
     uplink_kbps: float = uplink.DEFAULT_BITRATE_KBPS
     link_mbps: float | None = None
     server_speedup: float = 10.0
-    pretrain_clip: str = PRETRAIN_CLIP
-    pretrain_iterations: int = 150
+    pretrain_clips: tuple[str, ...] = PRETRAIN_CLIPS
+    pretrain_iterations: int = 1500
+    one_time_iterations: int = 6 * PAPER_ITERATIONS  # as many steps as AMS takes in 60 s
+    pretrain_seed: int | None = None  # None: `seed` (each seed its own starting point)
     num_threads: int = 2
     realtime: bool = False
     insecure_updates: bool = False
@@ -62,6 +67,20 @@ class StreamConfig:
     @property
     def update_interval_s(self) -> float:
         return self.t_update_s if self.t_update_s else PAPER_T_UPDATE_S * self.time_scale
+
+    @property
+    def pretrain_clip(self) -> str:
+        """The first pretraining clip (its first frames hold both classes)."""
+        return self.pretrain_clips[0]
+
+    @property
+    def one_time_s(self) -> float:
+        return PAPER_ONE_TIME_S * self.time_scale
+
+    @property
+    def tracking_fps(self) -> float:
+        """Remote+Tracking's sampling rate: AMS's r_max on the stream clock."""
+        return PAPER_TRACKING_FPS / self.time_scale
 
     @property
     def horizon_s(self) -> float:

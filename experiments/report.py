@@ -67,23 +67,44 @@ def build_result(config: StreamConfig, stream: Stream, scores: Scores,
                                                 stream.clips, window, WITH_BACKGROUND),
         miou_foreground=evaluate.summarize(scores.foreground, stream.times_s, stream.clips,
                                            window, FOREGROUND),
-        uplink={"codec": config.uplink_codec, "bytes": link.bytes, "frames": link.frames,
-                "chunks": link.chunks,
-                "kbit_s": round(link.bytes * 8 / stream.duration_s / 1e3, 2)},
+        uplink=uplink_summary(config, stream, link),
         downlink=downlink_summary(config, stream, planned, events),
         updates=[_update_row(p, _event_for(events, p.sequence)) for p in planned],
         latency=_latency(records, events), out_dir=str(out), timings_s=timings)
 
 
+def paper_clock_factor(config: StreamConfig) -> float:
+    """kbit/s on the stream clock -> on the paper's: AMS's intervals and rates, One-Time's
+    60 s and Remote+Tracking's 1 fps are scaled by time_scale, so their rates are too; JIT's δ
+    counts real frames, so its stream rate already is the paper clock's."""
+    return 1.0 if config.scheme == "jit" else config.time_scale
+
+
+def uplink_summary(config: StreamConfig, stream: Stream, link: Uplink) -> dict[str, Any]:
+    kbit_s = link.bytes * 8 / stream.duration_s / 1e3
+    return {"codec": link.codec, "bytes": link.bytes, "frames": link.frames,
+            "chunks": link.chunks, "kbit_s": round(kbit_s, 2),
+            "kbit_s_paper_clock": round(kbit_s * paper_clock_factor(config), 2)}
+
+
+def tracking_downlink(config: StreamConfig, stream: Stream, label_bytes: int,
+                      labels_sent: int) -> dict[str, Any]:
+    """Remote+Tracking sends label maps (zlib), not model updates."""
+    kbit_s = label_bytes * 8 / stream.duration_s / 1e3
+    return {"link_mbps": config.link_mbps, "bytes": label_bytes, "label_maps": labels_sent,
+            "packets_planned": 0, "packets_delivered": 0, "packets_late": 0,
+            "packets_applied": 0, "bytes_per_update": 0, "kbit_s": round(kbit_s, 2),
+            "kbit_s_paper_clock": round(kbit_s * paper_clock_factor(config), 2)}
+
+
 def downlink_summary(config: StreamConfig, stream: Stream, planned: list[PlannedUpdate],
               events: list[UpdateEvent]) -> dict[str, Any]:
-    """Bytes of the packets that arrived in time. kbit/s on the stream clock and on the paper's:
-    AMS's T_update is scaled by time_scale, so its rate is too; JIT's δ counts real frames, so its
-    stream rate already is the paper clock's."""
+    """Bytes of the packets that arrived in time, kbit/s on the stream clock and on the paper's
+    (`paper_clock_factor`)."""
     delivered = [p for p in planned if p.status == "delivered"]
     down = sum(len(p.packet) for p in delivered)
     kbit_s = down * 8 / stream.duration_s / 1e3
-    scale = 1.0 if config.scheme == "jit" else config.time_scale
+    scale = paper_clock_factor(config)
     return {"link_mbps": config.link_mbps, "bytes": down, "packets_planned": len(planned),
             "packets_delivered": len(delivered),
             "packets_late": sum(p.status == "late" for p in planned),

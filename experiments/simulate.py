@@ -18,7 +18,7 @@ import copy
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -109,6 +109,13 @@ def simulate(stream: Stream, student: torch.nn.Module,
     if config.scheme == "jit":
         return simulate_jit(stream, student, manifest, teacher, config, link, credentials)
     return simulate_ams(stream, student, manifest, teacher, config, link, credentials)
+
+
+def one_time_settings(config: StreamConfig) -> StreamConfig:
+    """One-Time (§4.1): one phase at the end of the first 60 s (time-scaled) on the frames
+    sampled until then, training the whole model (γ = 1), as many steps as AMS takes in 60 s."""
+    return replace(config, t_update_s=config.one_time_s, gamma=1.0,
+                   iterations=config.one_time_iterations)
 
 
 def simulate_ams(stream: Stream, student: torch.nn.Module,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
@@ -19,9 +20,16 @@ import torch
 from mobdistill.experiments.clips import load_stream
 from mobdistill.experiments.config import StreamConfig
 from mobdistill.experiments.replay import packet_name, replay_engine
-from mobdistill.experiments.report import Scores, StreamResult, build_result, write_logs
-from mobdistill.experiments.simulate import Uplink, deliver, simulate
+from mobdistill.experiments.report import (
+    Scores,
+    StreamResult,
+    build_result,
+    tracking_downlink,
+    write_logs,
+)
+from mobdistill.experiments.simulate import Uplink, deliver, one_time_settings, simulate
 from mobdistill.experiments.student import prepare_student
+from mobdistill.experiments.tracking import run_remote_tracking
 from mobdistill.server.session import UpdateCredentials
 from mobdistill.server.teachers import Teacher, load_teacher
 
@@ -39,6 +47,10 @@ def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path 
     torch.set_num_threads(config.num_threads)
     teacher = teacher or load_teacher(config.teacher, class_names=config.teacher_classes,
                                       activation=config.teacher_activation)
+    if config.scheme == "remote-tracking":
+        return _run_remote_tracking(config, out, teacher, timings)
+    if config.scheme == "one-time":
+        config = one_time_settings(config)  # what ran is what the result records
     credentials = UpdateCredentials.new(insecure=config.insecure_updates)
     with _timed(timings, "student"):
         student, manifest_path = prepare_student(config, teacher, cache=cache)
@@ -59,6 +71,24 @@ def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path 
     scores = Scores.of(masks, labels, teacher.num_classes)
     result = build_result(config, stream, scores, records, events, planned, link, out, timings)
     write_logs(out, stream, result, records, scores)
+    return result
+
+
+def _run_remote_tracking(config: StreamConfig, out: Path, teacher: Teacher,
+                         timings: dict[str, float]) -> StreamResult:
+    """Teacher labels of sampled frames, tracked on the device side; no student, no engine."""
+    with _timed(timings, "stream"):
+        stream = load_stream(config.videos, config.resolution, config.max_frames_per_clip)
+        labels = np.stack([teacher.labels(f) for f in stream.frames])
+    with _timed(timings, "device"):
+        tracked = run_remote_tracking(stream, teacher, config)
+    link = Uplink("jpeg", 0.0, tracked.uplink_bytes, len(tracked.sampled), len(tracked.sampled))
+    scores = Scores.of(tracked.masks, labels, teacher.num_classes)
+    result = build_result(config, stream, scores, [], [], [], link, out, timings)
+    result.downlink = tracking_downlink(config, stream, tracked.downlink_bytes,
+                                        len(tracked.sampled))
+    result.settings["tracking_flow"] = asdict(tracked.flow)
+    write_logs(out, stream, result, [], scores)
     return result
 
 

@@ -1,31 +1,24 @@
-"""The stream's starting point: a student pretrained on a clip outside the stream, exported, cached.
-
-There are no ImageNet MobileNetV2 weights on this machine (specs §6), so the starting point is
-made: ``pretrain_iterations`` Adam steps (batch 4, BatchNorm in train mode) on ``pretrain_clip``
-labelled by the teacher, from a seeded random init; then exported (verified). Both are cached
-under ``$MOBDISTILL_CACHE/students/<key>`` keyed by everything that shapes them.
+"""The stream's starting point ("No Customization"): `pretrain.pretrain_student` on the
+pretraining clips at the stream's resolution, then exported (verified) next to its checkpoint,
+both cached under ``$MOBDISTILL_CACHE/pretrained/<key>``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mobdistill.experiments.clips import resolve_clip
 from mobdistill.experiments.config import StreamConfig
+from mobdistill.experiments.pretrain import (
+    PretrainConfig,
+    build_model,
+    labelled_frames,
+    pretrain_student,
+    train,
+)
 from mobdistill.server.teachers import BUILTIN_TEACHERS, Teacher
-
-log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    root = os.environ.get("MOBDISTILL_CACHE") or Path.home() / ".cache" / "mobdistill"
-    return Path(root) / "students"
 
 
 def teacher_tag(spec: str) -> str:
@@ -38,54 +31,40 @@ def teacher_tag(spec: str) -> str:
     return f"{path.stem}.{digest}"
 
 
+def pretrain_config(config: StreamConfig) -> PretrainConfig:
+    """What `mobdistill pretrain` runs for this stream's student, held out on the stream's own
+    clips."""
+    return PretrainConfig(model=config.model, resolution=config.resolution,
+                          aspp_channels=config.aspp_channels, teacher=config.teacher,
+                          clips=config.pretrain_clips, iterations=config.pretrain_iterations,
+                          heldout_clips=config.videos,
+                          seed=config.seed if config.pretrain_seed is None
+                          else config.pretrain_seed)
+
+
 def prepare_student(config: StreamConfig, teacher: Teacher, *, cache: Path | None = None,
                     ) -> tuple[torch.nn.Module, Path]:
     """(the pretrained student in eval mode, its export's manifest path), built once."""
     from mobdistill.export.api import export_model
-    from mobdistill.models import registry
 
-    entry = registry.get(config.model)
-    model_config = entry.config_type(num_classes=teacher.num_classes,
-                                     aspp_channels=config.aspp_channels)
-    h, w = config.resolution
-    key = (f"{config.model}-{h}x{w}-a{config.aspp_channels}-c{teacher.num_classes}-"
-           f"{Path(config.pretrain_clip).stem}-{teacher_tag(config.teacher)}-"
-           f"i{config.pretrain_iterations}-s{config.seed}")
-    folder = (cache or cache_root()) / key
-    checkpoint = folder / "student.pt"
-    torch.manual_seed(config.seed)
-    model = entry.build(model_config)
-    if not checkpoint.exists():
-        pretrain(model, teacher, config)
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = checkpoint.with_suffix(".tmp")
-        torch.save(model.state_dict(), partial)
-        partial.replace(checkpoint)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
-    manifests = sorted(folder.glob("*.manifest.json"))
+    settings = pretrain_config(config)
+    pretrained = pretrain_student(settings, teacher, teacher_tag(config.teacher),
+                                  cache=cache)
+    model, model_config = build_model(settings, teacher.num_classes)
+    model.load_state_dict(torch.load(pretrained.checkpoint, weights_only=True))
+    export_dir = pretrained.folder / "export"
+    manifests = sorted(export_dir.glob("*.manifest.json"))
     if not manifests:
-        result = export_model(config.model, out_dir=folder, formats=("tflite",),
-                              config=model_config, checkpoint=checkpoint, resolution=(h, w),
-                              verify=True)
+        result = export_model(config.model, out_dir=export_dir, formats=("tflite",),
+                              config=model_config, checkpoint=pretrained.checkpoint,
+                              resolution=config.resolution, verify=True)
         manifests = [result.manifest_path]
     return model.eval(), manifests[0]
 
 
 def pretrain(model: torch.nn.Module, teacher: Teacher, config: StreamConfig) -> None:
-    from mobdistill.video import read_frames
-
-    frames = read_frames(resolve_clip(config.pretrain_clip), size=config.resolution)
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    y = torch.from_numpy(np.stack([teacher.labels(f) for f in frames]))
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    for step in range(config.pretrain_iterations):
-        pick = torch.randint(len(x), (4,), generator=generator)
-        loss = torch.nn.functional.cross_entropy(model(x[pick]), y[pick])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 25 == 0:
-            log.info("pretrain %d/%d loss %.3f", step, config.pretrain_iterations, loss.item())
-    model.eval()
+    """Train `model` in place as `prepare_student` does, without the cache."""
+    settings = pretrain_config(config)
+    frames, labels = labelled_frames(settings.clips, settings.frame_step, settings.resolution,
+                                     teacher)
+    train(model, frames, labels, settings)

@@ -37,8 +37,10 @@ def iter_frames(
     size: tuple[int, int] | None = None,
     start: int = 0,
     count: int | None = None,
+    step: int = 1,
 ) -> Iterator[np.ndarray]:
-    """Yield up to `count` uint8 RGB frames [H, W, 3] from `start`, resized to size=(H, W).
+    """Yield up to `count` uint8 RGB frames [H, W, 3] from `start`, every `step`-th one, resized
+    to size=(H, W). (Skipped frames are decoded, never converted: that is the cheap part.)
 
     Raises UsageError if the video cannot be decoded.
     """
@@ -48,13 +50,15 @@ def iter_frames(
     path = clip_path(video)
     if size is not None and min(size) <= 0:
         raise UsageError(f"frame size {size[0]}x{size[1]} must be positive")
+    if step < 1:
+        raise UsageError(f"frame step {step} must be positive")
     yielded = 0
     try:
         with av.open(str(path)) as container:
             for index, frame in enumerate(container.decode(video=0)):
                 if count is not None and yielded == count:
                     return
-                if index < start:
+                if index < start or (index - start) % step:
                     continue
                 image = frame.to_image()
                 if size is not None and image.size != (size[1], size[0]):

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("mobdistill.cli.doctor_cmd", "a device report for bug reports (--json)"),
     "export": ("mobdistill.cli.export_cmd", "export a student to TFLite and ONNX, verified"),
     "info": ("mobdistill.cli.info_cmd", "print parameters and FLOPs of a student"),
+    "pretrain": ("mobdistill.cli.pretrain_cmd", "distill the teacher into the starting student"),
     "profile": ("mobdistill.cli.profile_cmd", "run a student in the engine, report latency"),
     "serve": ("mobdistill.cli.serve_cmd", "the AMS server for live devices (docs/protocol.md)"),
     "stream": ("mobdistill.cli.stream_cmd", "AMS / JIT streaming on real clips: engine + mIoU"),

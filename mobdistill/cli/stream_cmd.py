@@ -1,4 +1,4 @@
-"""`mobdistill stream`: AMS / JIT / one-time / no customization on real clips; the server is
+"""`mobdistill stream`: the AMS paper's five schemes on real clips; the server is
 simulated in video time, the device is the real engine (docs/streaming.md)."""
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-activation", choices=("none", "softmax", "sigmoid"),
                         help="applied to a file teacher's output (default: none for .tflite, "
                              "softmax for .onnx)")
-    parser.add_argument("--scheme", default="ams", choices=("none", "one-time", "jit", "ams"))
+    parser.add_argument("--scheme", default="ams",
+                        choices=("none", "one-time", "remote-tracking", "jit", "ams"),
+                        help="none: the pretrained student; one-time: the whole model "
+                             "fine-tuned once on the first 60 s x --time-scale; "
+                             "remote-tracking: teacher labels of samples tracked with optical "
+                             "flow on the device (no student); jit; ams (default)")
+    parser.add_argument("--jit-threshold", type=float,
+                        help="JIT's target mIoU (0.8; the paper swept 0.55-0.85)")
     parser.add_argument("--gamma", type=float,
                         help="fraction of parameters per update, AMS and JIT (0.05)")
     parser.add_argument("--t-update", type=float, help="seconds between updates, also the "
@@ -49,7 +56,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-speedup", type=float,
                         help="server training speed relative to this host's CPU")
     parser.add_argument("--max-frames", type=int, help="frames per clip (default: all)")
-    parser.add_argument("--pretrain-iterations", type=int)
+    parser.add_argument("--pretrain-iterations", type=int,
+                        help="Adam steps of the starting student (`mobdistill pretrain`, 1500)")
+    parser.add_argument("--pretrain-clips", help="its clips, comma-separated (default: every "
+                        "pretraining clip, docs/clips.md)")
     parser.add_argument("--seed", type=int, help="starting point and server sampling (0)")
     parser.add_argument("--realtime", action="store_true", help="pace frames at the video rate")
     parser.add_argument("--insecure-updates", action="store_true",
@@ -70,6 +80,7 @@ _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
         "value_coding": "value_coding", "uplink": "uplink_codec", "link_mbps": "link_mbps",
         "server_speedup": "server_speedup", "max_frames": "max_frames_per_clip",
         "pretrain_iterations": "pretrain_iterations", "seed": "seed",
+        "jit_threshold": "jit_threshold",
         "teacher_activation": "teacher_activation"}
 
 
@@ -82,6 +93,9 @@ def config_from_args(args: argparse.Namespace):
     kw = {dest: getattr(args, src) for src, dest in _MAP.items() if getattr(args, src) is not None}
     if args.video:
         kw["videos"] = tuple(v.strip() for v in args.video.split(",") if v.strip())
+    if args.pretrain_clips:
+        kw["pretrain_clips"] = tuple(v.strip() for v in args.pretrain_clips.split(",")
+                                     if v.strip())
     if args.teacher_classes:
         kw["teacher_classes"] = tuple(c.strip() for c in args.teacher_classes.split(","))
     if args.resolution:

@@ -79,3 +79,12 @@ def test_a_damaged_cached_clip_is_fetched_again(tmp_path, monkeypatch):
     path = clips.clip_path("tree.avi")
     path.write_bytes(path.read_bytes()[:1000])
     assert sha256_file(clips.clip_path("tree.avi")) == clips.clip("tree.avi").sha256
+
+
+def test_streams_use_evaluation_clips_and_students_pretraining_clips():
+    from mobdistill.experiments.config import DEFAULT_VIDEOS, StreamConfig
+
+    assert {clips.role_of(v) for v in DEFAULT_VIDEOS} == {clips.Role.EVALUATION}
+    assert {clips.role_of(v) for v in StreamConfig().pretrain_clips} == {clips.Role.PRETRAINING}
+    assert {c.name for c in clips.clips_with_role("pretraining")} == set(
+        StreamConfig().pretrain_clips)  # the default student sees every pretraining clip

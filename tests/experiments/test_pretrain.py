@@ -1,0 +1,56 @@
+"""`mobdistill pretrain` on a tiny budget: trained, scored on held-out clips, cached, and never
+trained or scored on the wrong clips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mobdistill.cli import main
+
+TINY = ["pretrain", "--tiny", "--resolution", "32x64", "--iterations", "8", "--batch-size", "4",
+        "--lr", "1e-2", "--clips", "bigbuckbunny.mp4", "--frame-step", "11",
+        "--heldout", "carphone_pristine.mp4", "--heldout-step", "30", "--num-threads", "1",
+        "--json"]
+
+
+def test_pretrain_trains_scores_heldout_and_caches(tmp_path, capsys, selfie_model):
+    assert main([*TINY, "--cache", str(tmp_path)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    first, last = record["loss_first_last"]
+    assert last < first  # 8 Adam steps at lr 1e-2 fit the teacher's labels a little
+    held = record["heldout"]
+    assert held["clips"] == ["carphone_pristine.mp4"]
+    assert held["carphone_pristine.mp4"]["frames"] == 4  # frames 0, 30, 60, 90 of 120
+    assert 0.0 <= held["miou_with_background"] <= 1.0
+    assert record["training_frames"] == 12  # 132 frames, every 11th
+    assert record["clips"]["bigbuckbunny.mp4"]  # its digest
+    folder = tmp_path / record["folder"].rsplit("/", 1)[1]
+    stamp = (folder / "student.pt").stat().st_mtime_ns
+    assert main([*TINY, "--cache", str(tmp_path)]) == 0  # cached: not trained again
+    assert json.loads(capsys.readouterr().out)["heldout"] == held
+    assert (folder / "student.pt").stat().st_mtime_ns == stamp
+
+
+def test_cache_key_follows_every_setting_and_the_recipe_version(monkeypatch):
+    from mobdistill.experiments import pretrain
+
+    base = pretrain.PretrainConfig()
+    key = base.key("selfie")
+    assert key.startswith(f"v{pretrain.FORMAT_VERSION}-deeplab-64x128-")
+    assert pretrain.PretrainConfig(seed=1).key("selfie") != key
+    assert pretrain.PretrainConfig(frame_step=3).key("selfie") != key
+    assert base.key("other-teacher") != key
+    monkeypatch.setattr(pretrain, "FORMAT_VERSION", pretrain.FORMAT_VERSION + 1)
+    assert base.key("selfie") != key
+
+
+@pytest.mark.parametrize("flag, clip", [("--clips", "carphone_pristine.mp4"),
+                                        ("--heldout", "box.mp4")])
+def test_pretrain_refuses_clips_in_the_wrong_role(tmp_path, capsys, flag, clip):
+    args = [a for a in TINY]
+    args[args.index(flag) + 1] = clip
+    assert main([*args, "--cache", str(tmp_path)]) == 2
+    assert "docs/clips.md" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
