@@ -56,9 +56,9 @@ def phone(tmp_path_factory: pytest.TempPathFactory, adbkey: Path) -> Iterator[Ad
         yield peer
 
 
-@pytest.fixture(scope="module")
-def deeplab(tiny_export) -> Path:
-    return tiny_export("deeplab", formats=("tflite",)).manifest_path
+@pytest.fixture
+def model(stateless_manifest: Path) -> Path:
+    return stateless_manifest
 
 
 def _app_files(peer: AdbPeer) -> Path:
@@ -72,10 +72,10 @@ def _logcat(peer: AdbPeer) -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def test_profile_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, deeplab: Path,
+def test_profile_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, model: Path,
                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "profile"
-    code = main(["profile", "--artifact", str(deeplab), "--device", phone.serial,
+    code = main(["profile", "--artifact", str(model), "--device", phone.serial,
                  "--runner", "app", "--apk", str(harness_apk), "--num_runs", "3",
                  "--num_threads", "2", "--out", str(out), "--json"])
     assert code == 0, capsys.readouterr().err
@@ -91,21 +91,22 @@ def test_profile_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, d
     # the engine flags went through as extras, unrenamed, and the app's outputs were cleaned
     assert "--num_threads=2" in _logcat(phone) and "--num_runs=3" in _logcat(phone)
     files = _app_files(phone)
-    assert list(files.glob("models/*/deeplab*.tflite"))
+    assert list(files.glob("models/*/tiny_stateless.tflite"))
     assert not list(files.glob("run-*")), "fetched outputs stay behind in the app"
     staging = phone.host_path("/data/local/tmp/mobdistill/app-staging")
     assert staging is not None and not list(staging.iterdir())
 
 
 @pytest.mark.slow
-def test_sweep_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, deeplab: Path,
-                              tiny_export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_sweep_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, model: Path,
+                              stateful_manifest: Path, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    """Each queue length's model is pushed into the app (two cached tiny exports stand in for
-    two queue lengths' exports)."""
+    """Each queue length's model is pushed into the app (the session's two tiny models stand in
+    for two queue lengths' exports)."""
     import mobdistill.runtime.sweep as sweep_mod
 
-    built = {1: deeplab, 2: tiny_export("mobilevos").manifest_path}
+    built = {1: model, 2: stateful_manifest}
     monkeypatch.setattr(sweep_mod, "export_if_needed",
                         lambda model, *, queue_length, **_: built[queue_length])
     capsys.readouterr()
@@ -118,13 +119,14 @@ def test_sweep_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, dee
     assert [p["queue_length"] for p in result["points"]] == [1, 2]
     assert all(p["p50_ms"] > 0 for p in result["points"])
     models = _app_files(phone) / "models"
-    assert {p.name.split(".")[0] for p in models.glob("*/*.tflite")} >= {"deeplab", "mobilevos"}
+    pushed = {p.name for p in models.glob("*/*.tflite")}
+    assert pushed >= {"tiny_stateless.tflite", "tiny_stateful.tflite"}
 
 
 def test_activity_start_and_polling(phone: AdbPeer, options: AdbOptions, harness_apk: Path,
-                                    deeplab: Path, tmp_path: Path) -> None:
+                                    model: Path, tmp_path: Path) -> None:
     with AdbDevice.open(phone.serial, options=options) as device:
-        result = run_app(device, deeplab, EngineOptions(num_runs=2, timeout_s=120),
+        result = run_app(device, model, EngineOptions(num_runs=2, timeout_s=120),
                          out_dir=tmp_path, apk=harness_apk, start=StartMode.ACTIVITY)
     assert [f.phase for f in result.frames] == ["warmup", "measure", "measure"]
     assert result.summary["frames"]["measure"] == 2
@@ -132,19 +134,19 @@ def test_activity_start_and_polling(phone: AdbPeer, options: AdbOptions, harness
 
 @pytest.mark.slow
 def test_engine_error_in_the_app_is_reported(phone: AdbPeer, options: AdbOptions,
-                                             harness_apk: Path, deeplab: Path,
+                                             harness_apk: Path, model: Path,
                                              tmp_path: Path) -> None:
     """A model the engine refuses (manifest sha256 does not match the graph) fails with the
     engine's message and the run's logcat lines."""
     broken = tmp_path / "broken"
     broken.mkdir()
-    manifest = json.loads(deeplab.read_text())
+    manifest = json.loads(model.read_text())
     for name in [a["file"] for a in manifest["artifacts"]]:
-        (broken / name).write_bytes((deeplab.parent / name).read_bytes()[:-8] + b"\0" * 8)
-    (broken / deeplab.name).write_text(json.dumps(manifest))
+        (broken / name).write_bytes((model.parent / name).read_bytes()[:-8] + b"\0" * 8)
+    (broken / model.name).write_text(json.dumps(manifest))
     with AdbDevice.open(phone.serial, options=options) as device:
         with pytest.raises(EngineRunError, match="(?s)sha256.*logcat of the run"):
-            run_app(device, broken / deeplab.name, EngineOptions(num_runs=1, timeout_s=60),
+            run_app(device, broken / model.name, EngineOptions(num_runs=1, timeout_s=60),
                     out_dir=tmp_path / "run", apk=harness_apk)
 
 
@@ -172,16 +174,16 @@ def test_install_update_skip_and_downgrade(peer: AdbPeer, device: AdbDevice,
     assert app.installed().version_code == 2
 
 
-def test_not_installed_and_no_apk(device: AdbDevice, deeplab: Path, tmp_path: Path) -> None:
+def test_not_installed_and_no_apk(device: AdbDevice, model: Path, tmp_path: Path) -> None:
     with pytest.raises(DeviceError, match="not installed.*no APK.*assembleDebug.*--apk"):
-        run_app(device, deeplab, EngineOptions(num_runs=1), out_dir=tmp_path, apk=None)
+        run_app(device, model, EngineOptions(num_runs=1), out_dir=tmp_path, apk=None)
 
 
 def test_release_build_says_run_as_needs_debuggable(peer: AdbPeer, device: AdbDevice,
-                                                    deeplab: Path, tmp_path: Path) -> None:
+                                                    model: Path, tmp_path: Path) -> None:
     release = _tiny_apk(tmp_path, "release", debuggable=False)
     with pytest.raises(DeviceError, match="release build.*debuggable.*installDebug"):
-        run_app(device, deeplab, EngineOptions(num_runs=1), out_dir=tmp_path, apk=release)
+        run_app(device, model, EngineOptions(num_runs=1), out_dir=tmp_path, apk=release)
     assert not (peer.root / "data" / "user" / "0" / PACKAGE / "files" / "models").exists()
 
 
@@ -206,21 +208,21 @@ def test_abi_mismatch_is_refused_before_install(tmp_path: Path, adbkey: Path,
 
 @pytest.mark.parametrize("start", [StartMode.INSTRUMENT,
                                    pytest.param(StartMode.ACTIVITY, marks=pytest.mark.slow)])
-def test_app_crash_comes_back_with_logcat(device: AdbDevice, deeplab: Path, tmp_path: Path,
+def test_app_crash_comes_back_with_logcat(device: AdbDevice, model: Path, tmp_path: Path,
                                           start: StartMode) -> None:
     """An APK without the engine library: the app dies loading it (UnsatisfiedLinkError)."""
     lib = tmp_path / "libother.so"
     lib.write_bytes(b"\x7fELF")
     broken = _tiny_apk(tmp_path, "nolib", libs={"x86_64/libother.so": lib})
     with pytest.raises(EngineRunError, match="(?s)(crashed|died).*UnsatisfiedLinkError"):
-        run_app(device, deeplab, EngineOptions(num_runs=1, timeout_s=30), out_dir=tmp_path,
+        run_app(device, model, EngineOptions(num_runs=1, timeout_s=30), out_dir=tmp_path,
                 apk=broken, start=start)
 
 
 @pytest.mark.slow
-def test_doctor_json(phone: AdbPeer, home: Path, harness_apk: Path, deeplab: Path,
+def test_doctor_json(phone: AdbPeer, home: Path, harness_apk: Path, model: Path,
                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["doctor", "--device", phone.serial, "--artifact", str(deeplab), "--apk",
+    code = main(["doctor", "--device", phone.serial, "--artifact", str(model), "--apk",
                  str(harness_apk), "--out", str(tmp_path), "--json"])
     assert code == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out)
