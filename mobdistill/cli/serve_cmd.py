@@ -78,12 +78,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.enroll:
         return _enroll(args)
-    from mobdistill.cli.stream_cmd import config_from_args
+    from mobdistill.cli import stream_cmd
     from mobdistill.server.live import ServeOptions, serve
 
-    for name, value in _STREAM_DEFAULTS.items():
+    stream_parser = argparse.ArgumentParser()
+    stream_cmd.add_parser(stream_parser)
+    # Stream flags serve does not take get serve's defaults, else the stream's own.
+    for name, value in {**vars(stream_parser.parse_args([])), **_STREAM_DEFAULTS}.items():
         setattr(args, name, getattr(args, name, value))
-    config = config_from_args(args)
+    config = stream_cmd.config_from_args(args)
     if args.tls_cert and not args.tls_key or args.tls_key and not args.tls_cert:
         raise UsageError("--tls-cert and --tls-key go together")
     if not args.insecure_updates and args.state_dir is None:
