@@ -21,7 +21,7 @@ from mobdistill.export import manifest as mf  # noqa: E402
 from mobdistill.models import registry  # noqa: E402
 
 
-def test_cli_export_verifies_maps_and_profiles(custom_export, engine_binary, capsys):  # noqa: F811
+def test_cli_export_verifies_maps_and_profiles(custom_export, engine_binary, capsys, tmp_path):  # noqa: F811
     manifest = json.loads(custom_export.read_text())
     mf.validate(manifest)
     assert manifest["model"]["name"] == "bands" and manifest["model"]["config"] == {"classes": 4}
@@ -33,6 +33,7 @@ def test_cli_export_verifies_maps_and_profiles(custom_export, engine_binary, cap
     assert {"classifier.weight", "classifier.bias"} <= mapped  # streamable like the built-ins
     capsys.readouterr()
     assert main(["profile", "--artifact", str(custom_export), "--engine", str(engine_binary),
+                 "--out", str(tmp_path),
                  "--num_runs", "3", "--warmup_runs", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)["results"]["host"]
     run = next(iter(result.values()))["bands"]
