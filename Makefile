@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-17-jdk-headless curl \
-          unzip clang libusb-1.0-0
+          unzip clang libusb-1.0-0 chromium
 KOTLINC := .cache/npm/node_modules/kotlin-compiler/bin/kotlinc
 OUT    ?= out
 
@@ -38,7 +38,7 @@ check: setup
 	$(BIN)/ruff check .
 	rm -rf $(TYPECHECK)/mobdistill && mkdir -p $(TYPECHECK)/mobdistill
 	for f in mobdistill/*; do ln -s $(CURDIR)/$$f $(TYPECHECK)/mobdistill/; done
-	for d in models export contract runtime server training experiments; do \
+	for d in models export contract runtime server training experiments report; do \
 	  ln -s $(CURDIR)/$$d $(TYPECHECK)/mobdistill/$$d; done
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p mobdistill
 

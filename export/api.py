@@ -102,7 +102,7 @@ class _Job:
 
 
 def export_model(
-    model_name: str,
+    model_name: str | ModelEntry | nn.Module,
     *,
     out_dir: Path,
     formats: tuple[str, ...] = FORMATS,
@@ -131,7 +131,7 @@ def export_model(
         raise UsageError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
     if quantize is not None:
         _check_quantize(quantize, formats, verify)
-    entry = registry.get(model_name)
+    entry = registry.resolve(model_name, resolution)  # a name, or your own (custom_entry)
     if config is None:
         config = registry.configure(entry, tiny=tiny, **(overrides or {}))
     height, width = resolution or (entry.tiny_resolution if tiny else entry.default_resolution)

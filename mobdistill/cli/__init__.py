@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("mobdistill.cli.info_cmd", "print parameters and FLOPs of a student"),
     "pretrain": ("mobdistill.cli.pretrain_cmd", "distill the teacher into the starting student"),
     "profile": ("mobdistill.cli.profile_cmd", "run a student in the engine, report latency"),
+    "report": ("mobdistill.cli.report_cmd", "one HTML page from profile, sweep and stream runs"),
     "serve": ("mobdistill.cli.serve_cmd", "the AMS server for live devices (docs/protocol.md)"),
     "stream": ("mobdistill.cli.stream_cmd", "AMS / JIT streaming on real clips: engine + mIoU"),
     "sweep": ("mobdistill.cli.sweep_cmd", "latency vs memory queue length (per Q)"),

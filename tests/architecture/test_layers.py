@@ -20,6 +20,7 @@ LAYERS = {
     "server": ("mobdistill.server", 4),
     "training": ("mobdistill.training", 5),  # the seeds' training systems (teachers from server)
     "experiments": ("mobdistill.experiments", 6),
+    "report": ("mobdistill.report", 7),  # reads run folders; only the CLI imports it
     "mobdistill/cli": ("mobdistill.cli", 7),
 }
 FORBIDDEN_THIRD_PARTY = {"runtime": {"torch"}, "contract": {"torch"}}
