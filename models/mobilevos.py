@@ -185,7 +185,9 @@ class MobileVOS(nn.Module):
         value = self.fuser(v16, _repeat(f16, n))  # N, Cv, h, w
         return _channels_last(value).unsqueeze(0)  # 1, N, h, w, Cv
 
-    def _decode(self, readout: Tensor, f16: Tensor, f8: Tensor, f4: Tensor) -> Tensor:
+    def _decode(self, readout: Tensor, f16: Tensor, f8: Tensor, f4: Tensor,
+                ) -> tuple[Tensor, Tensor]:
+        """(object logits N, 1, 1/4; the pixel representation before the last conv, N, d4, 1/4)."""
         n = readout.shape[0]
         thin = _repeat(self.key_comp(f16), n)  # N, thin, h, w
         x = self.compress(torch.cat([readout, thin], 1))  # N, d16, h, w
@@ -193,7 +195,8 @@ class MobileVOS(nn.Module):
             x = self.aspp(x)
         x = self.up_16_8(_repeat(f8, n), x)  # N, d8, 1/8
         x = self.up_8_4(_repeat(f4, n), x)  # N, d4, 1/4
-        return self.pred(F.relu(x))  # N, 1, 1/4
+        features = F.relu(x)
+        return self.pred(features), features
 
     def init(self, frame: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Encodes the first frame and its given object masks for the memory.
@@ -220,12 +223,19 @@ class MobileVOS(nn.Module):
             {"logits": [1, N+1, H, W] soft-aggregated over {background, objects},
              "key": [1, h, w, Ck], "value": [1, N, h, w, Cv] (from the predicted probabilities)}.
         """
+        return self.step_with_features(frame, memory_keys, memory_values)[0]
+
+    def step_with_features(self, frame: Tensor, memory_keys: Tensor, memory_values: Tensor,
+                           ) -> tuple[dict[str, Tensor], Tensor]:
+        """`step`, and the decoder's pixel representation before its last conv [N, d4, H/4, W/4]
+        (what MobileVOS's representation loss distils; training only)."""
         key, f16, f8, f4 = self._encode_key(frame)
         readout = read_memory(key, memory_keys, memory_values)  # N, Cv, h, w
-        object_logits = resize(self._decode(readout, f16, f8, f4), frame.shape[-2:])  # N,1,H,W
-        logits = soft_aggregate(object_logits)  # 1, N+1, H, W
+        object_logits, features = self._decode(readout, f16, f8, f4)
+        logits = soft_aggregate(resize(object_logits, frame.shape[-2:]))  # 1, N+1, H, W
         probs = torch.softmax(logits, dim=1)[:, 1:]  # 1, N, H, W
-        return {"logits": logits, "key": key, "value": self._encode_value(f16, probs)}
+        out = {"logits": logits, "key": key, "value": self._encode_value(f16, probs)}
+        return out, features
 
 
 def build(config: Config) -> MobileVOS:

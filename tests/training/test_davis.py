@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobdistill.experiments.davis import (
+from mobdistill.davis import (
     boundary_accuracy,
     boundary_map,
     read_davis,
