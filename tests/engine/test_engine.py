@@ -173,6 +173,40 @@ def test_engine_direct_errors(engine_binary, stateless_manifest, tmp_path):
     assert "--num_runs must be >= 1" in done.stderr
 
 
+def test_op_profile_times_every_operator_of_the_stateful_step(engine_binary, stateful_manifest,
+                                                                device, tmp_path):
+    """Both passes on the step signature (memory inputs carried from the real run); the builtin
+    pass's node numbers name the flatbuffer's operators of the step subgraph."""
+    from mobdistill.export.manifest import Manifest
+    from mobdistill.runtime.profile import op_profile_json, operator_flops
+
+    frames = tiny_models.random_frames(tmp_path / "f.rgb", 4, (H, W))
+    result = run_engine(device, stateful_manifest, num_runs=4, frames_path=frames,
+                        enable_op_profiling=True, timeout_s=60)
+    tflite = Manifest.load(stateful_manifest).tflite_path
+    profile = op_profile_json(result.op_profile, tflite)
+    delegate, builtin = profile["passes"]
+    assert (delegate["delegate"], builtin["delegate"]) == ("xnnpack", "cpu")
+    assert builtin["runs"] == 4
+    table = operator_flops(tflite)
+    subgraphs = {op["subgraph"] for op in builtin["ops"]}
+    assert len(subgraphs) == 1  # only the per-frame signature is profiled
+    (step,) = subgraphs
+    step_ops = [key for key in table if key[0] == step]
+    assert {(step, op["node"]) for op in builtin["ops"]} == set(step_ops)
+    assert all(table[(step, op["node"])][0] == op["name"] for op in builtin["ops"])
+    assert 0 < builtin["attributed_ms"] <= builtin["invoke_avg_ms"] * 1.05
+    assert delegate["partitions"] and all(p["avg_ms"] >= 0 for p in delegate["partitions"])
+
+
+def test_op_profiling_needs_an_output_file(engine_binary, stateless_manifest, tmp_path):
+    done = subprocess.run([str(engine_binary), f"--manifest={stateless_manifest}",
+                           f"--runtime_lib={runtime_library()}", f"--jsonl={tmp_path / 'a'}",
+                           f"--summary={tmp_path / 's'}", "--enable_op_profiling=true"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "--op_profile=FILE" in done.stderr
+
+
 def _patched_model(tflite: Path, out: Path) -> Path:
     """A modified model: the head bias (MARKER_BIAS) patched at its buffer offset."""
     data = bytearray(tflite.read_bytes())
@@ -272,10 +306,11 @@ def test_every_flag_written_is_one_the_engine_knows(engine_binary):
                             run_delay_s=0.01, record_sensors=True, update_schedule=Path("s"),
                             update_dir="/d", update_port=0, update_key_file=Path("k"),
                             update_device_id="00" * 16, insecure_updates=True,
-                            update_state_file="/d/state", update_blocking=True)
+                            update_state_file="/d/state", update_blocking=True,
+                            enable_op_profiling=True)
     written = {f[2:].split("=", 1)[0] for f in options.to_flags(
-        {"update_schedule": "/d/s", "update_key_file": "/d/k"})}
-    assert len(written) == 16 and written <= known, written - known
+        {"update_schedule": "/d/s", "update_key_file": "/d/k", "op_profile": "/d/o"})}
+    assert len(written) == 18 and written <= known, written - known
 
 
 def test_a_bare_tflite_runs_through_the_manifest_beside_it(engine_binary, stateless_manifest,
