@@ -4,6 +4,10 @@ Tensor names in litert-torch exports are truncated module paths, so the map is f
 each weight is folded (BatchNorm scale per output channel, when a BatchNorm follows its conv)
 and permuted (OHWI, depthwise 1HWC, ...) on the host, and the buffer holding exactly those
 values is looked up. Sparse updates later address these buffers only.
+
+A float16-weight variant (weights stored as float16 buffers, dequantized at load) is mapped the
+same way: a float16 buffer matches when it holds the candidate rounded to float16, and its entry
+says ``dtype: float16`` (the appliers write float16 elements, rounded to nearest even).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobdistill.export.tflite import FlatBuffer, read_buffer
+from mobdistill.export.tflite import FlatBuffer
 
 # torch layout -> candidate deployed layouts, by rank. Conv: OHWI, depthwise: 1HWC.
 _PERMUTATIONS: dict[int, tuple[tuple[int, ...], ...]] = {
@@ -67,10 +71,12 @@ def _bn_scale(bn: nn.modules.batchnorm._BatchNorm) -> np.ndarray:
 def build_parameter_map(model: nn.Module, flatbuffer: FlatBuffer, data: bytes) -> dict:
     """The manifest's `parameter_map` section."""
     folds = batchnorm_folds(model)
-    by_size: dict[int, list[int]] = {}
-    for index, (_, size) in flatbuffer.buffers.items():
-        by_size.setdefault(size, []).append(index)
     tensors = {t["buffer"]: t for t in reversed(flatbuffer.tensors)}
+    by_size: dict[tuple[str, int], list[int]] = {}  # (dtype, bytes) -> buffer indices
+    for index, (_, size) in flatbuffer.buffers.items():
+        dtype = tensors[index]["dtype"] if index in tensors else "unknown"
+        if dtype in _ELEMENT:
+            by_size.setdefault((dtype, size), []).append(index)
     entries, unmapped = [], []
     modules = dict(model.named_modules())
     for name, param in model.named_parameters():
@@ -89,13 +95,13 @@ def build_parameter_map(model: nn.Module, flatbuffer: FlatBuffer, data: bytes) -
         if match is None:
             unmapped.append({"parameter": name, "reason": _why_unmatched(name, owner, folds)})
             continue
-        buffer_index, permutation, folded = match
+        buffer_index, permutation, folded, dtype = match
         tensor = tensors[buffer_index]
         offset, size = flatbuffer.buffers[buffer_index]
         entries.append({
             "parameter": name, "shape": list(param.shape), "tensor_index": buffer_index,
             "tensor_name": tensor["name"], "buffer_index": buffer_index,
-            "buffer_offset": offset, "buffer_size": size, "dtype": "float32",
+            "buffer_offset": offset, "buffer_size": size, "dtype": dtype,
             "tflite_shape": tensor["shape"], "permutation": list(permutation),
             "fold": ({"kind": "batchnorm", "module": fold.module, "axis": 0}
                      if folded and fold is not None else None),
@@ -122,15 +128,29 @@ def _candidates(value: np.ndarray, fold: Fold | None) -> Iterator[tuple[np.ndarr
             yield np.transpose(array, permutation).reshape(-1), permutation, folded
 
 
-def _find(value: np.ndarray, fold: Fold | None, by_size: dict[int, list[int]],
-          flatbuffer: FlatBuffer, data: bytes) -> tuple[int, tuple, bool] | None:
-    """Unique buffer whose float32 content equals a candidate layout of `value`."""
-    pool = by_size.get(value.size * 4, [])
-    for flat, permutation, folded in _candidates(value, fold):
-        atol = 1e-6 * max(1.0, float(np.abs(flat).max(initial=0.0)))
-        hits = [i for i in pool
-                if np.allclose(read_buffer(data, flatbuffer.buffers[i]), flat,
-                               rtol=1e-5, atol=atol)]
-        if len(hits) == 1:
-            return hits[0], permutation, folded
+# Element types a parameter can be stored in: numpy type and the tolerance of a match.
+_ELEMENT = {"float32": ("<f4", 1e-5), "float16": ("<f2", 2e-3)}
+
+
+def _find(value: np.ndarray, fold: Fold | None, by_size: dict[tuple[str, int], list[int]],
+          flatbuffer: FlatBuffer, data: bytes) -> tuple[int, tuple, bool, str] | None:
+    """Unique buffer whose content equals a candidate layout of `value`: float32 buffers first,
+    then float16 ones (the candidate rounded to float16)."""
+    for dtype, (numpy_type, rtol) in _ELEMENT.items():
+        width = np.dtype(numpy_type).itemsize
+        pool = by_size.get((dtype, value.size * width), [])
+        for flat, permutation, folded in _candidates(value, fold):
+            expected = flat.astype(numpy_type).astype(np.float64)
+            atol = rtol / 10 * max(1.0, float(np.abs(expected).max(initial=0.0)))
+            hits = [i for i in pool
+                    if np.allclose(_read(data, flatbuffer.buffers[i], numpy_type), expected,
+                                   rtol=rtol, atol=atol)]
+            if len(hits) == 1:
+                return hits[0], permutation, folded, dtype
     return None
+
+
+def _read(data: bytes, location: tuple[int, int], numpy_type: str) -> np.ndarray:
+    offset, size = location
+    width = np.dtype(numpy_type).itemsize
+    return np.frombuffer(data, numpy_type, count=size // width, offset=offset).astype(np.float64)
