@@ -50,6 +50,26 @@ def test_profile_cli_writes_reports(engine_binary, stateful_manifest, tmp_path, 
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_profile_cli_op_profile_table_and_json(engine_binary, stateless_manifest, tmp_path,
+                                              capsys):
+    code = main(["profile", "--artifact", str(stateless_manifest), "--num_runs", "3",
+                 "--out", str(tmp_path), "--enable_op_profiling", "--json"])
+    assert code == 0
+    captured = capsys.readouterr()
+    (models,) = json.loads(captured.out)["results"]["host"].values()
+    section = models["tiny_stateless"]["op_profile"]
+    assert [p["label"] for p in section["passes"]] == ["delegate", "builtin"]
+    builtin = section["passes"][1]
+    times = [op["avg_ms"] for op in builtin["ops"]]
+    assert times == sorted(times, reverse=True)
+    convs = [op for op in builtin["ops"] if op["name"] == "CONV_2D"]
+    assert len(convs) == 3 and all(op["flops"] > 0 for op in convs)
+    # the head: 2 x H x W x 2 classes x 8 channels multiply-accumulates (1x1 conv)
+    assert min(op["flops"] for op in convs) == 2 * 16 * 24 * 2 * 8
+    assert "op profile, builtin pass (cpu, 3 runs)" in captured.err
+    assert f"  {'rank':>4}  {'op':34s}" in captured.err and "top op types:" in captured.err
+
+
 def test_profile_cli_bad_artifact_exits_2(tmp_path, capsys):
     assert main(["profile", "--artifact", str(tmp_path / "missing.manifest.json")]) == 2
     assert "not found" in capsys.readouterr().err
