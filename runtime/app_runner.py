@@ -591,7 +591,7 @@ def profile_app(
                            resolution=(height, width),
                            max_frames=options.warmup_runs + options.num_runs + 1)
     result = run_app(device, manifest.path, options, frames_path=frames.path,
-                     out_dir=out_dir / "app", apk=apk, start=start)
+                     out_dir=out_dir / "engine", apk=apk, start=start)
     paths = out_dir / "profile.json", out_dir / "frames.csv", out_dir / "latency.png"
     report = result_json(result, frames.video)
     for per_runtime in report["results"].values():
