@@ -21,7 +21,7 @@ LAYERS = {
     "training": ("mobdistill.training", 5),  # the seeds' training systems (teachers from server)
     "experiments": ("mobdistill.experiments", 6),
     "report": ("mobdistill.report", 7),  # reads run folders; only the CLI imports it
-    "mobdistill/cli": ("mobdistill.cli", 7),
+    "mobdistill/cli": ("mobdistill.cli", 8),
 }
 FORBIDDEN_THIRD_PARTY = {"runtime": {"torch"}, "contract": {"torch"}}
 
