@@ -134,8 +134,8 @@ def _app_state(app: HarnessApp | None) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     """The report as text, one fact per line."""
     info = report["device"]
-    lines = [f"device    {info.get('serial')}: {info.get('manufacturer', '')} "
-             f"{info.get('model', '')}".rstrip(),
+    name = " ".join(filter(None, (info.get("manufacturer"), info.get("model"))))
+    lines = [f"device    {info.get('serial')}: {name}",
              f"os        {info.get('os')} (sdk {info.get('sdk', '-')})",
              f"abi       {info.get('abi')} ({info.get('abilist', '') or '-'})",
              f"soc       {info.get('soc', '-')}"]
