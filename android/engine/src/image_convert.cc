@@ -42,12 +42,12 @@ Status CheckPlane(const ImagePlane& plane, const char* name, int64_t cols, int64
 
 uint8_t Clamp(int32_t v) { return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v); }
 
-// Full-range BT.601 (JFIF), 16-bit fixed point, rounded.
-void YuvToRgb(int32_t y, int32_t u, int32_t v, int32_t rgb[3]) {
-  const int32_t cb = u - 128, cr = v - 128;
-  rgb[0] = Clamp(y + ((91881 * cr + 32768) >> 16));
-  rgb[1] = Clamp(y - ((22554 * cb + 46802 * cr + 32768) >> 16));
-  rgb[2] = Clamp(y + ((116130 * cb + 32768) >> 16));
+// Full-range BT.601 (JFIF), the inverse of Pillow's RGB -> YCbCr.
+void YuvToRgb(float y, float u, float v, uint8_t* rgb) {
+  const float cb = u - 128.f, cr = v - 128.f;
+  rgb[0] = Clamp(int32_t(std::lround(y + 1.402f * cr)));
+  rgb[1] = Clamp(int32_t(std::lround(y - 0.344136f * cb - 0.714136f * cr)));
+  rgb[2] = Clamp(int32_t(std::lround(y + 1.772f * cb)));
 }
 
 // Byte offsets of every upright index along one axis. An upright axis maps to one sensor axis
@@ -86,30 +86,6 @@ PlaneOffsets OffsetsFor(const CameraImage& image, const ImagePlane& plane, int s
   const AxisMap map = MapFor(image.rotation_degrees);
   return {AxisOffsets(UprightWidth(image), map.u_is_sensor_x, map.u_reversed, shift, plane),
           AxisOffsets(UprightHeight(image), !map.u_is_sensor_x, map.v_reversed, shift, plane)};
-}
-
-// One output pixel: the filter's taps over the upright frame, `sample` reading RGB at a tap.
-template <typename Sample>
-void Filter(const CameraImageConverter::Taps& tx, const CameraImageConverter::Taps& ty,
-            const Sample& sample, uint8_t* out) {
-  float acc[3] = {0, 0, 0};
-  for (size_t j = 0; j < ty.weights.size(); ++j) {
-    const int32_t v = ty.first + int32_t(j);
-    float row[3] = {0, 0, 0};
-    for (size_t i = 0; i < tx.weights.size(); ++i) {
-      int32_t rgb[3];
-      sample(tx.first + int32_t(i), v, rgb);
-      const float w = tx.weights[i];
-      row[0] += w * float(rgb[0]);
-      row[1] += w * float(rgb[1]);
-      row[2] += w * float(rgb[2]);
-    }
-    const float w = ty.weights[j];
-    acc[0] += w * row[0];
-    acc[1] += w * row[1];
-    acc[2] += w * row[2];
-  }
-  for (int c = 0; c < 3; ++c) out[c] = Clamp(int32_t(std::lround(acc[c])));
 }
 
 }  // namespace
@@ -203,23 +179,51 @@ Status CameraImageConverter::Convert(const CameraImage& image, int32_t out_width
   const uint8_t* p0 = image.planes[0].data;
   const uint8_t* pu = image.planes[1].data;
   const uint8_t* pv = image.planes[2].data;
+  const size_t width = size_t(UprightWidth(image));
+  // Separable: the vertical taps of one output row over the whole upright width (three
+  // channels: RGB, or YUV converted once per output pixel at the end), then the horizontal
+  // taps. Filtering YUV before converting differs from converting first only where a colour
+  // is clipped to 0..255.
+  column_sums_.resize(width * 3);
   for (int32_t oy = 0; oy < out_height; ++oy) {
     const Taps& ty = y_taps_[size_t(oy)];
-    uint8_t* row = rgb + size_t(oy) * size_t(out_width) * 3;
-    for (int32_t ox = 0; ox < out_width; ++ox) {
-      const Taps& tx = x_taps_[size_t(ox)];
+    std::fill(column_sums_.begin(), column_sums_.end(), 0.f);
+    for (size_t j = 0; j < ty.weights.size(); ++j) {
+      const size_t v = size_t(ty.first) + j;
+      const float w = ty.weights[j];
+      const uint8_t* row = p0 + main.along_v[v];
+      float* sums = column_sums_.data();
       if (rgba) {
-        Filter(tx, ty, [&](int32_t u, int32_t v, int32_t out[3]) {
-          const uint8_t* p = p0 + main.along_u[size_t(u)] + main.along_v[size_t(v)];
-          out[0] = p[0];
-          out[1] = p[1];
-          out[2] = p[2];
-        }, row + size_t(ox) * 3);
+        for (size_t u = 0; u < width; ++u, sums += 3) {
+          const uint8_t* px = row + main.along_u[u];
+          sums[0] += w * float(px[0]);
+          sums[1] += w * float(px[1]);
+          sums[2] += w * float(px[2]);
+        }
       } else {
-        Filter(tx, ty, [&](int32_t u, int32_t v, int32_t out[3]) {
-          const size_t c = chroma.along_u[size_t(u)] + chroma.along_v[size_t(v)];
-          YuvToRgb(p0[main.along_u[size_t(u)] + main.along_v[size_t(v)]], pu[c], pv[c], out);
-        }, row + size_t(ox) * 3);
+        const size_t chroma_row = chroma.along_v[v];
+        for (size_t u = 0; u < width; ++u, sums += 3) {
+          const size_t c = chroma_row + chroma.along_u[u];
+          sums[0] += w * float(row[main.along_u[u]]);
+          sums[1] += w * float(pu[c]);
+          sums[2] += w * float(pv[c]);
+        }
+      }
+    }
+    uint8_t* out = rgb + size_t(oy) * size_t(out_width) * 3;
+    for (int32_t ox = 0; ox < out_width; ++ox, out += 3) {
+      const Taps& tx = x_taps_[size_t(ox)];
+      float acc[3] = {0, 0, 0};
+      const float* sums = column_sums_.data() + size_t(tx.first) * 3;
+      for (size_t i = 0; i < tx.weights.size(); ++i, sums += 3) {
+        acc[0] += tx.weights[i] * sums[0];
+        acc[1] += tx.weights[i] * sums[1];
+        acc[2] += tx.weights[i] * sums[2];
+      }
+      if (rgba) {
+        for (int c = 0; c < 3; ++c) out[c] = Clamp(int32_t(std::lround(acc[c])));
+      } else {
+        YuvToRgb(acc[0], acc[1], acc[2], out);
       }
     }
   }

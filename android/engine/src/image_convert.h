@@ -1,6 +1,6 @@
 // Camera frames -> the model's RGB input in one pass: colour conversion (YUV_420_888 or
-// RGBA_8888, any row/pixel strides), rotation to upright and resizing happen per output pixel,
-// with no full-size intermediate image. Resizing is Pillow's BILINEAR (a triangle filter that
+// RGBA_8888, any row/pixel strides), rotation to upright and resizing happen together, row by
+// output row, with no full-size intermediate image (only one row of vertical sums). Resizing is Pillow's BILINEAR (a triangle filter that
 // widens when shrinking, so small inputs are not aliased): the resampling mobdistill.video uses
 // for the frames models are verified on. YUV is full-range BT.601 (JFIF), what Android cameras
 // deliver, converted like Pillow's YCbCr -> RGB.
@@ -60,6 +60,7 @@ class CameraImageConverter {
 
   int32_t in_width_ = -1, in_height_ = -1, out_width_ = -1, out_height_ = -1;
   std::vector<Taps> x_taps_, y_taps_;  // over the upright image
+  std::vector<float> column_sums_;     // one output row's vertical sums, 3 per upright column
 };
 
 // Pillow's BILINEAR taps for resizing `in_size` samples to `out_size` (exposed for tests).
