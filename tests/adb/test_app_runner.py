@@ -123,6 +123,7 @@ def test_sweep_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, mod
     assert pushed >= {"tiny_stateless.tflite", "tiny_stateful.tflite"}
 
 
+@pytest.mark.slow
 def test_activity_start_and_polling(phone: AdbPeer, options: AdbOptions, harness_apk: Path,
                                     model: Path, tmp_path: Path) -> None:
     with AdbDevice.open(phone.serial, options=options) as device:
@@ -156,6 +157,7 @@ def _tiny_apk(tmp_path: Path, name: str, *, libs: dict[str, Path] | None = None,
                                        **kwargs)
 
 
+@pytest.mark.slow
 def test_install_update_skip_and_downgrade(peer: AdbPeer, device: AdbDevice,
                                            tmp_path: Path) -> None:
     app = HarnessApp(device)
