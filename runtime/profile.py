@@ -293,7 +293,7 @@ def op_profile_json(raw: dict[str, Any], tflite: Path) -> dict[str, Any]:
         attributed = sum(o["avg_ms"] for o in ops)
         entry = {"label": p["label"], "delegate": p["delegate"], "runs": runs,
                  "invoke_avg_ms": round(total_ms, 5), "attributed_ms": round(attributed, 5),
-                 "ops": ops, "top_ops": _top_types(ops, total_ms)}
+                 "ops": ops, "top_ops": _top_types(ops, total_ms), "error": p.get("error")}
         if any(o["delegate_inner"] for o in ops):
             entry["partitions"] = _partitions(ops, total_ms)
         passes.append(entry)
@@ -324,6 +324,10 @@ def format_op_table(section: dict[str, Any], top: int = 15) -> str:
     """The per-op table (stderr): every pass, slowest operators first."""
     lines = []
     for p in section["passes"]:
+        if p.get("error"):
+            lines.append(f"op profile, {p['label']} pass ({p['delegate']}): could not run: "
+                         f"{p['error']}")
+            continue
         lines.append(f"op profile, {p['label']} pass ({p['delegate']}, {p['runs']} runs): "
                      f"invoke {p['invoke_avg_ms']:.3f} ms, attributed "
                      f"{p['attributed_ms']:.3f} ms")

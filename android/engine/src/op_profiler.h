@@ -39,6 +39,7 @@ struct OpProfilePass {
   int runs = 0;
   double invoke_avg_us = 0;  // wall time of one Invoke with the profiler attached
   std::vector<OpTiming> ops;
+  std::string error;         // why the pass could not run (then `ops` is empty)
 };
 
 struct OpProfileInput {
