@@ -270,6 +270,7 @@ def main() -> None:
                         aspp_channels=args.aspp, time_scale=args.time_scale,
                         iterations=args.iterations, batch_size=args.batch_size,
                         pretrain_iterations=args.pretrain_iterations, num_threads=1,
+                        realtime=True,  # frames at the video's pace: updates can swap in
                         pretrain_seed=0 if args.shared_start else None)
     settings = {**asdict(base), "stream": list(STREAM), "seeds": seeds,
                 "t_updates_paper_s": args.t_updates, "jit_thresholds": args.jit_thresholds,
