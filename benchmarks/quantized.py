@@ -31,7 +31,13 @@ from provenance import provenance
 
 from mobdistill.export import manifest as mf
 from mobdistill.export.api import quantize_export
-from mobdistill.export.quantize import QUANTIZE_MODES, QuantizeOptions, TeacherReference
+from mobdistill.export.quantize import (
+    CALIBRATION_FRAMES,
+    DEFAULT_MIN_AGREEMENT,
+    QUANTIZE_MODES,
+    QuantizeOptions,
+    TeacherReference,
+)
 from mobdistill.runtime.device import LocalDevice
 from mobdistill.runtime.engine import EngineOptions, run_engine
 from mobdistill.runtime.frames import decode_to_raw
@@ -51,16 +57,18 @@ def bootstrap_ci(values: list[float], seed: int = SEED, draws: int = 2000) -> li
 
 
 def make_variants(name: str, manifest: Path, checkpoint: Path | None, work: Path,
-                  frames: int, teacher: TeacherReference | None) -> dict[str, dict]:
+                  frames: int, calibration_frames: int,
+                  teacher: TeacherReference | None) -> dict[str, dict]:
     """float32 + each mode: manifest path, size, quantization section, time to make."""
     source = mf.load(manifest)
     rows = {"float32": {"manifest": str(manifest), "size_bytes": source.tflite.size_bytes,
                         "quantize_s": 0.0, "check": None}}
     for mode in QUANTIZE_MODES:
         started = time.perf_counter()
-        result = quantize_export(manifest, QuantizeOptions(mode, verification_frames=frames,
-                                                           teacher=teacher),
-                                 out_dir=work / name, checkpoint=checkpoint)
+        # threshold 0: measure every variant; whether it meets the export's default is recorded
+        options = QuantizeOptions(mode, verification_frames=frames, teacher=teacher,
+                                  calibration_frames=calibration_frames, min_argmax_agreement=0.0)
+        result = quantize_export(manifest, options, out_dir=work / name, checkpoint=checkpoint)
         check = result.quantization["verification"]
         rows[mode] = {"manifest": str(result.manifest_path),
                       "size_bytes": result.artifacts[0].size_bytes,
@@ -68,7 +76,10 @@ def make_variants(name: str, manifest: Path, checkpoint: Path | None, work: Path
                       "calibration": result.quantization["calibration"],
                       "parameter_map": result.parameter_map_status,
                       "check": {**check, "argmax_agreement_ci95": bootstrap_ci(
-                          check["per_frame_agreement"])}}
+                          check["per_frame_agreement"]),
+                          "meets_export_default": (check["argmax_agreement"]
+                                                   >= DEFAULT_MIN_AGREEMENT[mode]),
+                          "export_default_threshold": DEFAULT_MIN_AGREEMENT[mode]}}
         print(f"{name} {mode}: {rows[mode]['size_bytes'] / 1e6:.2f} MB, agreement "
               f"{check['argmax_agreement']:.4f}", flush=True)
     return rows
@@ -123,6 +134,8 @@ def main() -> None:
     parser.add_argument("--teacher", default="selfie",
                         help="teacher for mIoU of students with its classes (deeplab)")
     parser.add_argument("--frames", type=int, default=24, help="verification frames")
+    parser.add_argument("--calibration-frames", type=int, default=CALIBRATION_FRAMES,
+                        help="int8: frames spread over the calibration clip")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num_runs", type=int, default=10)
     parser.add_argument("--warmup_runs", type=int, default=2)
@@ -144,7 +157,8 @@ def main() -> None:
             teacher_model = teacher_model or load_teacher(args.teacher)
             if teacher_model.num_classes == source["output"]["num_classes"]:
                 teacher = TeacherReference(args.teacher, teacher_model.labels)
-        variants = make_variants(name, manifest, checkpoint, args.work, args.frames, teacher)
+        variants = make_variants(name, manifest, checkpoint, args.work, args.frames,
+                                 args.calibration_frames, teacher)
         h, w = source.resolution
         frames = decode_to_raw(args.video, args.work / f"frames-{h}x{w}.rgb", resolution=(h, w),
                                max_frames=args.warmup_runs + args.num_runs + 1)
