@@ -13,6 +13,7 @@ import org.mobdistill.AmsClient
 import org.mobdistill.AmsConfig
 import org.mobdistill.AmsState
 import org.mobdistill.AmsStatus
+import org.mobdistill.CameraFrame
 import org.mobdistill.MobdistillEngine
 
 private object AmsClientChecks {
@@ -33,6 +34,19 @@ private object AmsClientChecks {
         }
 
         fun frame(k: Int): ByteBuffer = frames[k % count]
+
+        // The same frames as a camera would hand them over (RGBA_8888, upright, model size).
+        private val rgba = frames.map { rgb ->
+            ByteBuffer.allocateDirect(height * width * 4).also { out ->
+                for (i in 0 until height * width) {
+                    for (c in 0 until 3) out.put(4 * i + c, rgb.get(3 * i + c))
+                    out.put(4 * i + 3, -1)
+                }
+            }
+        }
+
+        fun camera(k: Int): CameraFrame = CameraFrame.rgba(rgba[k % count], width, height,
+                                                           width * 4, 0)
     }
 
     class Target(
@@ -50,7 +64,8 @@ private object AmsClientChecks {
      * per frame, whether the client's mask differed from the base model's.
      */
     fun play(client: AmsClient, reference: MobdistillEngine, clip: Clip, paced: Boolean,
-             deadlineMs: Long, done: (AmsStatus, Int) -> Boolean): List<Boolean> {
+             deadlineMs: Long, camera: Boolean = false,
+             done: (AmsStatus, Int) -> Boolean): List<Boolean> {
         val mask = ByteBuffer.allocateDirect(clip.height * clip.width)
         val want = ByteBuffer.allocateDirect(clip.height * clip.width)
         val differs = ArrayList<Boolean>()
@@ -62,8 +77,13 @@ private object AmsClientChecks {
             if ((System.nanoTime() - start) / 1_000_000 > deadlineMs) {
                 throw AssertionError("not done after ${deadlineMs / 1000} s: ${client.status()}")
             }
-            client.analyze(clip.frame(k), clip.width * 3, mask, at)
-            reference.segment(clip.frame(k), clip.width * 3, want)
+            if (camera) { // through the engine's camera conversion on both sides
+                client.analyze(clip.camera(k), mask, at)
+                reference.segment(clip.camera(k), want)
+            } else {
+                client.analyze(clip.frame(k), clip.width * 3, mask, at)
+                reference.segment(clip.frame(k), clip.width * 3, want)
+            }
             differs.add(mask != want)
             k++
         }
@@ -71,8 +91,9 @@ private object AmsClientChecks {
     }
 
     fun waitFor(client: AmsClient, reference: MobdistillEngine, clip: Clip, what: String,
-                deadlineMs: Long = 10_000, predicate: (AmsStatus) -> Boolean): AmsStatus {
-        val differs = play(client, reference, clip, paced = true, deadlineMs) { s, _ ->
+                deadlineMs: Long = 10_000, camera: Boolean = false,
+                predicate: (AmsStatus) -> Boolean): AmsStatus {
+        val differs = play(client, reference, clip, paced = true, deadlineMs, camera) { s, _ ->
             predicate(s)
         }
         // No packet arrives in these cases: every mask must still be the base model's.
@@ -115,7 +136,7 @@ private object AmsClientChecks {
     fun faults(target: Target, deadPort: Int, engine: MobdistillEngine,
                reference: MobdistillEngine, clip: Clip) {
         AmsClient.connect(engine, config(local(target, deadPort), retryMinMs = 50)).use { client ->
-            val s = waitFor(client, reference, clip, "no server") {
+            val s = waitFor(client, reference, clip, "no server (camera frames)", camera = true) {
                 it.lastError != null && it.framesAnalyzed >= 10
             }
             val error = s.lastError!!

@@ -140,6 +140,7 @@ class AmsClient private constructor(
     private val control = ArrayBlockingQueue<AmsMessage>(32)
 
     // Analyzer-thread state.
+    private val modelRgb by lazy { ByteBuffer.allocateDirect(height * width * 3) }
     private var engineVersion = engineModelVersion() // the engine's swap count
     private var firstTimestampNs = Long.MIN_VALUE
     private var nextSampleS = 0.0
@@ -177,6 +178,16 @@ class AmsClient private constructor(
             report("client", "uplink bookkeeping failed: $err", permanent = false)
         }
         return invokeUs
+    }
+
+    /**
+     * [analyze] for a camera frame as CameraX delivers it ([CameraFrame]: YUV or RGBA, any
+     * size and rotation): the engine converts it to the model input ([MobdistillEngine.convert]),
+     * and that RGB is segmented and, when sampled, uploaded.
+     */
+    fun analyze(frame: CameraFrame, mask: ByteBuffer, timestampNs: Long): Long {
+        MobdistillEngine.convert(frame, width, height, modelRgb)
+        return analyze(modelRgb, width * 3, mask, timestampNs)
     }
 
     fun status(): AmsStatus = synchronized(lock) {
