@@ -7,25 +7,29 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mobdistill.cli import main
-from mobdistill.runtime.engine import EngineOptions, find_engine
-from mobdistill.runtime.profile import profile
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from custom_model import custom_export  # noqa: E402, F401, I001 (fixture)
+
+from mobdistill.cli import main  # noqa: E402
+from mobdistill.runtime.engine import EngineOptions, find_engine  # noqa: E402
+from mobdistill.runtime.profile import profile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def profile_run(tiny_export, tmp_path_factory) -> Path:
-    """A real profile of a tiny student on this host."""
+def profile_run(custom_export, tmp_path_factory) -> Path:  # noqa: F811
+    """A real profile of a tiny student (the camera tests' custom model) on this host."""
     out = tmp_path_factory.mktemp("profile-run")
-    profile(artifact=tiny_export("deeplab", formats=("tflite",)).manifest_path, out_dir=out,
+    profile(artifact=custom_export, out_dir=out,
             options=EngineOptions(num_runs=12, warmup_runs=2, engine_binary=find_engine()))
     return out
 
