@@ -18,7 +18,7 @@ import org.mobdistill.MobdistillEngine
 
 private object AmsClientChecks {
     const val FPS = 30.0
-    const val LIVE_DEADLINE_MS = 20_000L
+    const val LIVE_DEADLINE_MS = 60_000L // only a failing run waits this long
     const val SERVER_START_MS = 120_000L
 
     fun ok(passed: Boolean, what: String) {
