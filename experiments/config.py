@@ -49,7 +49,6 @@ class StreamConfig:
     server_speedup: float = 10.0
     pretrain_clips: tuple[str, ...] = PRETRAIN_CLIPS
     pretrain_iterations: int = 1500
-    one_time_iterations: int = 6 * PAPER_ITERATIONS  # as many steps as AMS takes in 60 s
     pretrain_seed: int | None = None  # None: `seed` (each seed its own starting point)
     num_threads: int = 2
     realtime: bool = False
@@ -76,6 +75,11 @@ class StreamConfig:
     @property
     def one_time_s(self) -> float:
         return PAPER_ONE_TIME_S * self.time_scale
+
+    @property
+    def one_time_iterations(self) -> int:
+        """As many steps as AMS takes in the same 60 s (six phases of K)."""
+        return round(PAPER_ONE_TIME_S / PAPER_T_UPDATE_S) * self.iterations
 
     @property
     def tracking_fps(self) -> float:
