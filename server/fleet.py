@@ -138,10 +138,10 @@ class Fleet:
     async def _start_actor(self) -> None:
         import ray
 
-        remote = ray.remote(TrainerActor).options(
+        remote: Any = ray.remote(TrainerActor).options(
             num_cpus=self.options.actor_cpus, num_gpus=self.options.actor_gpus,
             max_concurrency=2, max_restarts=0)  # ingest beside a phase; death is handled here
-        handle = remote.remote(self.build, self.resolution, self.state_dir)
+        handle: Any = remote.remote(self.build, self.resolution, self.state_dir)
         try:
             pid, node = await asyncio.wait_for(handle.where.remote(), ACTOR_START_S)
         except (asyncio.TimeoutError, ray.exceptions.RayError) as err:

@@ -264,13 +264,14 @@ class LiveServer:
         connection = Connection(reader, writer, self.options)
         device: bytes | None = None
         try:
-            device, resume, rates = await asyncio.wait_for(self._handshake(connection),
-                                                           self.options.handshake_timeout_s)
-            previous = self.connections.pop(device, None)
+            known, resume, rates = await asyncio.wait_for(self._handshake(connection),
+                                                          self.options.handshake_timeout_s)
+            device = known
+            previous = self.connections.pop(known, None)
             if previous is not None:  # the device reconnected: the old stream is dead
                 previous.close()
-            self.connections[device] = connection
-            await self._stream(connection, device, resume, rates)
+            self.connections[known] = connection
+            await self._stream(connection, known, resume, rates)
         except asyncio.TimeoutError:
             self._drop(connection, device, "timeout", "handshake deadline passed")
         except ProtocolError as err:
