@@ -35,8 +35,10 @@ def test_kotlin_ams_client_against_the_real_server(android_host, live, tmp_path)
     try:
         # Big steps on every parameter, short phases: one phase must move the masks visibly
         # (lr 0.5 diverges to a model whose argmax can equal the base one's on this clip).
+        # T_update 2 s: the server reads a device's ack behind its chunks, one phase per due
+        # chunk, so fewer, larger chunks let the ack and BYE through within seconds.
         server = live.server(state, "--lr", "0.05", "--gamma", "1.0", "--iterations", "2",
-                             port=port)
+                             "--t-update", "2.0", port=port)
     finally:
         check.join()
         if server is not None:

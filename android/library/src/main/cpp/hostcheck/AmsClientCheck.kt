@@ -195,7 +195,7 @@ private object AmsClientChecks {
             swaps.firstOrNull()?.let { swappedAt = minOf(swappedAt, it.toInt()) }
             swaps.isNotEmpty() && k > swaps.max() + 15 // one phase: ~7 s on a loaded 2-core host
         }
-        client.close()
+        client.close(drainMs = 30_000) // the server may be training this device: wait for it
         val s = client.status()
         ok(s.state == AmsState.CLOSED && s.connections == 1L && s.lastError == null,
            "one connection, no error, closed cleanly")

@@ -197,12 +197,21 @@ class AmsClient private constructor(
                   updates.toList())
     }
 
-    /** Says goodbye to the server, stops the threads; the engine stays open (the app owns it). */
-    override fun close() {
+    /** [close] with a 2 s drain: short enough for an activity's onDestroy. */
+    override fun close() = close(drainMs = 2_000)
+
+    /**
+     * Sends the last acks and BYE, then waits up to [drainMs] for the server to close the
+     * connection: the server reads a device's messages in order behind its uplink chunks (and
+     * holds them back while it trains that device), so only then has it seen the acks. Stops
+     * the threads; the engine stays open (the app owns it).
+     */
+    fun close(drainMs: Long) {
         if (stop.count == 0L) return
         stop.countDown()
-        threads[1].join(2_000) // the uplink thread sends BYE on its way out
-        socket?.close() // wakes the network thread's read
+        threads[1].join(2_000) // the uplink thread sends the acks and BYE on its way out
+        threads[0].join(drainMs) // the network thread reads until the server closes
+        socket?.close()
         threads.forEach { it.join(5_000) }
         synchronized(lock) { state = AmsState.CLOSED }
     }
@@ -281,7 +290,10 @@ class AmsClient private constructor(
                     lastLogged = null
                 }
                 backoffMs = config.retryMinMs
-                while (stop.count > 0) dispatch(link.receive())
+                while (true) { // after close(): reads (and drops) until the server closes
+                    val message = link.receive()
+                    if (stop.count > 0) dispatch(message)
+                }
             } catch (err: AmsProtocolException) {
                 permanent = err.code in PERMANENT_CODES
                 disconnected(err.code, err.message ?: err.code, permanent)
