@@ -1,0 +1,260 @@
+"""Bytes per update at equal mIoU: float16 values in the AMS format vs quantized cumulative deltas
+with server-side error feedback (wire value coding QDELTA), as a PAIRED comparison.
+
+Per seed, both arms start from the same cached pretrained student (experiments' starting point
+for that seed), see the same real-clip stream (experiments' clips, teacher labels), sample the
+same frames and train with the same seed; they differ only in how the update is coded. Every
+T_update of video the server trains one phase and sends one packet; the device decodes it with
+`wire.decode_update`, patches its ``.tflite`` bytes with `wire.apply_update` and runs the patched
+model with LiteRT on the following frames (packets arrive at their boundary: no link, so packet
+size does not feed back into arrival time). mIoU is against the teacher, every frame of the
+stream. The baseline arm's bytes are the AMS downlink format (`wire.encode_ams_baseline`) of
+each float16 update; the QDELTA arm's bytes are whole MDUP packets (header, CRC, HMAC).
+
+Also per packet: how close deflate comes to an entropy bound for what it codes (the subset
+bound log2 C(numel, count) for the indices of each tensor plus the order-0 entropy of the levels),
+to decide whether a range/ANS coder in both decoders would be worth it.
+
+    .venv/bin/python benchmarks/update_coding.py --seeds 0 1 2 3 4 [--arm qdelta:g=0.05,l=1,s=1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from provenance import provenance
+from scipy import stats
+
+from mobdistill.contract import wire
+from mobdistill.contract.wire import ValueCoding
+from mobdistill.experiments.clips import load_stream
+from mobdistill.experiments.config import DEFAULT_VIDEOS, StreamConfig
+from mobdistill.experiments.evaluate import frame_mious
+from mobdistill.experiments.student import prepare_student
+from mobdistill.export.manifest import load as load_manifest
+from mobdistill.server.error_feedback import DeltaQuantizer, ErrorFeedbackEncoder
+from mobdistill.server.session import LabelledFrame, ServerConfig, Session, UpdateCredentials
+from mobdistill.server.teachers import load_teacher
+
+RESULTS = Path(__file__).resolve().parent / "results" / "update_coding.json"
+DEVICE, KEY = bytes(range(16)), b"bench-key"
+# The experiments' small starting point (cached per seed): 64x128, ASPP 16, 30 pretrain steps.
+RESOLUTION, ASPP, PRETRAIN = (64, 128), 16, 30
+T_UPDATE_S, HORIZON_S, SAMPLE_FPS = 2.0, 48.0, 5.0  # the paper's clock x 0.2 (experiments)
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    gamma: float
+    quantizer: DeltaQuantizer | None  # None: float16 values (the AMS format's)
+    trains: bool = True  # False: the "none" reference, the starting student never updated
+
+    @classmethod
+    def parse(cls, spec: str) -> "Arm":
+        """``ams_f16:g=0.05``, ``qdelta:g=0.05,l=1,s=1.0`` or ``none``."""
+        kind, _, rest = spec.partition(":")
+        if kind == "none":
+            return cls(spec, 1.0, None, trains=False)  # gamma unused: never trains
+        fields = dict(kv.split("=") for kv in rest.split(",") if kv)
+        gamma = float(fields.get("g", 0.05))
+        if kind == "ams_f16":
+            return cls(spec, gamma, None)
+        return cls(spec, gamma, DeltaQuantizer(int(fields.get("l", 1)),
+                                                float(fields.get("s", 1.0))))
+
+
+def entropy_bound_bytes(patches: list[wire.TensorPatch]) -> float:
+    """Subset bound for the indices plus order-0 entropy of the levels, per tensor, in bytes."""
+    bits = 0.0
+    for p in patches:
+        n, k = p.numel, len(p.indices)
+        bits += (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+        if k and p.step is not None:
+            _, counts = np.unique(wire.delta_levels(p), return_counts=True)
+            freq = counts / k
+            bits += float(-(counts * np.log2(freq)).sum())
+    return bits / 8
+
+
+def ams_bytes(session: Session, patches: list[wire.TensorPatch]) -> int:
+    """The AMS format over every mapped tensor in graph (tensor index) order."""
+    by_index = {p.tensor_index: p for p in patches}
+    variables = []
+    for m in sorted(session.space.mappings.values(), key=lambda m: m.tensor_index):
+        mask, values = np.zeros(m.numel, bool), np.zeros(m.numel, np.float32)
+        if m.tensor_index in by_index:
+            mask[by_index[m.tensor_index].indices] = True
+            values[by_index[m.tensor_index].indices] = by_index[m.tensor_index].values
+        variables.append((mask, values))
+    return len(wire.encode_ams_baseline(variables))
+
+
+def device_masks(model: bytes, frames: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not len(frames):
+        return np.zeros((0, *frames.shape[1:3]), np.int64)
+    runner = Interpreter(model_content=model, num_threads=1).get_signature_runner()
+    return np.stack([runner(frame=f[None].astype(np.float32))["logits"][0].argmax(-1)
+                     for f in frames]).astype(np.int64)
+
+
+def run_arm(arm: Arm, seed: int, iterations: int, stream, labels: np.ndarray, teacher) -> dict:
+    config = StreamConfig(resolution=RESOLUTION, aspp_channels=ASPP, pretrain_iterations=PRETRAIN,
+                          seed=seed)
+    student, manifest_path = prepare_student(config, teacher)
+    manifest = load_manifest(manifest_path)
+    base = manifest.tflite_path.read_bytes()
+    server = ServerConfig(horizon_s=HORIZON_S, update_interval_s=T_UPDATE_S,
+                          asr_interval_s=T_UPDATE_S, iterations=iterations, batch_size=4,
+                          gamma=arm.gamma, value_coding=ValueCoding.F16, seed=seed)
+    session = Session("bench", student, manifest, teacher, server,
+                      credentials=UpdateCredentials(DEVICE, KEY))
+    if arm.quantizer is not None:
+        session.encoder = ErrorFeedbackEncoder.for_model(session.space, session.credentials,
+                                                         base, arm.quantizer)
+    limits = wire.DecodeLimits.for_table(session.space.table)
+    device, guard = base, wire.SequenceGuard()
+    samples = np.arange(0.0, stream.duration_s, 1.0 / SAMPLE_FPS)
+    boundaries = np.arange(T_UPDATE_S, stream.duration_s, T_UPDATE_S)
+    masks, updates, start, sampled = [], [], 0, 0
+    started = time.process_time()
+    for boundary in list(boundaries) + [stream.duration_s]:
+        end = stream.frame_at(boundary)
+        masks.append(device_masks(device, stream.frames[start:end]))
+        start = end
+        if boundary >= stream.duration_s:
+            break
+        if not arm.trains:
+            continue
+        while sampled < len(samples) and samples[sampled] < boundary:
+            i = min(stream.frame_at(samples[sampled]), len(stream.frames) - 1)
+            chw = torch.from_numpy(stream.frames[i]).permute(2, 0, 1).float()
+            session.buffer.add(LabelledFrame(float(stream.times_s[i]), chw,
+                                             torch.from_numpy(labels[i])))
+            sampled += 1
+        result = session.train_phase(float(boundary))
+        packet = wire.decode_update(result.packet, expected_base_sha256=session.space.base_sha256,
+                                    expected_device_id=DEVICE, hmac_key=KEY, limits=limits)
+        guard.accept(packet)
+        device = wire.apply_update(device, session.space.table, packet)
+        row = {"sequence": result.sequence, "time_s": float(boundary),
+               "values": sum(len(p.indices) for p in packet.tensors),
+               "packet_bytes": len(result.packet)}
+        if arm.quantizer is None:
+            row["ams_bytes"] = ams_bytes(session, packet.tensors)
+        else:
+            row["entropy_bound_bytes"] = entropy_bound_bytes(packet.tensors)
+            row["residual_norm"] = session.encoder.residual_norm()
+        updates.append(row)
+    masks_all = np.concatenate(masks)
+    per_frame = frame_mious(masks_all, labels, teacher.num_classes)
+    sizes = [u["ams_bytes" if arm.quantizer is None else "packet_bytes"] for u in updates] or [0]
+    return {"arm": arm.name, "seed": seed, "student_tflite_sha256": session.space.base_sha256.hex(),
+            "miou": float(np.nanmean(per_frame)),
+            "bytes_per_update": float(np.mean(sizes)), "updates": updates,
+            "train_cpu_s": time.process_time() - started}
+
+
+def paired(rows: list[dict], base: str, ours: str) -> dict:
+    by = {(r["arm"], r["seed"]): r for r in rows}
+    seeds = sorted(s for a, s in by if a == ours and (base, s) in by)
+    diff = np.array([by[(ours, s)]["miou"] - by[(base, s)]["miou"] for s in seeds]) * 100
+    ratio = np.array([by[(ours, s)]["bytes_per_update"] / by[(base, s)]["bytes_per_update"]
+                      for s in seeds])
+    out = {"baseline": base, "ours": ours, "seeds": seeds,
+           "miou_diff_points": diff.tolist(), "bytes_ratio": ratio.tolist(),
+           "mean_miou_diff_points": float(diff.mean()) if len(seeds) else None,
+           "mean_bytes_ratio": float(ratio.mean()) if len(seeds) else None}
+    if len(seeds) >= 2:
+        half = stats.t.ppf(0.975, len(seeds) - 1) * diff.std(ddof=1) / math.sqrt(len(seeds))
+        out["miou_diff_ci95_points"] = [float(diff.mean() - half), float(diff.mean() + half)]
+        out["equal_within_0.5"] = bool(-0.5 <= diff.mean() - half and diff.mean() + half <= 0.5)
+    return out
+
+
+def _part(path: Path) -> dict:
+    """A result file, or the row lines a stopped run printed (no per-update details)."""
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    rows = [json.loads(line) for line in path.read_text().splitlines()
+            if line.startswith('{"arm"')]
+    return {"commit": None, "settings": None, "rows": rows,
+            "note": f"rows recovered from {path.name}: the run was stopped after these rows"}
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """One result from several runs (seeds split over processes; arms may differ): the same
+    settings apart from seeds and arms; comparisons recomputed over all rows."""
+    parts = [_part(p) for p in paths]
+    complete = [p for p in parts if p["settings"] is not None]
+    settings = dict(complete[0]["settings"])
+    ignore = ("seeds", "arms")
+    for part in complete[1:]:
+        other = {k: v for k, v in part["settings"].items() if k not in ignore}
+        if other != {k: v for k, v in settings.items() if k not in ignore}:
+            raise SystemExit(f"cannot merge runs with different settings: {other}")
+    rows = [row for part in parts for row in part["rows"]]
+    arms = list(dict.fromkeys(a for part in complete for a in part["settings"]["arms"]))
+    settings.update(seeds=sorted({r["seed"] for r in rows}), arms=arms)
+    result = {**provenance(settings),
+              "runs": [{"file": str(path), "commit": part["commit"],
+                        "seeds": sorted({r["seed"] for r in part["rows"]}),
+                        "arms": list(dict.fromkeys(r["arm"] for r in part["rows"])),
+                        **({"note": part["note"]} if "note" in part else {})}
+                       for path, part in zip(paths, parts)],
+              "frames": complete[0]["frames"],
+              "comparisons": [paired(rows, arms[0], a) for a in arms[1:]], "rows": rows}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["comparisons"], indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--arm", action="append", help="arm spec (repeatable); the first is "
+                        "the baseline. Default: ams_f16:g=0.05 and qdelta:g=0.05,l=1,s=1")
+    parser.add_argument("--iterations", type=int, default=20, help="K per phase")
+    parser.add_argument("--max-frames-per-clip", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", type=Path, nargs="+", help="combine the rows of these result "
+                        "files (runs of the same arms on different seeds) into --out")
+    args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
+    torch.set_num_threads(1)
+    arms = [Arm.parse(a) for a in (args.arm or ["ams_f16:g=0.05", "qdelta:g=0.05,l=1,s=1"])]
+    teacher = load_teacher("selfie", class_names=("background", "person"))
+    stream = load_stream(DEFAULT_VIDEOS, RESOLUTION, args.max_frames_per_clip)
+    labels = np.stack([teacher.labels(f) for f in stream.frames])
+    settings = {"seeds": args.seeds, "arms": [a.name for a in arms], "iterations": args.iterations,
+                "videos": list(DEFAULT_VIDEOS), "max_frames_per_clip": args.max_frames_per_clip,
+                "resolution": list(RESOLUTION), "aspp_channels": ASPP,
+                "pretrain_iterations": PRETRAIN, "t_update_s": T_UPDATE_S,
+                "horizon_s": HORIZON_S, "sample_fps": SAMPLE_FPS, "batch_size": 4,
+                "torch_threads": 1}
+    rows: list[dict] = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:  # interleaved: every arm of a seed before the next seed
+        for arm in arms:
+            row = run_arm(arm, seed, args.iterations, stream, labels, teacher)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "updates"}), flush=True)
+            result = {**provenance(settings), "frames": len(stream.frames),
+                      "comparisons": [paired(rows, arms[0].name, a.name) for a in arms[1:]],
+                      "rows": rows}
+            args.out.write_text(json.dumps(result, indent=1) + "\n")  # after every row
+    print(json.dumps(result["comparisons"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
