@@ -23,6 +23,10 @@ from mobdistill.export.tflite import inspect
 from mobdistill.runtime.engine import run_engine
 from mobdistill.runtime.update_verify import find_verify_tool, run_verify_tool, write_table
 
+# ~25 s on the shared 2-core host, most of it importing ai-edge-quantizer (TensorFlow): above
+# the fast suite's budget, so it runs in make test-full.
+pytestmark = pytest.mark.slow
+
 KEY = b"fp16-device-key"
 DEVICE = bytes(range(16))
 
