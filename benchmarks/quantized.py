@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from provenance import provenance
 
+from mobdistill.errors import MobdistillError
 from mobdistill.export import manifest as mf
 from mobdistill.export.api import quantize_export
 from mobdistill.export.quantize import (
@@ -68,7 +69,13 @@ def make_variants(name: str, manifest: Path, checkpoint: Path | None, work: Path
         # threshold 0: measure every variant; whether it meets the export's default is recorded
         options = QuantizeOptions(mode, verification_frames=frames, teacher=teacher,
                                   calibration_frames=calibration_frames, min_argmax_agreement=0.0)
-        result = quantize_export(manifest, options, out_dir=work / name, checkpoint=checkpoint)
+        try:
+            result = quantize_export(manifest, options, out_dir=work / name,
+                                     checkpoint=checkpoint)
+        except MobdistillError as err:  # recorded, and the variant left out of the timing
+            rows[mode] = {"error": str(err), "quantize_s": round(time.perf_counter() - started, 1)}
+            print(f"{name} {mode}: {err}", flush=True)
+            continue
         check = result.quantization["verification"]
         rows[mode] = {"manifest": str(result.manifest_path),
                       "size_bytes": result.artifacts[0].size_bytes,
@@ -89,7 +96,7 @@ def interleaved_latency(variants: dict[str, dict], frames_path: Path, rounds: in
                         options: EngineOptions, work: Path,
                         ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Per variant, the engine's p50 and min invoke latency (ms) of each round."""
-    names = list(variants)
+    names = [n for n in variants if "error" not in variants[n]]
     p50: dict[str, list[float]] = {n: [] for n in names}
     fastest: dict[str, list[float]] = {n: [] for n in names}
     with LocalDevice(work / "device") as host:
@@ -174,7 +181,7 @@ def main() -> None:
             "float32_manifest": str(manifest), "float32_created_utc": source["created_utc"],
             "host_load_1min": {"before": round(load_before[0], 2),
                                "after": round(os.getloadavg()[0], 2)},
-            "variants": {v: {**variants[v], "latency": latency[v]} for v in variants}}
+            "variants": {v: {**variants[v], "latency": latency.get(v)} for v in variants}}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             **provenance({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()

@@ -320,10 +320,14 @@ def _verify_quantized(job: _Job, options: quant.QuantizeOptions) -> None:
     if job.memory is not None:
         count = max(count, job.memory.queue_length + 2)
     frames = read_frames(video, count, size=job.resolution)
-    check = quant.segmentation_check(
-        TfliteRunner(job.quantization["float_path"]),
-        TfliteRunner(job.stage / f"{job.stem}.tflite"), options.mode, job.specs, job.memory,
-        frames, Path(str(video)).name, options)
+    try:
+        check = quant.segmentation_check(
+            TfliteRunner(job.quantization["float_path"]),
+            TfliteRunner(job.stage / f"{job.stem}.tflite"), options.mode, job.specs, job.memory,
+            frames, Path(str(video)).name, options)
+    except (ValueError, RuntimeError) as err:  # the interpreter refuses the variant
+        raise VerifyError(f"the {options.mode} variant does not run in ai_edge_litert: {err}; "
+                          "nothing was written") from err
     section = quant.quantization_json(options, job.quantization["float_artifact"],
                                       job.quantization["calibration"], check)
     job.quantization = {**job.quantization, "section": section}
