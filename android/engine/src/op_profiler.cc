@@ -98,13 +98,6 @@ class Collector {
   bool after_outer_ = true;
 };
 
-void CollectError(void* errors, const char* format, va_list args) {
-  char buf[512];
-  std::vsnprintf(buf, sizeof(buf), format, args);
-  auto* text = static_cast<std::string*>(errors);
-  *text += (text->empty() ? "" : "; ") + std::string(buf);
-}
-
 // Everything one profiled interpreter needs, freed in reverse order of creation.
 struct Interpreter {
   const TfLiteApi& api;
@@ -131,14 +124,12 @@ Status ProfileOps(const TfLiteApi& api, const std::vector<uint8_t>& model_bytes,
                          " does not export TfLiteInterpreterOptionsSetTelemetryProfiler");
   }
   Collector collector;
-  std::string errors;  // from the TFLite error reporter, appended to failures
   Interpreter it(api);
   it.model = api.ModelCreate(model_bytes.data(), model_bytes.size());
   if (it.model == nullptr) return Status::Error("op profile: TfLiteModelCreate failed");
   it.options = api.OptionsCreate();
   api.OptionsSetNumThreads(it.options, num_threads);
   api.OptionsSetTelemetryProfiler(it.options, collector.table());
-  api.OptionsSetErrorReporter(it.options, &CollectError, &errors);
   pass->delegate = "cpu";
   if (use_xnnpack && api.XNNPackCreate && api.XNNPackOptionsDefault &&
       api.XNNPackOptionsLayoutSafe()) {
@@ -158,7 +149,7 @@ Status ProfileOps(const TfLiteApi& api, const std::vector<uint8_t>& model_bytes,
   std::unique_ptr<TfLiteSignatureRunner, void (*)(TfLiteSignatureRunner*)> owned(
       runner, api.RunnerDelete);
   if (api.RunnerAllocateTensors(runner) != kTfLiteOk) {
-    return Status::Error("op profile (" + pass->delegate + "): AllocateTensors failed: " + errors);
+    return Status::Error("op profile (" + pass->delegate + "): AllocateTensors failed");
   }
   for (const OpProfileInput& input : inputs) {
     TfLiteTensor* tensor = api.RunnerGetInputTensor(runner, input.name.c_str());
