@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("mobdistill.cli.stream_cmd", "AMS / JIT streaming on real clips: engine + mIoU"),
     "sweep": ("mobdistill.cli.sweep_cmd", "latency vs memory queue length (per Q)"),
     "update": ("mobdistill.cli.update_cmd", "verify sparse-update packets against an artifact"),
+    "vos": ("mobdistill.cli.vos_cmd", "MobileVOS distillation training and J&F via the engine"),
 }
 
 
