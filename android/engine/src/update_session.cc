@@ -80,7 +80,7 @@ Status UpdateSession::Start(const Manifest& manifest, std::vector<uint8_t> base,
     update::TensorLocation loc;
     loc.buffer_offset = e.buffer_offset;
     loc.buffer_size = e.buffer_size;
-    loc.dtype = e.dtype == "float32" ? update::DType::kFloat32 : update::DType::kOther;
+    loc.dtype = update::DTypeFromName(e.dtype);  // float16 weights are patched too
     config.table[e.tensor_index] = loc;
   }
   config.max_packet_bytes = update::DecodeLimits::ForTable(config.table).MaxPacketBytes();
