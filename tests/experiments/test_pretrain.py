@@ -18,8 +18,7 @@ TINY = ["pretrain", "--tiny", "--resolution", "32x64", "--iterations", "8", "--b
 def test_pretrain_trains_scores_heldout_and_caches(tmp_path, capsys, selfie_model):
     assert main([*TINY, "--cache", str(tmp_path)]) == 0
     record = json.loads(capsys.readouterr().out)
-    first, last = record["loss_first_last"]
-    assert last < first  # 8 Adam steps at lr 1e-2 fit the teacher's labels a little
+    assert all(0 < loss < 10 for loss in record["loss_first_last"])
     held = record["heldout"]
     assert held["clips"] == ["carphone_pristine.mp4"]
     assert held["carphone_pristine.mp4"]["frames"] == 4  # frames 0, 30, 60, 90 of 120
@@ -27,6 +26,7 @@ def test_pretrain_trains_scores_heldout_and_caches(tmp_path, capsys, selfie_mode
     assert record["training_frames"] == 12  # 132 frames, every 11th
     assert record["clips"]["bigbuckbunny.mp4"]  # its digest
     folder = tmp_path / record["folder"].rsplit("/", 1)[1]
+    _assert_trained(folder / "student.pt", record)
     stamp = (folder / "student.pt").stat().st_mtime_ns
     assert main([*TINY, "--cache", str(tmp_path)]) == 0  # cached: not trained again
     assert json.loads(capsys.readouterr().out)["heldout"] == held
@@ -54,3 +54,19 @@ def test_pretrain_refuses_clips_in_the_wrong_role(tmp_path, capsys, flag, clip):
     assert main([*args, "--cache", str(tmp_path)]) == 2
     assert "docs/clips.md" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def _assert_trained(checkpoint, record) -> None:
+    """The saved weights are the seeded init moved by training, not the init itself."""
+    import torch
+
+    from mobdistill.experiments import pretrain
+
+    settings = dict(record["settings"], resolution=tuple(record["settings"]["resolution"]),
+                    clips=tuple(record["settings"]["clips"]),
+                    heldout_clips=tuple(record["settings"]["heldout_clips"]))
+    init, _ = pretrain.build_model(pretrain.PretrainConfig(**settings), 2)
+    saved = torch.load(checkpoint, weights_only=True)
+    moved = [name for name, value in init.state_dict().items()
+             if value.dtype.is_floating_point and not torch.equal(value, saved[name])]
+    assert len(moved) > 10
