@@ -26,12 +26,13 @@ from typing import Any, Iterator
 import numpy as np
 
 from mobdistill.errors import EngineError
+from mobdistill.experiments import pretrain
 from mobdistill.experiments.clips import load_stream, resolve_clip
 from mobdistill.experiments.config import StreamConfig
 from mobdistill.experiments.replay import private_key_file
 from mobdistill.experiments.report import Scores, StreamResult, build_result, write_logs
 from mobdistill.experiments.simulate import PlannedUpdate, Uplink
-from mobdistill.experiments.student import cache_root, prepare_student
+from mobdistill.experiments.student import prepare_student
 from mobdistill.runtime.engine import FrameTiming, UpdateEvent
 from mobdistill.server.live_store import DeviceRegistry
 from mobdistill.server.teachers import Teacher, load_teacher
@@ -141,7 +142,7 @@ def run_live(config: StreamConfig, *, out_dir: Path, cache: Path | None = None,
     timings: dict[str, float] = {}
     teacher = teacher or load_teacher(config.teacher, class_names=config.teacher_classes,
                                       activation=config.teacher_activation)
-    cache = cache or cache_root()
+    cache = cache or pretrain.cache_root()
     start = time.perf_counter()
     _, manifest_path = prepare_student(config, teacher, cache=cache)
     stream = load_stream(config.videos, config.resolution, config.max_frames_per_clip)

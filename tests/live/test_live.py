@@ -240,9 +240,9 @@ def test_stream_live_reports_what_the_simulation_reports(live_student, tmp_path,
                                                           monkeypatch):
     """`mobdistill stream --live`: the simulated stream's JSON fields, from a live run."""
     from mobdistill.cli import main
-    from mobdistill.experiments import student
+    from mobdistill.experiments import pretrain
 
-    monkeypatch.setattr(student, "cache_root", lambda: live_student[0])
+    monkeypatch.setattr(pretrain, "cache_root", lambda: live_student[0])
     assert main(["stream", "--live", "--video", "carphone_pristine.mp4", "--max-frames", "90",
                  "--resolution", "64x128", "--tiny", "--iterations", "5", "--batch-size", "2",
                  "--t-update", "0.5", "--lr", "0.01", "--pretrain-iterations", "2",
