@@ -45,13 +45,17 @@ class ResumePacket:
 
 
 class LiveSession:
-    """Thread-safe wrapper: ingest (decode + label) and training run in worker threads, each
-    under ``lock``; the asyncio front end only schedules them."""
+    """Thread-safe wrapper: ingest (decode + label) and training run in worker threads; the
+    asyncio front end only schedules them. Training holds ``lock`` for a whole phase (seconds);
+    ingest labels outside it and, while a phase runs, parks its frames in ``pending`` (under
+    its own short lock) instead of waiting, so the device's uplink and acks keep flowing."""
 
     def __init__(self, session: Session, state_path: Path | None,
                  snapshot: dict[str, Any] | None = None) -> None:
         self.session, self.state_path = session, state_path
         self.lock = threading.Lock()
+        self.pending_lock = threading.Lock()
+        self.pending: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, frame, labels)
         self.last_changed = {name: torch.zeros(session.params[name].numel(), dtype=torch.int64)
                              for name in session.space.mappings}
         self.clock_offset_s = 0.0  # session time = device time + offset (monotonic over restarts)
@@ -84,12 +88,25 @@ class LiveSession:
                upload_time_s: float, resolution: tuple[int, int]) -> bool:
         """Decodes and labels one chunk; True when a training phase is due at its upload time."""
         frames = decode_chunk(codec, body, len(times_s), jpeg_sizes, resolution)
-        with self.lock:
-            for t, frame in zip(times_s, frames):
-                self.session.add_frame(self.session_time(t), frame)
+        labelled = [(t, f, self.session.teacher.labels(f)) for t, f in zip(times_s, frames)]
+        with self.pending_lock:
+            self.pending.extend(labelled)
+        if not self.lock.acquire(blocking=False):
+            return False  # a phase is running: its end takes the frames, the next chunk decides
+        try:
+            self._take_pending()
             now = self.session_time(upload_time_s)
             self.last_time_s = max(self.last_time_s, now)
             return self.session.due(now)
+        finally:
+            self.lock.release()
+
+    def _take_pending(self) -> None:
+        """Moves parked frames into the session (caller holds ``lock``)."""
+        with self.pending_lock:
+            parked, self.pending = self.pending, []
+        for t, frame, labels in parked:
+            self.session.add_labelled(self.session_time(t), frame, labels)
 
     def rates(self) -> dict[str, Any]:
         r = self.session.rates
@@ -100,12 +117,14 @@ class LiveSession:
     def train(self, device_time_s: float) -> PhaseOutcome | None:
         """One phase if still due; the new state is on disk before the packet leaves."""
         with self.lock:
+            self._take_pending()
             now = self.session_time(device_time_s)
             if not self.session.due(now):
                 return None
             start = time.perf_counter()
             result = self.session.train_phase(now)
             wall = time.perf_counter() - start
+            self._take_pending()
             self._mark(result.delta, result.sequence)
             self._persist()
             return PhaseOutcome(result.sequence, result.packet, result.num_changed,
@@ -163,6 +182,7 @@ class LiveSession:
         """Everything another trainer needs to continue this session: (its state, persisted
         too, and its labelled frames)."""
         with self.lock:
+            self._take_pending()
             self._persist()
             return self.snapshot(), list(self.session.buffer.items)
 

@@ -281,7 +281,12 @@ class Session:
 
     def add_frame(self, time_s: float, frame: np.ndarray) -> None:
         """Labels one uplinked RGB frame [H, W, 3] and feeds the label-change signal to ASR."""
-        label = torch.from_numpy(self.teacher.labels(frame))
+        self.add_labelled(time_s, frame, self.teacher.labels(frame))
+
+    def add_labelled(self, time_s: float, frame: np.ndarray, labels: np.ndarray) -> None:
+        """`add_frame` with the teacher's labels already made (the live server labels outside
+        the session lock, so uplink never waits for a training phase)."""
+        label = torch.from_numpy(labels)
         if self._last_label is not None:
             self.rates.observe_labels(self._last_label.numpy(), label.numpy(),
                                       self.teacher.num_classes)
