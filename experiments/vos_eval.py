@@ -34,9 +34,10 @@ def _model_inputs(sequence: davis.DavisSequence, size: tuple[int, int],
                   work: Path) -> tuple[Path, Path]:
     """(raw RGB frames at the model's size, raw uint8 first-frame label map) for the engine."""
     h, w = size
-    frames = np.stack([np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR))
+    bilinear = Image.Resampling.BILINEAR
+    frames = np.stack([np.asarray(Image.open(p).convert("RGB").resize((w, h), bilinear))
                        for p in sequence.frames])
-    first = Image.fromarray(sequence.mask(0)).resize((w, h), Image.NEAREST)
+    first = Image.fromarray(sequence.mask(0)).resize((w, h), Image.Resampling.NEAREST)
     (work / "frames.rgb").write_bytes(frames.tobytes())
     (work / "init.mask").write_bytes(np.asarray(first, np.uint8).tobytes())
     return work / "frames.rgb", work / "init.mask"
@@ -59,7 +60,7 @@ def evaluate_sequence(device: Device, manifest_path: Path, sequence: davis.Davis
         raw = np.fromfile(result.output_masks_path, np.uint8).reshape(n - 1, *size)
     height, width = truths[0].shape
     predicted = [truths[0]] + [np.asarray(Image.fromarray(m).resize((width, height),
-                                                                    Image.NEAREST))
+                                                                    Image.Resampling.NEAREST))
                                for m in raw]
     scores = davis.score_sequence(sequence.name, predicted, truths)
     invoke = [f.invoke_us / 1000 for f in result.frames]

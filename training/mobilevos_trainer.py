@@ -47,9 +47,9 @@ def load_clip(name: str, frame_paths: Sequence, mask_paths: Sequence,
         raise ValueError(f"{name}: {len(frame_paths)} frames but {len(mask_paths)} annotations; "
                          "training needs one per frame")
     h, w = resolution
-    frames = [np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR))
+    frames = [np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
               for p in frame_paths]
-    masks = [np.asarray(Image.open(p).resize((w, h), Image.NEAREST)) for p in mask_paths]
+    masks = [np.asarray(Image.open(p).resize((w, h), Image.Resampling.NEAREST)) for p in mask_paths]
     return Clip(name, torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float(),
                 torch.from_numpy(np.stack(masks[:len(frames)]).astype(np.int64)))
 
