@@ -64,9 +64,12 @@ class PretrainConfig:
             raise UsageError("--iterations, --batch-size and --frame-step must be positive")
 
     def key(self, teacher_tag: str) -> str:
-        """The cache folder's name: readable settings and a digest of all of them."""
+        """The cache folder's name: readable settings and a digest of all that shapes the
+        weights. The held-out clips only score them, so they stay out: a server that does not
+        know a device's clips must find the same starting student as the device."""
         h, w = self.resolution
-        digest = hashlib.sha256(json.dumps([FORMAT_VERSION, asdict(self), teacher_tag],
+        shaping = {k: v for k, v in asdict(self).items() if not k.startswith("heldout")}
+        digest = hashlib.sha256(json.dumps([FORMAT_VERSION, shaping, teacher_tag],
                                            sort_keys=True).encode()).hexdigest()[:10]
         return (f"v{FORMAT_VERSION}-{self.model}-{h}x{w}-a{self.aspp_channels}-"
                 f"i{self.iterations}-s{self.seed}-{digest}")

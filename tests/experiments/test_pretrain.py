@@ -33,7 +33,7 @@ def test_pretrain_trains_scores_heldout_and_caches(tmp_path, capsys, selfie_mode
     assert (folder / "student.pt").stat().st_mtime_ns == stamp
 
 
-def test_cache_key_follows_every_setting_and_the_recipe_version(monkeypatch):
+def test_cache_key_follows_every_weight_setting_and_the_recipe_version(monkeypatch):
     from mobdistill.experiments import pretrain
 
     base = pretrain.PretrainConfig()
@@ -42,6 +42,8 @@ def test_cache_key_follows_every_setting_and_the_recipe_version(monkeypatch):
     assert pretrain.PretrainConfig(seed=1).key("selfie") != key
     assert pretrain.PretrainConfig(frame_step=3).key("selfie") != key
     assert base.key("other-teacher") != key
+    # held-out clips only score the weights: a server that does not know them finds the student
+    assert pretrain.PretrainConfig(heldout_clips=("vtest.avi",)).key("selfie") == key
     monkeypatch.setattr(pretrain, "FORMAT_VERSION", pretrain.FORMAT_VERSION + 1)
     assert base.key("selfie") != key
 
