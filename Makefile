@@ -24,8 +24,10 @@ demo: setup engine teacher
 # Two pytest workers (pytest-xdist), each test file on one of them; the expensive session
 # fixtures (tiny exports, the JNI/Kotlin build) are made once and shared (tests/support/shared.py).
 PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= --durations=25
 test: setup engine teacher $(KOTLINC) check
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not phone"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not phone" \
+	  $(PYTEST_ARGS)
 
 test-full: setup engine teacher $(KOTLINC) check
 	$(BIN)/python -m pytest -q -m "not phone"
