@@ -129,17 +129,21 @@ def fitted_jitnet(tmp_path_factory) -> tuple[Path, Path]:
 def test_constant_calibration_frames_fail_verification_and_keep_the_previous_variant(
         fitted_jitnet, tmp_path):
     manifest, checkpoint = fitted_jitnet
-    good = quantize_export(manifest, QuantizeOptions("int8"), out_dir=tmp_path,
-                           checkpoint=checkpoint)
+    # This tiny fitted JITNet's int8 variant agrees on ~0.88 of the pixels with real calibration
+    # (below the 0.95 default); the threshold here sits between that and broken calibration.
+    threshold = 0.85
+    good = quantize_export(manifest, QuantizeOptions("int8", min_argmax_agreement=threshold),
+                           out_dir=tmp_path, checkpoint=checkpoint)
     check = good.quantization["verification"]
     share = check["float32_class_share"]
     assert sum(s > 0.1 for s in share) >= 2, f"the float32 masks hold one class: {share}"
-    assert check["passed"] and check["argmax_agreement"] >= 0.95
+    assert check["passed"] and check["argmax_agreement"] >= threshold
     published = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     gray = write_video(tmp_path.parent / "gray.mp4", np.full((8, 64, 128, 3), 128, np.uint8))
     with pytest.raises(VerifyError, match="int8 variant agrees with the float32 export"):
-        quantize_export(manifest, QuantizeOptions("int8", calibration_video=gray),
+        quantize_export(manifest, QuantizeOptions("int8", calibration_video=gray,
+                                                  min_argmax_agreement=threshold),
                         out_dir=tmp_path, checkpoint=checkpoint)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == published
 
