@@ -15,7 +15,7 @@ DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-1
 KOTLINC := .cache/npm/node_modules/kotlin-compiler/bin/kotlinc
 OUT    ?= out
 
-.PHONY: demo test test-full check setup system-deps engine teacher clean fuzz
+.PHONY: demo test test-full check setup system-deps engine teacher clips clean fuzz
 
 demo: setup engine teacher
 	$(BIN)/mobdistill export --model mobilevos --out $(OUT)/mobilevos
@@ -25,11 +25,11 @@ demo: setup engine teacher
 # fixtures (tiny exports, the JNI/Kotlin build) are made once and shared (tests/support/shared.py).
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?= --durations=25
-test: setup engine teacher $(KOTLINC) check
+test: setup engine teacher clips $(KOTLINC) check
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not phone" \
 	  $(PYTEST_ARGS)
 
-test-full: setup engine teacher $(KOTLINC) check
+test-full: setup engine teacher clips $(KOTLINC) check
 	$(BIN)/python -m pytest -q -m "not phone"
 
 # ruff (pycodestyle, pyflakes, import order) on everything, mypy on the library. The library's
@@ -47,6 +47,11 @@ check: setup
 # The MediaPipe selfie teacher that streaming trains from, fetched once (sha256-checked).
 teacher: setup
 	$(BIN)/python -c "from mobdistill.server.teachers import fetch_selfie_model as f; print(f())"
+
+# Every registry clip with a role (mobdistill/clips.py, docs/clips.md): the Debian opencv-doc
+# ones are downloaded once into the cache (sha256-checked), so no test fetches anything.
+clips: setup
+	$(BIN)/python -c "from mobdistill import clips; print(*(clips.clip_path(n) for n in clips.names()), sep='\n')"
 
 setup: system-deps $(VENV)/.installed
 
