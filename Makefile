@@ -50,8 +50,11 @@ teacher: setup
 
 # Every registry clip with a role (mobdistill/clips.py, docs/clips.md): the Debian opencv-doc
 # ones are downloaded once into the cache (sha256-checked), so no test fetches anything.
+# (apt-get download needs the package lists: a machine that never ran apt-get update gets one.)
+FETCH_CLIPS := $(BIN)/python -c "from mobdistill import clips; \
+  print(*(clips.clip_path(n) for n in clips.names()), sep='\n')"
 clips: setup
-	$(BIN)/python -c "from mobdistill import clips; print(*(clips.clip_path(n) for n in clips.names()), sep='\n')"
+	$(FETCH_CLIPS) || { apt-get update -qq && $(FETCH_CLIPS); }
 
 setup: system-deps $(VENV)/.installed
 
