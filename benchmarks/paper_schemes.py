@@ -2,18 +2,24 @@
 Fig. 5 CDF and the horizon trade-off, each from one run of this script.
 
 Every scheme runs through `mobdistill stream` (`experiments.stream.run_stream`): the server
-simulated in video time, the real engine replaying every frame where a student runs, the
-device-side tracker for Remote+Tracking, masks scored against the selfie teacher with both mIoU
-definitions. Each seed has its own starting student (`mobdistill pretrain` on the pretraining
-clips, seeded; one for all with ``--shared-start``) and its own server sampling; 95 % confidence
-intervals are Student-t over seeds.
-Runs (per seed): none; one-time; remote-tracking (deterministic: run once); JIT at each
-``--jit-thresholds``; AMS at each ``--t-updates`` (paper seconds, time-scaled) with the paper's
-T_horizon 240 s; AMS at T_update 10 s with each other ``--horizons``. Runs go run by run across
-seeds, and the results are rewritten after every run, so a stopped benchmark leaves the first
-runs complete for every seed. Writes ``results/paper_schemes.json`` (commit, clips, settings,
-seeds, every run with its per-frame scores), ``paper_schemes.md`` (the tables),
-``paper_schemes_frontier.png`` and ``paper_schemes_cdf.png``.
+simulated in video time, the real engine replaying every frame where a student runs (each packet
+applied before its simulated arrival frame, ``--update_blocking``, so nothing depends on this
+host's speed), the device-side tracker for Remote+Tracking, masks scored against the selfie
+teacher with both mIoU definitions. Each seed has its own starting student (`mobdistill
+pretrain` on the pretraining clips with that seed, cached; one for all with ``--shared-start``)
+and its own server sampling; 95 % confidence intervals are Student-t over seeds.
+The time scale compresses the server's clock only (T_update, T_horizon, δt, One-Time's 60 s,
+ASR's rates); Remote+Tracking samples 1 fps of video time and JIT's δ counts real frames, so
+their kbit/s are on the video clock, AMS's and One-Time's on the paper's (stream kbit/s ×
+time_scale).
+Runs (per seed, most important first): none; AMS T10 H240; AMS T10 at each other
+``--horizons``; one-time; remote-tracking (deterministic: once, first seed); JIT at each
+``--jit-thresholds``; AMS at the other ``--t-updates`` (paper seconds, time-scaled). Results are
+rewritten after every run, so a stopped benchmark leaves its first runs complete. Seeds may run
+in separate processes (``--out`` each) and be merged with ``--combine``. Writes
+``results/paper_schemes.json`` (commit, engine, clips, settings, seeds, every run with its
+per-frame scores), ``paper_schemes.md`` (the tables), ``paper_schemes_frontier.png`` and
+``paper_schemes_cdf.png``.
 
     .venv/bin/python benchmarks/paper_schemes.py [--seeds 0,1,2,3,4] [--out DIR]
     .venv/bin/python benchmarks/paper_schemes.py --combine A/paper_schemes.json B/...json
@@ -39,28 +45,36 @@ from mobdistill import clips  # noqa: E402
 from mobdistill.experiments.config import StreamConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parents[1] / "out"  # each run's packets and logs (ignored)
 NAME = "paper_schemes"
 # The evaluation stream: carphone, then bikes' street cuts, then vtest's walkers, then carphone
 # again (compressed): a scene that returns, after the short horizon has forgotten it.
 STREAM = ("carphone_pristine.mp4", "bikes.mp4", "vtest.avi", "carphone_distorted.mp4")
 
 
+def engine_binary() -> dict[str, str]:
+    """The engine build that ran: $MOBDISTILL_ENGINE (a fixed copy, so that rebuilds of a shared
+    tree cannot change it mid-run) or the checkout's build, with its SHA-256."""
+    from mobdistill.files import sha256_file
+    from mobdistill.runtime.engine import find_engine
+
+    path = find_engine()
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
 def plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
-    """(run name, StreamConfig overrides), most important first."""
+    """(run name, StreamConfig overrides), most important first: the Table 1 schemes and the
+    horizon pair, then the rest of the Fig. 4 sweeps."""
     t_updates, thresholds = args.t_updates, args.jit_thresholds
-    runs: list[tuple[str, dict[str, Any]]] = [
-        ("none", {"scheme": "none"}),
-        (f"ams T{t_updates[0]:g} H240", {"scheme": "ams", "t_update_paper_s": t_updates[0]}),
-        ("one-time", {"scheme": "one-time"}),
-        ("remote-tracking", {"scheme": "remote-tracking"}),
-    ]
-    runs += [(f"jit {t:g}", {"scheme": "jit", "jit_threshold": t}) for t in thresholds]
-    runs += [(f"ams T{t:g} H240", {"scheme": "ams", "t_update_paper_s": t})
-             for t in t_updates[1:]]
-    runs += [(f"ams T{t_updates[0]:g} H{h:g}", {"scheme": "ams", "t_update_paper_s": t_updates[0],
-                                               "t_horizon_paper_s": h})
-             for h in args.horizons if h != 240]
-    return runs
+    ams = [(f"ams T{t:g} H240", {"scheme": "ams", "t_update_paper_s": t}) for t in t_updates]
+    horizons = [(f"ams T{t_updates[0]:g} H{h:g}",
+                 {"scheme": "ams", "t_update_paper_s": t_updates[0], "t_horizon_paper_s": h})
+                for h in args.horizons if h != 240]
+    jits = [(f"jit {t:g}", {"scheme": "jit", "jit_threshold": t}) for t in thresholds]
+    middle = len(jits) // 2
+    return [("none", {"scheme": "none"}), ams[0], *horizons, ("one-time", {"scheme": "one-time"}),
+            ("remote-tracking", {"scheme": "remote-tracking"}), jits[middle],
+            *jits[:middle], *jits[middle + 1:], *ams[:0:-1]]
 
 
 def stream_config(base: StreamConfig, overrides: dict[str, Any], seed: int) -> StreamConfig:
@@ -235,13 +249,15 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--resolution", default="32x64")
     p.add_argument("--aspp", type=int, default=16, help="ASPP width (paper: 256)")
-    p.add_argument("--time-scale", type=float, default=0.05)
+    p.add_argument("--time-scale", type=float, default=0.04)
     p.add_argument("--iterations", type=int, default=5, help="K (paper: 20)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pretrain-iterations", type=int, default=200)
-    p.add_argument("--max-frames", type=int, default=100, help="frames per clip")
+    p.add_argument("--max-frames", type=int, default=60, help="frames per clip")
     p.add_argument("--t-updates", default="10,20,40", help="AMS T_update sweep, paper seconds")
     p.add_argument("--jit-thresholds", default="0.55,0.7,0.85")
+    p.add_argument("--tracking", action=argparse.BooleanOptionalAction, default=True,
+                   help="run Remote+Tracking (deterministic: once, with the first seed)")
     p.add_argument("--horizons", default="240,60", help="T_horizon values, paper seconds")
     p.add_argument("--shared-start", action="store_true",
                    help="one starting student (pretrain seed 0) for every seed: the CIs then "
@@ -270,23 +286,24 @@ def main() -> None:
                         aspp_channels=args.aspp, time_scale=args.time_scale,
                         iterations=args.iterations, batch_size=args.batch_size,
                         pretrain_iterations=args.pretrain_iterations, num_threads=1,
-                        realtime=True,  # frames at the video's pace: updates can swap in
+                        update_blocking=True,  # swaps at the simulated arrival frame
                         pretrain_seed=0 if args.shared_start else None)
     settings = {**asdict(base), "stream": list(STREAM), "seeds": seeds,
                 "t_updates_paper_s": args.t_updates, "jit_thresholds": args.jit_thresholds,
                 "horizons_paper_s": args.horizons,
                 "returning_scene": "carphone (pristine first, distorted last)"}
-    doc = {**provenance(settings), "clips": {c.name: {"role": c.role.value, "sha256": c.sha256}
-                                             for c in clips.CLIPS if c.name in STREAM},
+    doc = {**provenance(settings), "engine": engine_binary(),
+           "clips": {c.name: {"role": c.role.value, "sha256": c.sha256}
+                     for c in clips.CLIPS if c.name in STREAM},
            "runs": []}
     teacher = get_teacher(base.teacher)
     wanted = set(args.only.split(",")) if args.only else None
     for name, overrides in plan(args):
-        if wanted and name not in wanted:
+        if (wanted and name not in wanted) or (name == "remote-tracking" and not args.tracking):
             continue
         for seed in seeds[:1] if name == "remote-tracking" else seeds:
             config = stream_config(base, overrides, seed)
-            row = measure(name, config, args.out / "runs" / f"{name.replace(' ', '_')}-s{seed}",
+            row = measure(name, config, WORK / NAME / f"{name.replace(' ', '_')}-s{seed}",
                           teacher)
             doc["runs"].append(row)
             print(f"{name} seed {seed}: {row['miou_with_background']:.4f} "

@@ -13,7 +13,7 @@ DEFAULT_VIDEOS = ("carphone_pristine.mp4", "bikes.mp4", "carphone_distorted.mp4"
 # AMS §4.1: T_update 10 s, T_horizon 240 s, δt (ASR/ATR interval) 10 s, K = 20.
 PAPER_T_UPDATE_S, PAPER_T_HORIZON_S, PAPER_DELTA_T_S, PAPER_ITERATIONS = 10.0, 240.0, 10.0, 20
 # One-Time (§4.1): the whole model fine-tuned once on the first 60 s. Remote+Tracking: teacher
-# labels of samples at AMS's maximum sampling rate (1 fps).
+# labels of samples at AMS's maximum sampling rate (1 fps) of the video's own time.
 PAPER_ONE_TIME_S, PAPER_TRACKING_FPS = 60.0, 1.0
 
 
@@ -32,7 +32,8 @@ class StreamConfig:
     teacher_activation: str | None = None
     model: str = "deeplab"
     resolution: tuple[int, int] = (96, 192)
-    aspp_channels: int = 256
+    aspp_channels: int = 256  # DeepLab's ASPP width
+    width_multiplier: float = 0.5  # JITNet's m
     time_scale: float = 0.2
     t_update_s: float | None = None
     t_horizon_s: float | None = None
@@ -43,6 +44,11 @@ class StreamConfig:
     selection: str = "paper"
     value_coding: str = "f16"
     jit_threshold: float = 0.8
+    # JITNet's loss weight inside the teacher's boxes (dilated 15 %); 1: plain cross-entropy
+    jit_box_weight: float = 1.0
+    # JIT with the teacher on the device's machine (JITNet's own setting): nothing crosses a
+    # link, the teacher sees the raw frame and each update applies from its own frame on
+    colocated: bool = False
     uplink_codec: str = "h264"
     uplink_kbps: float = uplink.DEFAULT_BITRATE_KBPS
     link_mbps: float | None = None
@@ -52,6 +58,9 @@ class StreamConfig:
     pretrain_seed: int | None = None  # None: `seed` (each seed its own starting point)
     num_threads: int = 2
     realtime: bool = False
+    # Each packet applied before its arrival frame runs (engine --update_blocking): model versions
+    # per frame follow the simulated clock alone, not how fast this host builds the new model.
+    update_blocking: bool = False
     insecure_updates: bool = False
     seed: int = 0
 
@@ -60,6 +69,8 @@ class StreamConfig:
             raise UsageError(f"--scheme {self.scheme!r} must be one of {', '.join(SCHEMES)}")
         if self.time_scale <= 0:
             raise UsageError(f"--time-scale {self.time_scale} must be positive")
+        if self.colocated and self.scheme != "jit":
+            raise UsageError("--colocated is JIT's setting (--scheme jit)")
         if self.link_mbps is not None and self.link_mbps <= 0:
             raise UsageError(f"--link-mbps {self.link_mbps} must be positive (omit it: no cap)")
 
@@ -83,8 +94,11 @@ class StreamConfig:
 
     @property
     def tracking_fps(self) -> float:
-        """Remote+Tracking's sampling rate: AMS's r_max on the stream clock."""
-        return PAPER_TRACKING_FPS / self.time_scale
+        """Remote+Tracking's sampling rate in frames per second of video time, not scaled: how
+        far the flow must carry a label depends on how much the scene moves between samples,
+        which is the video's own motion per real second (time_scale compresses only the
+        server's clock: T_update, T_horizon, δt, the first 60 s)."""
+        return PAPER_TRACKING_FPS
 
     @property
     def horizon_s(self) -> float:

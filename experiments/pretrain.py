@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +42,8 @@ Progress = Callable[[int, int, float], None]  # (step done, steps, loss)
 class PretrainConfig:
     model: str = "deeplab"
     resolution: tuple[int, int] = (64, 128)
-    aspp_channels: int = 256
+    aspp_channels: int = 256  # DeepLab's ASPP width
+    width_multiplier: float = 0.5  # JITNet's m (the paper's 0.5)
     teacher: str = "selfie"  # its tag (see `student.teacher_tag`) goes into the cache key
     clips: tuple[str, ...] = PRETRAIN_CLIPS
     frame_step: int = 2  # every n-th frame of each clip is labelled and trained on
@@ -68,10 +69,14 @@ class PretrainConfig:
         weights. The held-out clips only score them, so they stay out: a server that does not
         know a device's clips must find the same starting student as the device."""
         h, w = self.resolution
-        shaping = {k: v for k, v in asdict(self).items() if not k.startswith("heldout")}
+        unused = set(MODEL_FIELDS) - set(model_fields(self))  # another model's width knobs
+        shaping = {k: v for k, v in asdict(self).items()
+                   if not k.startswith("heldout") and k not in unused}
         digest = hashlib.sha256(json.dumps([FORMAT_VERSION, shaping, teacher_tag],
                                            sort_keys=True).encode()).hexdigest()[:10]
-        return (f"v{FORMAT_VERSION}-{self.model}-{h}x{w}-a{self.aspp_channels}-"
+        width = (f"a{self.aspp_channels}" if "aspp_channels" in model_fields(self)
+                 else f"m{self.width_multiplier:g}")
+        return (f"v{FORMAT_VERSION}-{self.model}-{h}x{w}-{width}-"
                 f"i{self.iterations}-s{self.seed}-{digest}")
 
 
@@ -91,12 +96,23 @@ def cache_root() -> Path:
     return Path(root) / "pretrained"
 
 
+MODEL_FIELDS = ("aspp_channels", "width_multiplier")  # each model takes the ones it has
+
+
+def model_fields(config: PretrainConfig) -> dict[str, Any]:
+    """The width knobs of `config` that its model's config type has."""
+    from mobdistill.models import registry
+
+    known = {f.name for f in fields(registry.get(config.model).config_type)}
+    return {k: getattr(config, k) for k in MODEL_FIELDS if k in known}
+
+
 def build_model(config: PretrainConfig, num_classes: int) -> tuple[torch.nn.Module, Any]:
     """(the seeded, untrained student, its model config)."""
     from mobdistill.models import registry
 
     entry = registry.get(config.model)
-    model_config = entry.config_type(num_classes=num_classes, aspp_channels=config.aspp_channels)
+    model_config = entry.config_type(num_classes=num_classes, **model_fields(config))
     torch.manual_seed(config.seed)
     return entry.build(model_config), model_config
 

@@ -21,7 +21,8 @@ from mobdistill.experiments import evaluate
 from mobdistill.experiments.clips import Stream
 from mobdistill.experiments.config import StreamConfig
 from mobdistill.experiments.simulate import PlannedUpdate
-from mobdistill.runtime.engine import EngineOptions, FrameTiming, UpdateEvent, run_engine
+from mobdistill.runtime.app_runner import run_benchmark
+from mobdistill.runtime.engine import EngineOptions, FrameTiming, UpdateEvent
 from mobdistill.server.session import UpdateCredentials
 
 
@@ -64,11 +65,11 @@ def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUp
                             num_runs=len(stream.frames), timeout_s=600,
                             run_delay_s=_run_delay(stream, config))
     if not delivered:  # no update source: the engine takes no key either
-        result = run_engine(device, manifest_path, options, frames_path=frames_path,
-                            out_dir=out / "engine", output_masks=True)
+        result = run_benchmark(device, manifest_path, options, frames_path=frames_path,
+                               out_dir=out / "engine", output_masks=True)
     else:
         result = _run_with_updates(device, manifest_path, options, schedule, frames_path, out,
-                                   credentials)
+                                   credentials, config)
     h, w = stream.frames.shape[1:3]
     assert result.output_masks_path is not None  # asked for with output_masks=True
     masks = evaluate.read_masks(result.output_masks_path, len(stream.frames), h, w)
@@ -76,16 +77,18 @@ def replay_engine(stream: Stream, manifest_path: Path, delivered: list[PlannedUp
 
 
 def _run_with_updates(device, manifest_path: Path, options: EngineOptions, schedule: Path,
-                      frames_path: Path, out: Path, credentials: UpdateCredentials):
+                      frames_path: Path, out: Path, credentials: UpdateCredentials,
+                      config: StreamConfig):
     options = replace(options, update_schedule=schedule,
                       update_device_id=credentials.device_id.hex(),
-                      insecure_updates=credentials.insecure)
+                      insecure_updates=credentials.insecure,
+                      update_blocking=config.update_blocking)
     if credentials.hmac_key is None:
-        return run_engine(device, manifest_path, options, frames_path=frames_path,
-                          out_dir=out / "engine", output_masks=True)
+        return run_benchmark(device, manifest_path, options, frames_path=frames_path,
+                             out_dir=out / "engine", output_masks=True)
     with private_key_file(credentials.hmac_key) as key_file:
-        return run_engine(device, manifest_path, replace(options, update_key_file=key_file),
-                          frames_path=frames_path, out_dir=out / "engine", output_masks=True)
+        return run_benchmark(device, manifest_path, replace(options, update_key_file=key_file),
+                             frames_path=frames_path, out_dir=out / "engine", output_masks=True)
 
 
 def _run_delay(stream: Stream, config: StreamConfig) -> float:

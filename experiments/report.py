@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class StreamResult:
     latency: dict[str, Any]
     out_dir: str
     timings_s: dict[str, float]
+    server: dict[str, int] = field(default_factory=dict)  # `simulate.ServerWork`
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,11 @@ def build_result(config: StreamConfig, stream: Stream, scores: Scores,
 
 
 def paper_clock_factor(config: StreamConfig) -> float:
-    """kbit/s on the stream clock -> on the paper's: AMS's intervals and rates, One-Time's
-    60 s and Remote+Tracking's 1 fps are scaled by time_scale, so their rates are too; JIT's δ
-    counts real frames, so its stream rate already is the paper clock's."""
-    return 1.0 if config.scheme == "jit" else config.time_scale
+    """kbit/s on the stream clock -> on the paper's: AMS's intervals and rates and One-Time's
+    60 s are scaled by time_scale, so their rates are too; JIT's δ counts real frames and
+    Remote+Tracking samples 1 fps of video time, so their stream rates already are the paper
+    clock's."""
+    return 1.0 if config.scheme in ("jit", "remote-tracking") else config.time_scale
 
 
 def uplink_summary(config: StreamConfig, stream: Stream, link: Uplink) -> dict[str, Any]:

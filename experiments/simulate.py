@@ -79,6 +79,15 @@ class Uplink:
         return chunk
 
 
+@dataclass
+class ServerWork:
+    """What the teacher and the trainer did: frames the teacher labelled for training and
+    gradient steps taken (JITNet's cost: its speedup counts both)."""
+
+    teacher_frames: int = 0
+    train_steps: int = 0
+
+
 def _transfer_s(num_bytes: int, link_mbps: float | None) -> float:
     return num_bytes * 8 / (link_mbps * 1e6) if link_mbps else 0.0
 
@@ -103,12 +112,14 @@ def server_config(config: StreamConfig) -> ServerConfig:
 def simulate(stream: Stream, student: torch.nn.Module,
              manifest: Mapping[str, Any], teacher: Teacher,
              config: StreamConfig, link: Uplink,
-             credentials: UpdateCredentials) -> list[PlannedUpdate]:
+             credentials: UpdateCredentials,
+             work: ServerWork | None = None) -> list[PlannedUpdate]:
+    work = work if work is not None else ServerWork()
     if config.scheme == "none":
         return []
     if config.scheme == "jit":
-        return simulate_jit(stream, student, manifest, teacher, config, link, credentials)
-    return simulate_ams(stream, student, manifest, teacher, config, link, credentials)
+        return simulate_jit(stream, student, manifest, teacher, config, link, credentials, work)
+    return simulate_ams(stream, student, manifest, teacher, config, link, credentials, work)
 
 
 def one_time_settings(config: StreamConfig) -> StreamConfig:
@@ -121,7 +132,7 @@ def one_time_settings(config: StreamConfig) -> StreamConfig:
 def simulate_ams(stream: Stream, student: torch.nn.Module,
                  manifest: Mapping[str, Any], teacher: Teacher,
                  config: StreamConfig, link: Uplink,
-                 credentials: UpdateCredentials) -> list[PlannedUpdate]:
+                 credentials: UpdateCredentials, work: ServerWork) -> list[PlannedUpdate]:
     """Events in time order: samples at the current ASR rate, an upload (and training phase)
     every T_update, an ASR/ATR evaluation every δt; one-time stops after its first phase."""
     session = Session("stream", student, manifest, teacher, server_config(config),
@@ -139,6 +150,7 @@ def simulate_ams(stream: Stream, student: torch.nn.Module,
             chunk = link.send(stream, buffered)
             for i, frame in zip(buffered, chunk.decoded):
                 session.add_frame(float(stream.times_s[i]), frame)
+            work.teacher_frames += len(buffered)
             buffered = []
         session.tick(now)
         if not uploading:
@@ -150,6 +162,7 @@ def simulate_ams(stream: Stream, student: torch.nn.Module,
         cpu = time.process_time()
         result = session.train_phase(now)
         cpu = time.process_time() - cpu
+        work.train_steps += config.iterations
         server_free = begin + cpu / config.server_speedup
         planned.append(PlannedUpdate(result.sequence, result.packet, result.num_changed, now,
                                      server_free, cpu, result.loss_before, result.loss_after))
@@ -164,35 +177,44 @@ def simulate_ams(stream: Stream, student: torch.nn.Module,
 def simulate_jit(stream: Stream, student: torch.nn.Module,
                  manifest: Mapping[str, Any], teacher: Teacher,
                  config: StreamConfig, link: Uplink,
-                 credentials: UpdateCredentials) -> list[PlannedUpdate]:
+                 credentials: UpdateCredentials, work: ServerWork) -> list[PlannedUpdate]:
     """JIT (Alg. 1) on the server with γ-sparse gradient-guided updates (AMS §4.1)."""
     model = copy.deepcopy(student).eval()
     space = DeployedSpace(manifest, model)
     for name, p in model.named_parameters():
         p.requires_grad_(name in space.mappings)  # what the deployed file cannot hold stays fixed
     distiller = JitDistiller(model, teacher, JitConfig(threshold=config.jit_threshold,
-                                                       gamma=config.gamma, seed=config.seed),
+                                                       gamma=config.gamma,
+                                                       box_weight=config.jit_box_weight,
+                                                       seed=config.seed),
                              trainable=list(space.mappings))
     encoder = PacketEncoder(space, credentials, ValueCoding[config.value_coding.upper()])
     planned: list[PlannedUpdate] = []
     server_free = 0.0
     while (i := distiller.next_teacher_frame) < len(stream.frames):
-        chunk = link.send(stream, [i])
         distiller.index = i  # frames in between run on the device only
-        begin = max(float(stream.times_s[i]) + _transfer_s(chunk.num_bytes, config.link_mbps),
-                    server_free)
+        if config.colocated:  # the teacher sees the frame itself; the update is in time for it
+            frame, begin = stream.frames[i], float(stream.times_s[i])
+        else:
+            chunk = link.send(stream, [i])
+            frame = chunk.decoded[0]
+            begin = max(float(stream.times_s[i])
+                        + _transfer_s(chunk.num_bytes, config.link_mbps), server_free)
         cpu = time.process_time()
-        step = distiller.step(chunk.decoded[0])
+        step = distiller.step(frame)
         if step.delta:
             packet, patches = encoder.encode(step.delta)
             encoder.mirror(distiller.params, patches)
         cpu = time.process_time() - cpu
-        server_free = begin + cpu / config.server_speedup
+        server_free = begin if config.colocated else begin + cpu / config.server_speedup
+        work.teacher_frames += 1
+        work.train_steps += step.updates
         if step.delta:
             planned.append(PlannedUpdate(encoder.sequence, packet,
                                          sum(len(idx) for idx, _ in step.delta.values()),
                                          float(stream.times_s[i]), server_free, cpu))
-    log.info("jit: %d teacher frames, %d packets", distiller.teacher_frames, len(planned))
+    log.info("jit: %d teacher frames, %d steps, %d packets", work.teacher_frames,
+             work.train_steps, len(planned))
     return planned
 
 

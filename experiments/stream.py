@@ -27,7 +27,13 @@ from mobdistill.experiments.report import (
     tracking_downlink,
     write_logs,
 )
-from mobdistill.experiments.simulate import Uplink, deliver, one_time_settings, simulate
+from mobdistill.experiments.simulate import (
+    ServerWork,
+    Uplink,
+    deliver,
+    one_time_settings,
+    simulate,
+)
 from mobdistill.experiments.student import prepare_student
 from mobdistill.experiments.tracking import run_remote_tracking
 from mobdistill.server.session import UpdateCredentials
@@ -59,8 +65,9 @@ def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path 
         stream = load_stream(config.videos, config.resolution, config.max_frames_per_clip)
         labels = np.stack([teacher.labels(f) for f in stream.frames])
     link = Uplink(config.uplink_codec, config.uplink_kbps)
+    work = ServerWork()
     with _timed(timings, "server"):
-        planned = simulate(stream, student, manifest, teacher, config, link, credentials)
+        planned = simulate(stream, student, manifest, teacher, config, link, credentials, work)
         deliver(planned, stream, config.link_mbps)
     for p in planned:
         (out / "packets" / packet_name(p.sequence)).write_bytes(p.packet)
@@ -70,6 +77,7 @@ def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path 
                                                device, credentials)
     scores = Scores.of(masks, labels, teacher.num_classes)
     result = build_result(config, stream, scores, records, events, planned, link, out, timings)
+    result.server = asdict(work)
     write_logs(out, stream, result, records, scores)
     return result
 
@@ -88,6 +96,7 @@ def _run_remote_tracking(config: StreamConfig, out: Path, teacher: Teacher,
     result.downlink = tracking_downlink(config, stream, tracked.downlink_bytes,
                                         len(tracked.sampled))
     result.settings["tracking_flow"] = asdict(tracked.flow)
+    result.server = asdict(ServerWork(teacher_frames=len(tracked.sampled)))
     write_logs(out, stream, result, [], scores)
     return result
 

@@ -35,7 +35,8 @@ def pretrain_config(config: StreamConfig) -> PretrainConfig:
     """What `mobdistill pretrain` runs for this stream's student, held out on the stream's own
     clips."""
     return PretrainConfig(model=config.model, resolution=config.resolution,
-                          aspp_channels=config.aspp_channels, teacher=config.teacher,
+                          aspp_channels=config.aspp_channels,
+                          width_multiplier=config.width_multiplier, teacher=config.teacher,
                           clips=config.pretrain_clips, iterations=config.pretrain_iterations,
                           heldout_clips=config.videos,
                           seed=config.seed if config.pretrain_seed is None

@@ -35,6 +35,8 @@ class JitConfig:
     lr: float = 0.01
     momentum: float = 0.9
     gamma: float = 0.05  # fraction of coordinates one training frame may change
+    box_weight: float = 1.0  # JITNet §3.2: 5, the pixel loss inside the teacher's boxes
+    box_dilation: float = 0.15  # each box's width and height grow by this fraction
     seed: int = 0
 
 
@@ -97,6 +99,8 @@ class JitDistiller:
     def _train_on(self, x: torch.Tensor, target: torch.Tensor, size: tuple[int, int],
                   ) -> tuple[float, int, np.ndarray, SparseDelta]:
         before = {n: self.params[n].detach().clone() for n in self.names}
+        weights = None if self.config.box_weight == 1.0 else torch.from_numpy(
+            box_weights(target[0].numpy(), self.config.box_weight, self.config.box_dilation))
         updates = 0
         while True:
             logits = self._predict(x, size)
@@ -107,7 +111,7 @@ class JitDistiller:
             if updates == 0:
                 self.optimizer.begin_phase()
             self.optimizer.zero_grad()
-            F.cross_entropy(logits, target).backward()
+            _weighted_loss(logits, target, weights).backward()
             self.optimizer.step()
             updates += 1
         if not updates:
@@ -126,3 +130,32 @@ class JitDistiller:
             self.params[name].copy_(value)
         for m in self.optimizer.m:
             m.zero_()
+
+
+def box_weights(labels: np.ndarray, inside: float = 5.0, dilation: float = 0.15) -> np.ndarray:
+    """JITNet's pixel weights (§3.2): ``inside`` within each teacher box, 1 elsewhere. A box is
+    the bounding box of one connected component of one foreground class (label > 0, 8-connected)
+    in the teacher's label map, its width and height grown by ``dilation`` (half on each side,
+    rounded outward to whole pixels), clipped to the frame. The selfie teacher gives no
+    instances, so components stand in for Mask R-CNN's instance boxes."""
+    from scipy import ndimage
+
+    weights = np.ones(labels.shape, np.float32)
+    h, w = labels.shape
+    for cls in np.unique(labels[labels > 0]):
+        components, _ = ndimage.label(labels == cls, structure=np.ones((3, 3), bool))
+        for rows, cols in ndimage.find_objects(components):
+            grow_y = dilation * (rows.stop - rows.start) / 2
+            grow_x = dilation * (cols.stop - cols.start) / 2
+            y0, y1 = max(0, int(rows.start - grow_y)), min(h, int(np.ceil(rows.stop + grow_y)))
+            x0, x1 = max(0, int(cols.start - grow_x)), min(w, int(np.ceil(cols.stop + grow_x)))
+            weights[y0:y1, x0:x1] = inside
+    return weights
+
+
+def _weighted_loss(logits: torch.Tensor, target: torch.Tensor,
+                   weights: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy, each pixel's term times its weight, averaged over pixels."""
+    if weights is None:
+        return F.cross_entropy(logits, target)
+    return (F.cross_entropy(logits, target, reduction="none") * weights).mean()

@@ -130,6 +130,29 @@ class TFLiteTeacher(Teacher):
         return _as_probabilities(out.permute(0, 3, 1, 2), self.activation)
 
 
+def tflite_flops(teacher: TFLiteTeacher) -> int:
+    """FLOPs of one invoke (convolutions, transposed convolutions and fully connected layers,
+    2 per MAC, as `models.complexity` counts the students), from the graph's tensor shapes."""
+    interpreter = teacher.interpreter
+    shapes = {d["index"]: [int(v) for v in d["shape"]] for d in interpreter.get_tensor_details()}
+    total = 0
+    for op in interpreter._get_ops_details():  # noqa: SLF001 (no public op listing)
+        name = op["op_name"]
+        inputs = [shapes.get(i, []) for i in op["inputs"] if i >= 0]
+        out = int(np.prod(shapes[op["outputs"][0]]))
+        if name == "CONV_2D":  # filter [out_c, kh, kw, in_c]
+            total += 2 * out * int(np.prod(inputs[1][1:]))
+        elif name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, out_c]
+            total += 2 * out * inputs[1][1] * inputs[1][2]
+        elif name == "FULLY_CONNECTED":  # weights [out_features, in_features]
+            total += 2 * out * inputs[1][1]
+        elif name in ("TRANSPOSE_CONV", "Convolution2DTransposeBias"):
+            # each input element meets kh·kw·out_c weights; filter [out_c, kh, kw, in_c]
+            source = inputs[2] if name == "TRANSPOSE_CONV" else inputs[0]
+            total += 2 * int(np.prod(source)) * int(np.prod(inputs[1][:3]))
+    return total
+
+
 class OnnxTeacher(Teacher):
     """An ONNX model taking NCHW RGB in [0, 255] at ``input_size`` and returning [1, C, h, w]."""
 

@@ -8,11 +8,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from mobdistill.cli.options import add_device_options, open_device
 from mobdistill.errors import UsageError
+
+STREAM_MODELS = ("deeplab", "jitnet")  # stateless students the engine can update
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="deeplab", help="student (deeplab)")
+    parser.add_argument("--model", default="deeplab", choices=STREAM_MODELS,
+                        help="student: deeplab (AMS's) or jitnet (JITNet's, m=0.5)")
     parser.add_argument("--video", help="clip names or paths, comma-separated (default: "
                         "carphone_pristine.mp4,bikes.mp4,carphone_distorted.mp4)")
     parser.add_argument("--teacher", default="selfie",
@@ -32,6 +36,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "flow on the device (no student); jit; ams (default)")
     parser.add_argument("--jit-threshold", type=float,
                         help="JIT's target mIoU (0.8; the paper swept 0.55-0.85)")
+    parser.add_argument("--jit-box-weight", type=float,
+                        help="JIT's pixel loss weight inside the teacher's boxes dilated 15 %% "
+                             "(JITNet's 5; default 1: plain cross-entropy)")
+    parser.add_argument("--colocated", action="store_true",
+                        help="JIT with the teacher beside the student (JITNet's setting): no "
+                             "link, each update applies from its own frame on")
     parser.add_argument("--gamma", type=float,
                         help="fraction of parameters per update, AMS and JIT (0.05)")
     parser.add_argument("--t-update", type=float, help="seconds between updates, also the "
@@ -41,14 +51,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-scale", type=float,
                         help="AMS's clock -> stream clock (0.2); JIT's δ counts real frames")
     parser.add_argument("--resolution", help="HEIGHTxWIDTH of the student (96x192)")
-    parser.add_argument("--tiny", action="store_true", help="ASPP width 16 (tests, smoke runs)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="ASPP width 16 / JITNet m=0.0625 (tests, smoke runs)")
     parser.add_argument("--iterations", type=int,
                         help="K Adam iterations per update (the paper's 20; fewer only to go "
                              "faster, e.g. smoke runs)")
     parser.add_argument("--batch-size", type=int, help="frames per training mini-batch")
     parser.add_argument("--lr", type=float, help="the server's Adam learning rate (the paper's "
                         "1e-3)")
-    parser.add_argument("--value-coding", choices=("f16", "q8", "f32"))
+    parser.add_argument("--value-coding", choices=("f16", "q8", "f32", "qdelta"))
     parser.add_argument("--uplink", choices=("h264", "jpeg"), help="uplink frame coding")
     parser.add_argument("--link-mbps", type=float,
                         help="cap the downlink at this rate (default: no cap, as the papers "
@@ -62,6 +73,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "pretraining clip, docs/clips.md)")
     parser.add_argument("--seed", type=int, help="starting point and server sampling (0)")
     parser.add_argument("--realtime", action="store_true", help="pace frames at the video rate")
+    parser.add_argument("--update-blocking", action="store_true",
+                        help="apply each packet before its arrival frame runs (deterministic "
+                             "model versions per frame, for experiments)")
     parser.add_argument("--insecure-updates", action="store_true",
                         help="send unauthenticated packets and let the engine accept them "
                              "(default: a fresh per-run key and device id)")
@@ -69,6 +83,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="AMS against a live `mobdistill serve` process, the host client "
                              "playing the clips in real time through the engine's facade "
                              "(docs/protocol.md); same JSON plus a `live` section")
+    parser.add_argument("--runner", choices=("engine", "app"), default="engine",
+                        help="engine: the mobdistill-engine binary replays the packets on their "
+                             "frames (default); app: inside the harness app on --device, packets "
+                             "delivered into its update folder while it runs (use --realtime, "
+                             "so they land at their frames; docs/android.md)")
+    parser.add_argument("--apk", type=Path, help="harness APK for --runner app (default: the "
+                        "Gradle debug build if built); installed when missing or different")
+    add_device_options(parser)
     parser.add_argument("--out", type=Path, default=Path("out/stream"), help="packets, logs, JSON")
     parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     parser.set_defaults(func=run)
@@ -80,7 +102,7 @@ _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
         "value_coding": "value_coding", "uplink": "uplink_codec", "link_mbps": "link_mbps",
         "server_speedup": "server_speedup", "max_frames": "max_frames_per_clip",
         "pretrain_iterations": "pretrain_iterations", "seed": "seed",
-        "jit_threshold": "jit_threshold",
+        "jit_threshold": "jit_threshold", "jit_box_weight": "jit_box_weight",
         "teacher_activation": "teacher_activation"}
 
 
@@ -88,8 +110,6 @@ def config_from_args(args: argparse.Namespace):
     from mobdistill.experiments.config import StreamConfig
     from mobdistill.models.registry import parse_resolution
 
-    if args.model != "deeplab":
-        raise UsageError(f"--model {args.model}: streaming supports deeplab only")
     kw = {dest: getattr(args, src) for src, dest in _MAP.items() if getattr(args, src) is not None}
     if args.video:
         kw["videos"] = tuple(v.strip() for v in args.video.split(",") if v.strip())
@@ -101,9 +121,11 @@ def config_from_args(args: argparse.Namespace):
     if args.resolution:
         kw["resolution"] = parse_resolution(args.resolution)
     if args.tiny:
-        kw["aspp_channels"] = 16
+        kw["aspp_channels" if args.model == "deeplab" else "width_multiplier"] = (
+            16 if args.model == "deeplab" else 0.0625)
     return StreamConfig(scheme=args.scheme, teacher=args.teacher, model=args.model,
-                        realtime=args.realtime, insecure_updates=args.insecure_updates, **kw)
+                        realtime=args.realtime, update_blocking=args.update_blocking,
+                        colocated=args.colocated, insecure_updates=args.insecure_updates, **kw)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--live runs AMS only (--scheme ams)")
         result, extra["live"] = run_live(config_from_args(args), out_dir=args.out)
     else:
-        result = run_stream(config_from_args(args), out_dir=args.out)
+        with open_device(args) as device:
+            result = run_stream(config_from_args(args), out_dir=args.out,
+                                device=_target(args, device))
     if args.json:
         print(json.dumps({**asdict(result), **extra}, indent=1))
     else:
@@ -130,6 +154,15 @@ def run(args: argparse.Namespace) -> int:
               + (f", {down['packets_late']} late" if down["packets_late"] else "")
               + f"; logs in {result.out_dir}")
     return 0
+
+
+def _target(args: argparse.Namespace, device):
+    """The device, or the harness app on it (--runner app)."""
+    if args.runner != "app":
+        return device
+    from mobdistill.runtime.app_runner import AppTarget, default_apk
+
+    return AppTarget(device, default_apk(args.apk))
 
 
 def _fmt(value: float | None) -> str:

@@ -43,3 +43,18 @@ def test_flow_window_scales_with_width_and_labels_must_match_the_frame():
         tracker.track(np.zeros((4, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="do not match"):
         tracker.reset(np.zeros((4, 8, 3), np.uint8), np.zeros((4, 7), np.uint8))
+
+
+@pytest.mark.parametrize("time_scale", [1.0, 0.2, 0.05])
+def test_tracker_samples_one_frame_per_second_of_video_time_at_any_time_scale(time_scale):
+    """Remote+Tracking's 1 fps is of the video's own time: the server clock's scale does not
+    make it sample more often (flow must bridge a real second of motion, as in the paper)."""
+    from mobdistill.experiments.clips import Stream
+    from mobdistill.experiments.config import StreamConfig
+    from mobdistill.experiments.tracking import sampled_frames
+
+    # 25 fps for 2 s, then a 10 fps clip for 1.5 s (stream times as `load_stream` stamps them)
+    times = np.concatenate([np.arange(50) / 25, 2 + np.arange(15) / 10])
+    stream = Stream(np.zeros((65, 2, 2, 3), np.uint8), times, ["a"] * 50 + ["b"] * 15, 3.5)
+    config = StreamConfig(scheme="remote-tracking", time_scale=time_scale)
+    assert sampled_frames(stream, config.tracking_fps) == [0, 25, 50, 60]  # 0, 1, 2, 3 s

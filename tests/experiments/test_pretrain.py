@@ -44,6 +44,15 @@ def test_cache_key_follows_every_weight_setting_and_the_recipe_version(monkeypat
     assert base.key("other-teacher") != key
     # held-out clips only score the weights: a server that does not know them finds the student
     assert pretrain.PretrainConfig(heldout_clips=("vtest.avi",)).key("selfie") == key
+    # each model's own width knob counts, the other model's does not
+    assert pretrain.PretrainConfig(aspp_channels=16).key("selfie") != key
+    assert pretrain.PretrainConfig(width_multiplier=0.25).key("selfie") == key
+    jitnet = pretrain.PretrainConfig(model="jitnet")
+    assert jitnet.key("selfie").startswith(f"v{pretrain.FORMAT_VERSION}-jitnet-64x128-m0.5-")
+    assert pretrain.PretrainConfig(model="jitnet", width_multiplier=0.25).key("selfie") != \
+        jitnet.key("selfie")
+    assert pretrain.PretrainConfig(model="jitnet", aspp_channels=16).key("selfie") == \
+        jitnet.key("selfie")
     monkeypatch.setattr(pretrain, "FORMAT_VERSION", pretrain.FORMAT_VERSION + 1)
     assert base.key("selfie") != key
 

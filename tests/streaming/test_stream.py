@@ -133,11 +133,13 @@ def test_jit_threshold_sets_how_often_it_trains(run_cli, tmp_path):
 
 
 def test_remote_tracking_runs_no_student_and_sends_labels_down(run_cli, tmp_path):
-    """Remote+Tracking: JPEG samples up at 1 fps / time-scale, zlib label maps down, tracked on
-    the device side; no engine, no packets. Close to the teacher on a 2 s talking-head clip."""
-    result = run_cli("remote-tracking", tmp_path, "--time-scale", "1")
+    """Remote+Tracking: JPEG samples up at 1 fps of video time (whatever the server clock's
+    time scale), zlib label maps down, tracked on the device side; no engine, no packets. Close
+    to the teacher on a 2 s talking-head clip."""
+    result = run_cli("remote-tracking", tmp_path, "--time-scale", "0.05")
     assert result["frames"] == 60 and result["latency"]["all"]["count"] == 0
     assert result["uplink"]["codec"] == "jpeg" and result["uplink"]["frames"] == 2  # 0 s, 1 s
+    assert result["uplink"]["kbit_s_paper_clock"] == result["uplink"]["kbit_s"]  # video clock
     assert result["downlink"]["label_maps"] == 2 and result["downlink"]["bytes"] > 0
     assert result["updates"] == []
     assert result["settings"]["tracking_flow"]["window"] == 8  # 64 x 128 / 1024
@@ -302,3 +304,27 @@ def test_bring_your_own_teacher_file(tmp_path, selfie_model):
         teachers.load_teacher(f"{script}:missing")
     with pytest.raises(Exception, match="neither a built-in"):
         teachers.load_teacher(str(tmp_path / "absent.onnx"))
+
+
+@pytest.mark.slow  # a JITNet export: ~40 CPU-s
+def test_jitnet_streams_colocated_with_box_weighted_updates_from_their_own_frame(
+        selfie_model, capsys, tmp_path):
+    """JITNet through the same machinery (pretrain, export, server, packets, engine), co-located
+    as in JITNet's paper: the teacher runs on frames 0, 8, 16 (δ_min, threshold 0.99 unmet),
+    nothing crosses a link, and each update is the model of its own teacher frame on."""
+    assert main(["stream", "--model", "jitnet", "--tiny", "--scheme", "jit", "--colocated",
+                 "--jit-threshold", "0.99", "--jit-box-weight", "5", "--gamma", "1",
+                 "--update-blocking", "--video", "carphone_pristine.mp4", "--max-frames", "24",
+                 "--resolution", "32x64", "--pretrain-iterations", "2",
+                 "--pretrain-clips", "bigbuckbunny.mp4", "--out", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["settings"]["model"] == "jitnet" and result["settings"]["jit_box_weight"] == 5
+    assert result["server"]["teacher_frames"] == 3 and result["server"]["train_steps"] >= 3
+    assert result["uplink"]["bytes"] == 0
+    arrivals = [u["arrival_frame"] for u in result["updates"]]
+    assert arrivals and set(arrivals) <= {0, 8, 16}
+    assert result["downlink"]["packets_applied"] == len(arrivals)
+    versions = [int(line.split(",")[3]) for line in
+                (tmp_path / "frames.csv").read_text().splitlines()[1:]]
+    for k, frame in enumerate(arrivals, start=1):
+        assert versions[frame] == k  # applied before its own frame ran

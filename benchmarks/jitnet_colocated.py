@@ -1,0 +1,180 @@
+"""JITNet's own experiment (Mullapudi et al., Table 2): online distillation with the teacher
+beside the student, at the paper's thresholds 0.7 / 0.8 / 0.9.
+
+Each run is `mobdistill stream --model jitnet --scheme jit --colocated`: JITNet (m = 0.5, its
+own pretrained start per seed) streamed through the same machinery as the AMS schemes (server
+code, sparse packets, the real engine replaying every frame, updates applied before their own
+frame with ``--update_blocking``), trained as the paper trains it: every layer (γ = 1), SGD
+momentum 0.9, lr 0.01, u_max 8, δ 8..64, the pixel loss 5× inside the teacher's boxes dilated by
+15 % (boxes of the teacher mask's connected components). Reported per threshold, 95 % CIs over
+seeds: mIoU over the foreground classes (JITNet's) and with background, the fraction of frames
+the teacher ran on, and the speedup over running the teacher on every frame, counted in FLOPs
+(convolutions and matrix multiplies, 2 per MAC): N·F_teacher / (N·F_student + T·F_teacher +
+S·4·F_student), T teacher frames, S gradient steps (forward + backward ≈ 3 forwards, plus the
+re-check forward). Times are not measured: this shared host's clock says nothing about either
+model. The teacher is the selfie segmenter: it is cheaper than JITNet, the opposite of the
+paper's Mask R-CNN (benchmarks/README.md says what that means for the speedup).
+
+    .venv/bin/python benchmarks/jitnet_colocated.py [--seeds 0,1,2,3,4] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paper_schemes import STREAM, ci95, engine_binary  # noqa: E402
+from provenance import provenance  # noqa: E402
+
+from mobdistill import clips  # noqa: E402
+from mobdistill.experiments.config import StreamConfig  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parents[1] / "out"  # each run's packets and logs (ignored)
+NAME = "jitnet_colocated"
+STEP_COST = 4  # one gradient step in student forwards: forward + backward (≈ 2) + re-check
+
+
+def speedup(frames: int, teacher_frames: int, steps: int, teacher_flops: float,
+            student_flops: float) -> float:
+    """Teacher on every frame vs the student on every frame plus teacher frames and training."""
+    cost = (frames * student_flops + teacher_frames * teacher_flops
+            + steps * STEP_COST * student_flops)
+    return frames * teacher_flops / cost
+
+
+def student_flops(config: StreamConfig, num_classes: int) -> int:
+    from mobdistill.models import complexity, registry
+
+    entry = registry.get(config.model)
+    model_config = entry.config_type(num_classes=num_classes,
+                                     width_multiplier=config.width_multiplier)
+    return complexity.signature_flops(entry, model_config, *config.resolution)["serving_default"]
+
+
+def measure(name: str, config: StreamConfig, out: Path, teacher, flops: dict[str, float],
+            ) -> dict[str, Any]:
+    from mobdistill.experiments.stream import run_stream
+
+    r = run_stream(config, out_dir=out, teacher=teacher)
+    teacher_frames, steps = r.server.get("teacher_frames", 0), r.server.get("train_steps", 0)
+    return {"run": name, "seed": config.seed, "scheme": config.scheme,
+            "jit_threshold": config.jit_threshold if config.scheme == "jit" else None,
+            "box_weight": config.jit_box_weight,
+            "miou_foreground": r.miou_foreground["mean"],
+            "miou_with_background": r.miou_with_background["mean"],
+            "frames": r.frames, "frames_foreground_scored": r.miou_foreground["frames_scored"],
+            "teacher_frames": teacher_frames, "train_steps": steps,
+            "teacher_fraction": teacher_frames / r.frames,
+            "packets_applied": r.downlink["packets_applied"],
+            "speedup_flops": speedup(r.frames, teacher_frames, steps, flops["teacher"],
+                                     flops["student"]) if config.scheme == "jit" else None}
+
+
+def summarize(runs: list[dict]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["run"] for r in runs):
+        group = [r for r in runs if r["run"] == name]
+        row: dict[str, Any] = {"seeds": sorted(r["seed"] for r in group)}
+        for key in ("miou_foreground", "miou_with_background", "teacher_fraction",
+                    "speedup_flops"):
+            values = [r[key] for r in group if r[key] is not None]
+            if values:
+                mean, half = ci95(values)
+                row[key] = {"mean": round(mean, 4),
+                            "ci95": None if half is None else round(half, 4)}
+        out[name] = row
+    return out
+
+
+def _cell(row: dict, key: str, scale: float = 100, digits: int = 1, suffix: str = "") -> str:
+    cell = row.get(key)
+    if cell is None:
+        return ""
+    text = f"{scale * cell['mean']:.{digits}f}{suffix}"
+    return text if cell["ci95"] is None else f"{text} ± {scale * cell['ci95']:.{digits}f}"
+
+
+def write_outputs(doc: dict[str, Any], out: Path) -> None:
+    doc["summary"] = summary = summarize(doc["runs"])
+    (out / f"{NAME}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    f = doc["flops"]
+    lines = [f"# {NAME}: commit {doc['commit']}", "",
+             f"JITNet m={doc['settings']['width_multiplier']:g} at "
+             f"{'x'.join(map(str, doc['settings']['resolution']))}, teacher "
+             f"{doc['settings']['teacher']} ({f['teacher'] / 1e6:.1f} MFLOP/frame vs the "
+             f"student's {f['student'] / 1e6:.1f}). Stream: {', '.join(doc['settings']['stream'])}."
+             " Mean ± 95 % CI (Student-t over seeds).", "",
+             "| run | seeds | mIoU foreground (%) | mIoU with background (%) | teacher frames (%) "
+             "| speedup (FLOPs) |", "|---|---|---|---|---|---|"]
+    for name, row in summary.items():
+        lines.append(f"| {name} | {len(row['seeds'])} | {_cell(row, 'miou_foreground')} | "
+                     f"{_cell(row, 'miou_with_background')} | {_cell(row, 'teacher_fraction')} | "
+                     f"{_cell(row, 'speedup_flops', 1, 2, '×')} |")
+    (out / f"{NAME}.md").write_text("\n".join(lines) + "\n")
+
+
+def plan(thresholds: list[float]) -> list[tuple[str, dict[str, Any]]]:
+    runs: list[tuple[str, dict[str, Any]]] = [("none", {"scheme": "none"})]
+    runs += [(f"jitnet {t:g}", {"scheme": "jit", "jit_threshold": t}) for t in thresholds]
+    runs.append((f"jitnet {thresholds[1]:g} unweighted",
+                 {"scheme": "jit", "jit_threshold": thresholds[1], "jit_box_weight": 1.0}))
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--resolution", default="64x128")
+    p.add_argument("--width", type=float, default=0.5, help="JITNet's m (paper: 0.5)")
+    p.add_argument("--pretrain-iterations", type=int, default=200)
+    p.add_argument("--max-frames", type=int, default=100, help="frames per clip")
+    p.add_argument("--thresholds", default="0.7,0.8,0.9")
+    p.add_argument("--only", help="run names to run, comma-separated (default: all)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    from mobdistill.models.registry import parse_resolution
+    from mobdistill.server.teachers import get_teacher, tflite_flops
+
+    base = StreamConfig(scheme="jit", model="jitnet", videos=STREAM,
+                        max_frames_per_clip=args.max_frames,
+                        resolution=parse_resolution(args.resolution),
+                        width_multiplier=args.width, colocated=True, gamma=1.0,
+                        jit_box_weight=5.0, pretrain_iterations=args.pretrain_iterations,
+                        num_threads=1, update_blocking=True)
+    teacher = get_teacher(base.teacher)
+    flops = {"teacher": float(tflite_flops(teacher)),
+             "student": float(student_flops(base, teacher.num_classes))}
+    settings = {**asdict(base), "stream": list(STREAM), "seeds": seeds,
+                "thresholds": thresholds, "step_cost_forwards": STEP_COST}
+    doc = {**provenance(settings), "engine": engine_binary(),
+           "clips": {c.name: {"role": c.role.value, "sha256": c.sha256}
+                     for c in clips.CLIPS if c.name in STREAM},
+           "flops": flops, "runs": []}
+    wanted = set(args.only.split(",")) if args.only else None
+    for name, overrides in plan(thresholds):
+        if wanted and name not in wanted:
+            continue
+        for seed in seeds:
+            kw = {**overrides, "seed": seed}
+            if kw["scheme"] == "none":
+                kw["colocated"] = False
+            row = measure(name, replace(base, **kw),
+                          WORK / NAME / f"{NAME}-{name.replace(' ', '_')}-s{seed}",
+                          teacher, flops)
+            doc["runs"].append(row)
+            print(f"{name} seed {seed}: fg {row['miou_foreground']} teacher "
+                  f"{row['teacher_fraction']:.3f} speedup {row['speedup_flops']}", flush=True)
+            write_outputs(doc, args.out)
+
+
+if __name__ == "__main__":
+    main()
