@@ -45,7 +45,12 @@ from mobdistill.export.verify import (
     run_frames,
 )
 from mobdistill.models import registry
-from mobdistill.models.spec import MemoryQueueSpec, ModelEntry, SignatureSpec
+from mobdistill.models.spec import (
+    KeyframeScheduleSpec,
+    MemoryQueueSpec,
+    ModelEntry,
+    SignatureSpec,
+)
 from mobdistill.video import DEFAULT_CLIP, iter_frames, read_frames
 
 FORMATS = ("tflite", "onnx")
@@ -91,6 +96,7 @@ class _Job:
     stem: str
     specs: tuple[SignatureSpec, ...]
     memory: MemoryQueueSpec | None
+    schedule: KeyframeScheduleSpec | None = None
     artifacts: list[dict] = field(default_factory=list)
     parameter_map: dict = field(default_factory=lambda: {
         "status": "not_exported", "entries": [], "unmapped": []})
@@ -136,13 +142,17 @@ def export_model(
         config = registry.configure(entry, tiny=tiny, **(overrides or {}))
     height, width = resolution or (entry.tiny_resolution if tiny else entry.default_resolution)
     registry.check_resolution(entry, height, width)
+    schedule = entry.schedule(config)
+    if quantize is not None and schedule is not None:
+        raise UsageError(f"--quantize does not support {entry.name} yet: its carried state "
+                         "would be quantized across frames unchecked; export it in float32")
     model = entry.build(config).eval()
     if checkpoint is not None:
         load_checkpoint(model, Path(checkpoint))
     out_dir = Path(out_dir)
     with _staging(out_dir) as stage:
         job = _Job(entry, config, (height, width), model, stage, entry.name,
-                   entry.signatures(config, height, width), entry.memory(config))
+                   entry.signatures(config, height, width), entry.memory(config), schedule)
         steps = _steps(formats, verify, video, tolerance, quantize)
         manifest_path = _run_steps(job, steps, progress, out_dir)
     return _result(job, manifest_path)
@@ -171,6 +181,9 @@ def quantize_export(
                          "against a verified float32 export only")
     _check_quantize(options, ("tflite",), True)
     entry = registry.get(source.model_name)
+    if source.schedule is not None:
+        raise UsageError(f"--quantize does not support {entry.name} yet: its carried state "
+                         "would be quantized across frames unchecked")
     config = entry.config_type(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in source["model"]["config"].items()})
     height, width = source.resolution
@@ -347,14 +360,18 @@ def _export_onnx(job: _Job) -> None:
 
 
 def _verify(job: _Job, video: str | Path, tolerance: Tolerance) -> None:
-    specs, memory = job.specs, job.memory
+    specs, memory, schedule = job.specs, job.memory, job.schedule
     count = 3 if memory is None else max(4, memory.queue_length + 2)
+    if schedule is not None:  # keyframe, delta frames, the next keyframe and a delta after it
+        count = schedule.period + 2
     frames = read_frames(video, count, size=job.resolution)
-    reference = run_frames(TorchRunner(signature_modules(job.model, specs)), specs, memory, frames)
+    reference = run_frames(TorchRunner(signature_modules(job.model, specs)), specs, memory, frames,
+                           schedule=schedule)
     report = VerifyReport(str(Path(str(video)).name), count, tolerance)
     for fmt, runner in _runners(job):
-        report.results.extend(compare(fmt, reference, run_frames(runner, specs, memory, frames),
-                                      specs, tolerance))
+        report.results.extend(compare(
+            fmt, reference, run_frames(runner, specs, memory, frames, schedule=schedule),
+            specs, tolerance))
     job.verification = report
     if not report.passed:
         worst = max(report.failures(), key=lambda c: c.max_abs_err)
@@ -391,6 +408,7 @@ def _manifest(job: _Job) -> dict[str, Any]:
                    "class_names": _class_names(job.memory is not None, classes),
                    "layout": "NHWC", "activation": "none"},
         "memory": mf.memory_json(job.memory),
+        **({"schedule": mf.schedule_json(job.schedule)} if job.schedule else {}),
         "verification": (job.verification.to_json() if job.verification
                          else job.inherited_verification),
         "tool_versions": mf.tool_versions(),

@@ -54,6 +54,18 @@ def memory_json(memory) -> dict[str, Any] | None:
             "carry": [{"output": o, "input": i} for o, i in memory.carry]}
 
 
+SCHEDULE_KIND = "keyframe_delta"
+SCHEDULE_VERSION = 1
+
+
+def schedule_json(schedule) -> dict[str, Any]:
+    """The `schedule` section of a delta-distilled model (docs/manifest.md)."""
+    return {"kind": SCHEDULE_KIND, "version": SCHEDULE_VERSION, "period": schedule.period,
+            "keyframe_signature": schedule.keyframe_signature,
+            "delta_signature": schedule.delta_signature,
+            "carry": [{"output": o, "input": i} for o, i in schedule.carry]}
+
+
 def preprocessing_json(pre) -> dict[str, Any]:
     return {"channel_order": pre.channel_order, "input_range": list(pre.input_range),
             "dtype": "float32", "normalization": "in_graph",
@@ -94,6 +106,40 @@ def validate(manifest: dict[str, Any]) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ManifestError(f"invalid manifest at {where}: {error.message}")
+    if manifest.get("schedule") is not None:
+        _check_schedule(manifest)
+
+
+def _check_schedule(manifest: dict[str, Any]) -> None:
+    """What the schema cannot say: the schedule's signatures and carried tensors exist and fit."""
+    schedule = manifest["schedule"]
+    if manifest["memory"] is not None:
+        raise ManifestError("invalid manifest: a model has a memory queue or a keyframe schedule, "
+                            "not both")
+    signatures = {s["name"]: s for s in manifest["signatures"]}
+    names = (schedule["keyframe_signature"], schedule["delta_signature"])
+    missing = [n for n in names if n not in signatures]
+    if missing:
+        raise ManifestError(f"invalid manifest at schedule: no signature {missing[0]!r}")
+    keyframe, delta = (signatures[n] for n in names)
+    delta_inputs = {t["name"]: t for t in delta["inputs"]}
+    for pair in schedule["carry"]:
+        source = [{t["name"]: t for t in sig["outputs"]}.get(pair["output"])
+                  for sig in (keyframe, delta)]
+        target = delta_inputs.get(pair["input"])
+        if None in source or target is None:
+            raise ManifestError(f"invalid manifest at schedule/carry: {pair['output']} -> "
+                                f"{pair['input']} needs that output in both signatures and that "
+                                f"input in {delta['name']}")
+        if any(t["shape"] != target["shape"] for t in source if t is not None):
+            raise ManifestError(f"invalid manifest at schedule/carry: {pair['output']} and "
+                                f"{pair['input']} differ in shape")
+    fed = {p["input"] for p in schedule["carry"]} | {
+        t["name"] for t in delta["inputs"] if t["role"] == "frame"}
+    unfed = sorted(set(delta_inputs) - fed)
+    if unfed:
+        raise ManifestError(f"invalid manifest at schedule/carry: delta input(s) {unfed} are "
+                            "neither the frame nor carried")
 
 
 def write(manifest: dict[str, Any], path: Path) -> None:
@@ -154,6 +200,17 @@ class MemorySpec:
     queue_length: int
     init_signature: str
     step_signature: str
+    carry: tuple[tuple[str, str], ...]  # (output, input)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """Delta distillation's keyframe schedule: `keyframe` on every `period`-th frame, `delta`
+    on the others with each carried output of the previous frame fed to its input."""
+
+    period: int
+    keyframe_signature: str
+    delta_signature: str
     carry: tuple[tuple[str, str], ...]  # (output, input)
 
 
@@ -284,6 +341,16 @@ class Manifest(Mapping[str, Any]):
         return MemorySpec(int(memory["queue_length"]), memory["init_signature"],
                           memory["step_signature"],
                           tuple((c["output"], c["input"]) for c in memory["carry"]))
+
+    @cached_property
+    def schedule(self) -> ScheduleSpec | None:
+        """The keyframe schedule of a delta-distilled model; None for other models."""
+        schedule = self._data.get("schedule")
+        if schedule is None:
+            return None
+        return ScheduleSpec(int(schedule["period"]), schedule["keyframe_signature"],
+                            schedule["delta_signature"],
+                            tuple((c["output"], c["input"]) for c in schedule["carry"]))
 
     @property
     def quantization(self) -> dict[str, Any] | None:

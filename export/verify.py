@@ -13,7 +13,7 @@ import numpy as np
 
 from mobdistill.export.deploy import SignatureModule, run_torch
 from mobdistill.models.memory_queue import MemoryQueue
-from mobdistill.models.spec import MemoryQueueSpec, SignatureSpec
+from mobdistill.models.spec import KeyframeScheduleSpec, MemoryQueueSpec, SignatureSpec
 
 STATELESS_SIGNATURE = "serving_default"
 
@@ -120,13 +120,18 @@ def run_frames(
     signatures: tuple[SignatureSpec, ...],
     memory: MemoryQueueSpec | None,
     frames: np.ndarray,
+    *,
+    schedule: KeyframeScheduleSpec | None = None,
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Run a frame sequence; returns (signature, outputs) per frame.
 
     Stateless: `serving_default` on every frame. Stateful: `init` on frame 0 with object masks,
     then `step` on each later frame with the memory queue carried as the manifest specifies.
+    Keyframe schedule: `keyframe` on every period-th frame, `delta` with the carried state between.
     """
     frames = frames.astype(np.float32)
+    if schedule is not None:
+        return run_schedule(runner, schedule, frames)
     by_name = {s.name: s for s in signatures}
     if memory is None:
         return [(STATELESS_SIGNATURE, runner.run(STATELESS_SIGNATURE, {"frame": f[None]}))
@@ -145,6 +150,24 @@ def run_frames(
         outputs = runner.run(memory.step_signature, inputs)
         queue.push({out: outputs[out] for out, _ in memory.carry})
         results.append((memory.step_signature, outputs))
+    return results
+
+
+def run_schedule(runner: Runner, schedule: KeyframeScheduleSpec, frames: np.ndarray,
+                 period: int | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Algorithm 2 of Delta Distillation: frame i runs `keyframe` when i % period == 0, else
+    `delta` fed with the previous frame's carried outputs (period: the schedule's own unless
+    given)."""
+    period = period or schedule.period
+    results: list[tuple[str, dict[str, np.ndarray]]] = []
+    for index, frame in enumerate(frames.astype(np.float32)):
+        if index % period == 0:
+            name, inputs = schedule.keyframe_signature, {"frame": frame[None]}
+        else:
+            carried = results[-1][1]
+            name = schedule.delta_signature
+            inputs = {"frame": frame[None], **{inp: carried[out] for out, inp in schedule.carry}}
+        results.append((name, runner.run(name, inputs)))
     return results
 
 

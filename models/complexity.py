@@ -56,6 +56,7 @@ class ModelInfo:
     flops: dict[str, float]
     gmacs: dict[str, float]
     references: list[ReferenceCheck] = field(default_factory=list)
+    schedule: dict[str, float] | None = None  # keyframe/delta models: see `schedule_flops`
 
     @property
     def passed(self) -> bool:
@@ -92,6 +93,14 @@ def signature_flops(entry: ModelEntry, config: Any, height: int, width: int) -> 
         )
         for sig in entry.signatures(config, height, width)
     }
+
+
+def schedule_flops(keyframe: float, delta: float, period: int) -> dict[str, float]:
+    """FLOPs of a keyframe schedule: a keyframe every `period` frames, delta frames between;
+    the average per frame over a period and its reduction against running keyframes only."""
+    average = (keyframe + (period - 1) * delta) / period
+    return {"period": period, "keyframe_flops": keyframe, "delta_flops": delta,
+            "average_flops": average, "reduction": keyframe / average}
 
 
 def _within(measured: float, target: float, rel_tol: float) -> bool:
@@ -138,6 +147,7 @@ def describe(entry: ModelEntry, config: Any, resolution: tuple[int, int]) -> Mod
         for ref in entry.references
         if registry.reference_applies(entry, ref, config)
     ]
+    schedule = entry.schedule(config)
     return ModelInfo(
         model=entry.name,
         config=dataclasses.asdict(config),
@@ -147,4 +157,7 @@ def describe(entry: ModelEntry, config: Any, resolution: tuple[int, int]) -> Mod
         flops={name: float(value) for name, value in flops.items()},
         gmacs={name: value / 2e9 for name, value in flops.items()},
         references=checks,
+        schedule=None if schedule is None else schedule_flops(
+            flops[schedule.keyframe_signature], flops[schedule.delta_signature],
+            schedule.period),
     )

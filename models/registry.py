@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from mobdistill.errors import UsageError
 
-from . import deeplabv3_mnv2, jitnet, mobilevos
+from . import deeplabv3_mnv2, delta_distill, jitnet, mobilevos
 from .blocks import IMAGENET_MEAN, IMAGENET_STD
 from .spec import (
+    KeyframeScheduleSpec,
     MemoryQueueSpec,
     ModelEntry,
     Preprocessing,
@@ -76,6 +77,27 @@ def _mobilevos_signatures(
     logits = _image("logits", height, width, n + 1, "logits")
     step = SignatureSpec("step", "step", (frame, *memory), (logits, key, value))
     return (init, step)
+
+
+def _delta_signatures(
+    config: delta_distill.Config, height: int, width: int
+) -> tuple[SignatureSpec, ...]:
+    shapes = delta_distill.state_shapes(config, height, width)
+    frame = _image("frame", height, width, 3, "frame")
+    logits = _image("logits", height, width, config.num_classes, "logits")
+    state = tuple(_image(name, h, w, c, "state") for name, (h, w, c) in shapes.items())
+    previous = tuple(_image(name + delta_distill.PREVIOUS, h, w, c, "state")
+                     for name, (h, w, c) in shapes.items())
+    keyframe = SignatureSpec("keyframe", "keyframe", (frame,), (logits, *state))
+    delta = SignatureSpec("delta", "delta", (frame, *previous), (logits, *state))
+    return (keyframe, delta)
+
+
+def _delta_schedule(config: delta_distill.Config) -> KeyframeScheduleSpec:
+    return KeyframeScheduleSpec(
+        period=config.keyframe_period,
+        carry=tuple((name, name + delta_distill.PREVIOUS)
+                    for name in delta_distill.state_names(config)))
 
 
 _JITNET = ModelEntry(
@@ -150,7 +172,23 @@ _MOBILEVOS = ModelEntry(
     ),
 )
 
-_ENTRIES = {entry.name: entry for entry in (_DEEPLAB, _JITNET, _MOBILEVOS)}
+_DEEPLAB_DELTA = ModelEntry(
+    name="deeplab-delta",
+    summary="DeepLabV3-MobileNetV2 with delta-distilled units (Delta Distillation), "
+            "keyframe/delta graphs",
+    config_type=delta_distill.Config,
+    paper_config=delta_distill.paper_config,
+    tiny_config=delta_distill.tiny_config,
+    build=delta_distill.build,
+    signatures=_delta_signatures,
+    default_resolution=(256, 512),
+    tiny_resolution=(64, 128),
+    stride=16,
+    preprocessing=Preprocessing(mean=deeplabv3_mnv2.TF_MEAN, std=deeplabv3_mnv2.TF_STD),
+    schedule=_delta_schedule,
+)
+
+_ENTRIES = {entry.name: entry for entry in (_DEEPLAB, _DEEPLAB_DELTA, _JITNET, _MOBILEVOS)}
 
 
 def names() -> tuple[str, ...]:

@@ -61,6 +61,22 @@ class MemoryQueueSpec:
 
 
 @dataclass(frozen=True)
+class KeyframeScheduleSpec:
+    """Delta distillation's schedule (Algorithm 2): `keyframe` on every `period`-th frame
+    (frame 0 first), `delta` on the others.
+
+    Each `carry` pair names an output of both signatures and the `delta` input that takes its
+    value from the previous frame, whichever signature ran on it. `period` is the one the model
+    was trained for; a runtime may choose another (a keyframe is always exact).
+    """
+
+    period: int
+    carry: tuple[tuple[str, str], ...]
+    keyframe_signature: str = "keyframe"
+    delta_signature: str = "delta"
+
+
+@dataclass(frozen=True)
 class Reference:
     """A figure from specs.md that `mobdistill info` must reproduce."""
 
@@ -89,4 +105,5 @@ class ModelEntry:
     stride: int
     preprocessing: Preprocessing
     memory: Callable[[Any], MemoryQueueSpec | None] = lambda config: None
+    schedule: Callable[[Any], KeyframeScheduleSpec | None] = lambda config: None
     references: tuple[Reference, ...] = field(default_factory=tuple)

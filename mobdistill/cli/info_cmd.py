@@ -43,6 +43,11 @@ def format_info(info: ModelInfo) -> str:
     ]
     for name, flops in info.flops.items():
         lines.append(f"{name}: {flops / 1e9:.2f} GFLOPs ({info.gmacs[name]:.3f} GMACs)")
+    if info.schedule:
+        s = {k: v / 1e9 if k.endswith("flops") else v for k, v in info.schedule.items()}
+        lines.append(f"keyframe schedule T={s['period']:.0f}: average {s['average_flops']:.2f} "
+                     f"GFLOPs per frame (keyframe {s['keyframe_flops']:.2f}, delta "
+                     f"{s['delta_flops']:.2f}), {s['reduction']:.2f}x fewer than keyframes only")
     if info.references:
         lines.append("references:")
         lines += [_format_check(check) for check in info.references]

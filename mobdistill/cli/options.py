@@ -35,6 +35,7 @@ MODEL_OPTIONS: dict[str, tuple[str, str]] = {
     "num_objects": ("--num-objects", "num_objects"),
     "width_multiplier": ("--width-multiplier", "width_multiplier"),
     "units": ("--units", "units"),
+    "keyframe_period": ("--keyframe-period", "keyframe_period"),
 }
 
 
@@ -63,6 +64,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, help="jitnet/deeplab: output classes")
     parser.add_argument("--width-multiplier", type=float, help="jitnet: width multiplier m")
     parser.add_argument("--units", type=int, help="jitnet: residual units per block u")
+    parser.add_argument("--keyframe-period", type=int,
+                        help="deeplab-delta: T, the original network runs every T-th frame")
 
 
 def _overrides(args: argparse.Namespace, entry: ModelEntry, fields: set[str]) -> dict[str, Any]:
