@@ -18,6 +18,7 @@ from mobdistill.models import registry
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import tiny_models  # noqa: E402
+from live_harness import Live, build_live_student  # noqa: E402
 from session_types import JDK, AndroidHost, TinyExport  # noqa: E402
 from shared import once  # noqa: E402
 
@@ -61,6 +62,31 @@ def stateful_manifest(tmp_path_factory) -> Path:
     """A tiny model with a memory queue of length 3."""
     return once(tmp_path_factory, "tiny stateful q3",
                 lambda folder: tiny_models.build_stateful(folder / "stateful", queue_length=3))
+
+
+@pytest.fixture(scope="session")
+def selfie_model() -> Path:
+    """The cached selfie segmenter; a missing one fails (not skips) with how to fetch it."""
+    from mobdistill.server import teachers
+
+    path = teachers.cache_dir() / "selfie_segmentation.tflite"
+    if not path.is_file():
+        pytest.fail(f"the selfie teacher is not in {path.parent}: run `make teacher` (set-up "
+                    "fetches it once; tests use no network)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def live_student(tmp_path_factory, selfie_model) -> tuple[Path, Path]:
+    """(student cache folder, manifest) of the live and fleet tests' tiny starting point
+    (tests/support/live_harness.py), made once per run."""
+    return once(tmp_path_factory, "live student", build_live_student)
+
+
+@pytest.fixture()
+def live(live_student, tmp_path) -> Live:
+    """Real `mobdistill serve` processes and host clients on the tiny starting point."""
+    return Live(*live_student, tmp_path)
 
 
 ROOT = Path(__file__).resolve().parents[1]

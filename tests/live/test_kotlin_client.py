@@ -10,7 +10,7 @@ import json
 import subprocess
 import threading
 
-from conftest import free_port
+from live_harness import free_port
 
 from mobdistill.experiments.clips import resolve_clip
 from mobdistill.video import read_frames

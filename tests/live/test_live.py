@@ -11,8 +11,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import applied, finish, free_port, wait_for
-from proxy import LossyRelay
+from live_harness import applied, finish, free_port, wait_for
+from lossy_relay import LossyRelay
 
 from mobdistill.contract import protocol
 

@@ -1,5 +1,5 @@
-"""Shared fixtures for the streaming tests: the committed vectors, the C++ verify tool, and the
-selfie teacher (fetched by the set-up, `make teacher`, never by a test)."""
+"""Shared fixtures for the streaming tests: the committed vectors and the C++ verify tool (the
+selfie teacher, `selfie_model`, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,3 @@ def verify_tool() -> Path:
     from mobdistill.runtime.update_verify import find_verify_tool
 
     return find_verify_tool(build=True)
-
-
-@pytest.fixture(scope="session")
-def selfie_model() -> Path:
-    """The cached selfie segmenter; a missing one fails (not skips) with how to fetch it."""
-    from mobdistill.server import teachers
-
-    path = teachers.cache_dir() / "selfie_segmentation.tflite"
-    if not path.is_file():
-        pytest.fail(f"the selfie teacher is not in {path.parent}: run `make teacher` (set-up "
-                    "fetches it once; tests use no network)")
-    return path

@@ -1,6 +1,7 @@
-"""Live tests: the real `mobdistill serve` process, the real host client (engine through its C
-facade) over loopback, a tiny student exported once per session, the selfie teacher fetched by
-set-up (`make teacher`; tests use no network)."""
+"""What the live and fleet tests share: the tiny starting point's settings, enrolling devices,
+starting the real `mobdistill serve` process and host clients (through `experiments.live`, the
+same code the live experiments run), and reading what they report. An importable module, not a
+conftest: several test folders have a module named `conftest`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ import json
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-import pytest
-from shared import once
+from typing import Any
 
 from mobdistill.experiments.clips import resolve_clip
 from mobdistill.experiments.config import StreamConfig
@@ -26,36 +25,17 @@ TINY = StreamConfig(videos=("carphone_pristine.mp4",), max_frames_per_clip=90,
                     uplink_codec="jpeg")
 
 
-@pytest.fixture(scope="session")
-def selfie_model() -> Path:
-    from mobdistill.server import teachers
-
-    path = teachers.cache_dir() / "selfie_segmentation.tflite"
-    if not path.is_file():
-        pytest.fail(f"the selfie teacher is not in {path.parent}: run `make teacher`")
-    return path
-
-
-@pytest.fixture(scope="session")
-def live_student(tmp_path_factory, selfie_model) -> tuple[Path, Path]:
-    """(student cache folder, manifest) of the tiny starting point, made once; the host engine
-    (with its facade library) built."""
+def build_live_student(cache: Path) -> tuple[Path, Path]:
+    """(student cache folder, manifest) of the tiny starting point; the host engine's facade
+    library built."""
     from mobdistill.experiments.student import prepare_student
     from mobdistill.runtime.facade import facade_library
     from mobdistill.server.teachers import load_teacher
 
-    def build(cache: Path) -> tuple[Path, Path]:
-        teacher = load_teacher(TINY.teacher, class_names=TINY.teacher_classes)
-        _, manifest = prepare_student(TINY, teacher, cache=cache)
-        return cache, Path(manifest)
-
     facade_library()
-    return once(tmp_path_factory, "live student", build)
-
-
-@pytest.fixture()
-def live(live_student, tmp_path) -> "Live":
-    return Live(*live_student, tmp_path)
+    teacher = load_teacher(TINY.teacher, class_names=TINY.teacher_classes)
+    _, manifest = prepare_student(TINY, teacher, cache=cache)
+    return cache, Path(manifest)
 
 
 @dataclass
@@ -66,13 +46,16 @@ class Device:
 
 @dataclass
 class Live:
+    """Servers and clients on the tiny starting point; keys written under ``tmp``."""
+
     cache: Path
     manifest: Path
     tmp: Path
 
-    def server(self, state_dir: Path, *extra: str, port: int = 0) -> ServerProcess:
+    def server(self, state_dir: Path, *extra: str, port: int = 0,
+               timeout_s: float = 180) -> ServerProcess:
         return start_server([*serve_arguments(TINY, self.cache), *extra], state_dir, port=port,
-                            timeout_s=180)
+                            timeout_s=timeout_s)
 
     def enrol(self, state_dir: Path, name: str = "phone") -> Device:
         entry = DeviceRegistry(state_dir / "devices.json").enroll(name)
@@ -84,33 +67,40 @@ class Live:
     def client(self, port: int, device: Device, out: Path, *extra: str,
                videos: tuple[str, ...] = ("carphone_pristine.mp4",),
                max_frames: int | None = 90) -> subprocess.Popen:
-        config = StreamConfig(**{**TINY.__dict__, "max_frames_per_clip": max_frames})
+        config = replace(TINY, max_frames_per_clip=max_frames)
         command = client_command(port, self.manifest, [resolve_clip(v) for v in videos],
                                  device.device_id, device.key_file, out, config)
         return subprocess.Popen([*command, *extra], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
 
-def finish(process: subprocess.Popen, timeout_s: float = 90) -> dict:
-    """Waits for a client; its client.json."""
-    out, err = process.communicate(timeout=timeout_s)
+def finish(process: subprocess.Popen, timeout_s: float = 90) -> dict[str, Any]:
+    """Waits for a client that must succeed; its client.json."""
+    _, err = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, err[-3000:]
     out_dir = Path(process.args[process.args.index("--out") + 1])
     return json.loads((out_dir / "client.json").read_text())
 
 
-def applied(summary: dict) -> list[dict]:
+def applied(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [u for u in summary["updates"] if (u["engine"] or {}).get("status") == "applied"]
 
 
-def wait_for(server: ServerProcess, event: str, timeout_s: float = 60, **match) -> dict:
+def wait_for(server: ServerProcess, event: str, timeout_s: float = 60,
+             **match: Any) -> dict[str, Any]:
+    """The first status line ``event`` with fields ``match``; fails early if the server died."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
+        exited = server.process.poll() is not None
+        if exited:
+            server.reader.join(10)  # its last lines
         for e in list(server.events):
             if e["event"] == event and all(e.get(k) == v for k, v in match.items()):
                 return e
+        if exited or time.monotonic() > deadline:
+            break
         time.sleep(0.05)
-    raise AssertionError(f"no {event} {match} from the server in {timeout_s} s: "
+    raise AssertionError(f"no {event} {match} from the server (exit {server.process.poll()}): "
                          f"{server.events[-5:]}")
 
 
