@@ -40,6 +40,7 @@ from mobdistill.experiments.evaluate import frame_mious
 from mobdistill.experiments.student import prepare_student
 from mobdistill.export.manifest import load as load_manifest
 from mobdistill.server.error_feedback import DeltaQuantizer, ErrorFeedbackEncoder
+from mobdistill.server.selection import CoordinateDescent
 from mobdistill.server.session import LabelledFrame, ServerConfig, Session, UpdateCredentials
 from mobdistill.server.teachers import load_teacher
 
@@ -56,19 +57,47 @@ class Arm:
     gamma: float
     quantizer: DeltaQuantizer | None  # None: float16 values (the AMS format's)
     trains: bool = True  # False: the "none" reference, the starting student never updated
+    rows: bool = False  # structured selection: whole rows (output channels)
 
     @classmethod
     def parse(cls, spec: str) -> "Arm":
-        """``ams_f16:g=0.05``, ``qdelta:g=0.05,l=1,s=1.0`` or ``none``."""
+        """``ams_f16:g=0.05``, ``qdelta:g=0.05,l=1,s=1.0,r=mean,t=1,sel=paper`` or ``none``."""
         kind, _, rest = spec.partition(":")
         if kind == "none":
             return cls(spec, 1.0, None, trains=False)  # gamma unused: never trains
         fields = dict(kv.split("=") for kv in rest.split(",") if kv)
         gamma = float(fields.get("g", 0.05))
+        rows = fields.get("sel", "paper") == "rows"
         if kind == "ams_f16":
-            return cls(spec, gamma, None)
+            return cls(spec, gamma, None, rows=rows)
         return cls(spec, gamma, DeltaQuantizer(int(fields.get("l", 1)),
-                                                float(fields.get("s", 1.0))))
+                                                float(fields.get("s", 1.0)),
+                                                fields.get("r", "mean"),
+                                                float(fields.get("t", 1.0))), rows=rows)
+
+
+class RowDescent(CoordinateDescent):
+    """Structured selection: whole rows (axis 0, output channels; single elements of vectors)
+    with the largest mean |last update| until γ of the coordinates (phase 1: random rows)."""
+
+    def begin_phase(self) -> None:
+        super().begin_phase()
+        rows = [p.reshape(p.shape[0], -1) if p.dim() > 1 else p.reshape(-1, 1)
+                for p in self.params]
+        if self.last_update is None:
+            scores = [torch.rand(r.shape[0], generator=self.generator) for r in rows]
+        else:
+            scores = [u.abs().reshape(r.shape).mean(1) for u, r in zip(self.last_update, rows)]
+        flat = torch.cat(scores)
+        sizes = torch.cat([torch.full((r.shape[0],), r.shape[1]) for r in rows])
+        order = torch.argsort(flat, descending=True)
+        budget = self.gamma * float(sizes.sum())
+        keep = order[:max(1, int((torch.cumsum(sizes[order], 0) <= budget).sum()))]
+        chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+        chosen[keep] = True
+        self.masks = [c[:, None].expand(r.shape).reshape(p.shape)
+                      for c, r, p in zip(torch.split(chosen, [r.shape[0] for r in rows]),
+                                         rows, self.params)]
 
 
 def entropy_bound_bytes(patches: list[wire.TensorPatch]) -> float:
@@ -86,15 +115,8 @@ def entropy_bound_bytes(patches: list[wire.TensorPatch]) -> float:
 
 def ams_bytes(session: Session, patches: list[wire.TensorPatch]) -> int:
     """The AMS format over every mapped tensor in graph (tensor index) order."""
-    by_index = {p.tensor_index: p for p in patches}
-    variables = []
-    for m in sorted(session.space.mappings.values(), key=lambda m: m.tensor_index):
-        mask, values = np.zeros(m.numel, bool), np.zeros(m.numel, np.float32)
-        if m.tensor_index in by_index:
-            mask[by_index[m.tensor_index].indices] = True
-            values[by_index[m.tensor_index].indices] = by_index[m.tensor_index].values
-        variables.append((mask, values))
-    return len(wire.encode_ams_baseline(variables))
+    numels = {m.tensor_index: m.numel for m in session.space.mappings.values()}
+    return len(wire.encode_ams_baseline(wire.ams_variables(patches, numels)))
 
 
 def device_masks(model: bytes, frames: np.ndarray) -> np.ndarray:
@@ -105,6 +127,15 @@ def device_masks(model: bytes, frames: np.ndarray) -> np.ndarray:
     runner = Interpreter(model_content=model, num_threads=1).get_signature_runner()
     return np.stack([runner(frame=f[None].astype(np.float32))["logits"][0].argmax(-1)
                      for f in frames]).astype(np.int64)
+
+
+def mirror_exact(session: Session, device: bytes) -> bool:
+    """Whether the server's mirror holds, bit for bit, what the device reconstructed."""
+    encoder = session.encoder
+    assert isinstance(encoder, ErrorFeedbackEncoder)
+    return all(device[loc.buffer_offset:loc.buffer_offset + loc.buffer_size]
+               == encoder.held[index].astype("<f4" if loc.dtype == "float32" else "<f2").tobytes()
+               for index, loc in session.space.table.items())
 
 
 def run_arm(arm: Arm, seed: int, iterations: int, stream, labels: np.ndarray, teacher) -> dict:
@@ -121,6 +152,9 @@ def run_arm(arm: Arm, seed: int, iterations: int, stream, labels: np.ndarray, te
     if arm.quantizer is not None:
         session.encoder = ErrorFeedbackEncoder.for_model(session.space, session.credentials,
                                                          base, arm.quantizer)
+    if arm.rows:
+        session.optimizer = RowDescent(session.trainable, gamma=arm.gamma,
+                                       rule=session.optimizer.rule, generator=session.generator)
     limits = wire.DecodeLimits.for_table(session.space.table)
     device, guard = base, wire.SequenceGuard()
     samples = np.arange(0.0, stream.duration_s, 1.0 / SAMPLE_FPS)
@@ -154,6 +188,7 @@ def run_arm(arm: Arm, seed: int, iterations: int, stream, labels: np.ndarray, te
         else:
             row["entropy_bound_bytes"] = entropy_bound_bytes(packet.tensors)
             row["residual_norm"] = session.encoder.residual_norm()
+            row["mirror_exact"] = mirror_exact(session, device)
         updates.append(row)
     masks_all = np.concatenate(masks)
     per_frame = frame_mious(masks_all, labels, teacher.num_classes)

@@ -47,14 +47,8 @@ def _frames(n: int) -> list[np.ndarray]:
 
 def _ams_bytes(session: Session, patches: list[wire.TensorPatch]) -> tuple[int, list]:
     """AMS format over every mapped tensor in graph (tensor index) order."""
-    by_index = {p.tensor_index: p for p in patches}
-    variables = []
-    for m in sorted(session.space.mappings.values(), key=lambda m: m.tensor_index):
-        mask, values = np.zeros(m.numel, bool), np.zeros(m.numel, np.float32)
-        if m.tensor_index in by_index:
-            mask[by_index[m.tensor_index].indices] = True
-            values[by_index[m.tensor_index].indices] = by_index[m.tensor_index].values
-        variables.append((mask, values))
+    numels = {m.tensor_index: m.numel for m in session.space.mappings.values()}
+    variables = wire.ams_variables(patches, numels)
     return len(wire.encode_ams_baseline(variables)), variables
 
 

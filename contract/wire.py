@@ -695,3 +695,18 @@ def encode_ams_baseline(variables: Sequence[tuple[np.ndarray, np.ndarray]]) -> b
     values = b"".join(np.asarray(v).ravel()[np.asarray(m, bool).ravel()].astype("<f2").tobytes()
                       for m, v in variables)
     return gzip.compress(masks + values, compresslevel=9, mtime=0)
+
+
+def ams_variables(patches: Sequence[TensorPatch], numels: Mapping[int, int]
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The AMS format's ``(mask, new values)`` for every tensor of ``numels`` (tensor index →
+    elements) in graph (tensor index) order; a tensor without a patch has an empty mask."""
+    by_index = {p.tensor_index: p for p in patches}
+    variables = []
+    for index in sorted(numels):
+        mask, values = np.zeros(numels[index], bool), np.zeros(numels[index], np.float32)
+        if index in by_index:
+            mask[by_index[index].indices] = True
+            values[by_index[index].indices] = by_index[index].values
+        variables.append((mask, values))
+    return variables

@@ -33,11 +33,16 @@ class DeltaQuantizer:
 
     levels: int = 1
     step_scale: float = 1.0
+    rule: str = "mean"  # "mean": step_scale · mean|r|; "max": step_scale · max|r| / levels
+    send_at: float = 1.0  # residuals of at least send_at · step are sent
 
     def __post_init__(self) -> None:
-        if not 1 <= self.levels <= 127 or not self.step_scale > 0:
-            raise UpdateError(f"delta quantizer needs 1 ≤ levels ≤ 127 and a positive step "
-                              f"scale, got {self.levels}, {self.step_scale}")
+        if not 1 <= self.levels <= 127 or not self.step_scale > 0 or not self.send_at > 0:
+            raise UpdateError(f"delta quantizer needs 1 ≤ levels ≤ 127, a positive step scale "
+                              f"and threshold, got {self.levels}, {self.step_scale}, "
+                              f"{self.send_at}")
+        if self.rule not in ("mean", "max"):
+            raise UpdateError(f"delta quantizer rule {self.rule!r} must be 'mean' or 'max'")
 
     def patch(self, tensor_index: int, target: np.ndarray, held: np.ndarray) -> TensorPatch | None:
         """The patch that moves ``held`` towards ``target`` (None when nothing is sent)."""
@@ -45,12 +50,15 @@ class DeltaQuantizer:
         candidates = np.flatnonzero(residual)
         if not candidates.size:
             return None
-        step = np.float32(self.step_scale * np.abs(residual[candidates]).mean())
+        magnitude = np.abs(residual[candidates])
+        step = np.float32(self.step_scale * (magnitude.mean() if self.rule == "mean"
+                                             else magnitude.max() / self.levels))
         if not np.isfinite(step) or step <= 0:
             return None
         ratio = residual[candidates] / np.float64(step)
-        sent = np.abs(ratio) >= 1
+        sent = np.abs(ratio) >= self.send_at
         q = np.clip(np.rint(ratio), -self.levels, self.levels)
+        sent &= q != 0
         if not sent.any():
             return None
         levels = q[sent].astype(np.int8)
@@ -66,8 +74,9 @@ class ErrorFeedbackEncoder:
     def __init__(self, space: Any, credentials: Any, held: Mapping[int, np.ndarray],
                  quantizer: DeltaQuantizer = DeltaQuantizer()) -> None:
         self.space, self.credentials, self.quantizer = space, credentials, quantizer
-        self.held = {index: np.array(values) for index, values in held.items()}
-        self.target = {index: values.astype(np.float32) for index, values in self.held.items()}
+        self.base = {index: np.array(values) for index, values in held.items()}
+        self.held = {index: values.copy() for index, values in self.base.items()}
+        self.target = {index: values.astype(np.float32) for index, values in self.base.items()}
         self.sequence = 0
 
     @classmethod
@@ -86,13 +95,15 @@ class ErrorFeedbackEncoder:
                     params: Mapping[str, torch.Tensor],
                     quantizer: DeltaQuantizer = DeltaQuantizer()) -> "ErrorFeedbackEncoder":
         """From the manifest's ``.tflite`` when it names one on disk (an exported manifest),
-        else from the student's own weights folded into deployed space (float32)."""
+        else from the student's own weights folded into deployed space (in each tensor's
+        type)."""
         path = getattr(manifest, "tflite_path", None)
         if path is not None and path.is_file():
             return cls.for_model(space, credentials, path.read_bytes(), quantizer)
         whole = {name: (torch.arange(p.numel()), p.detach().reshape(-1))
                  for name, p in params.items() if name in space.mappings}
-        held = {patch.tensor_index: _scatter(patch) for patch in space.to_patches(whole)}
+        held = {patch.tensor_index: _scatter(patch, space.table[patch.tensor_index].dtype)
+                for patch in space.to_patches(whole)}
         return cls(space, credentials, held, quantizer)
 
     def encode(self, delta: dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -102,6 +113,29 @@ class ErrorFeedbackEncoder:
         self.sequence += 1
         for patch in self.space.to_patches(delta):
             self.target[patch.tensor_index][patch.indices] = patch.values
+        return self._send(Mode.CUMULATIVE)
+
+    def resync(self, sequence: int) -> tuple[bytes, list[TensorPatch]]:
+        """A base-relative packet numbered ``sequence``: the device starts again from the pristine
+        base (it lost its model, or missed packets the mirror counted as applied), so the mirror
+        does too; what this packet rounds away follows in later ones."""
+        self.sequence = sequence
+        self.held = {index: values.copy() for index, values in self.base.items()}
+        return self._send(Mode.BASE_RELATIVE)
+
+    def state(self) -> dict[str, dict[int, torch.Tensor]]:
+        """The mirror and target (a restarted server continues the device's error feedback)."""
+        return {"held": {i: torch.from_numpy(v.copy()) for i, v in self.held.items()},
+                "target": {i: torch.from_numpy(v.copy()) for i, v in self.target.items()}}
+
+    def restore(self, state: Mapping[str, Mapping[int, torch.Tensor]]) -> None:
+        for part, tensors in (("held", self.held), ("target", self.target)):
+            for index, value in state[part].items():
+                if index not in tensors or value.numel() != tensors[index].size:
+                    raise UpdateError(f"saved {part} tensor {index} does not fit this model")
+                tensors[index] = value.numpy().astype(tensors[index].dtype)
+
+    def _send(self, mode: Mode) -> tuple[bytes, list[TensorPatch]]:
         patches = []
         for index in sorted(self.target):
             patch = self.quantizer.patch(index, self.target[index], self.held[index])
@@ -109,7 +143,7 @@ class ErrorFeedbackEncoder:
                 patches.append(patch)
         packet = wire.encode_update(patches, base_sha256=self.space.base_sha256,
                                     sequence=self.sequence, device_id=self.credentials.device_id,
-                                    hmac_key=self.credentials.hmac_key, mode=Mode.CUMULATIVE,
+                                    hmac_key=self.credentials.hmac_key, mode=mode,
                                     value_coding=ValueCoding.QDELTA)
         for patch in patches:
             held = self.held[patch.tensor_index]
@@ -127,7 +161,9 @@ class ErrorFeedbackEncoder:
                                  for i in self.target)))
 
 
-def _scatter(patch: TensorPatch) -> np.ndarray:
+def _scatter(patch: TensorPatch, dtype: str) -> np.ndarray:
     out = np.zeros(patch.numel, np.float32)
     out[patch.indices] = patch.values
+    if dtype == "float16":
+        return out.astype(np.float16)
     return out

@@ -234,6 +234,13 @@ def test_ams_baseline_matches_its_definition() -> None:
     np.testing.assert_array_equal(np.frombuffer(raw[2:], "<f2"), [0, 3, 4, 8])
 
 
+def test_ams_variables_cover_every_tensor_in_graph_order() -> None:
+    patch = TensorPatch(7, 4, np.array([1, 3]), np.array([0.5, -2.0], np.float32))
+    variables = wire.ams_variables([patch], {7: 4, 2: 3})
+    assert [m.tolist() for m, _ in variables] == [[False] * 3, [False, True, False, True]]
+    np.testing.assert_array_equal(variables[1][1], [0, 0.5, 0, -2.0])
+
+
 def _delta(tensor_index: int, numel: int, indices, levels, step: float) -> TensorPatch:
     return TensorPatch(tensor_index, numel, np.asarray(indices),
                        wire.dequantize_delta(np.asarray(levels), step), additive=True, step=step)

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from small_student import deploy as _deploy
 from small_student import manifest as _manifest
@@ -15,8 +16,10 @@ from small_student import teacher as _teacher
 
 from mobdistill.contract import wire
 from mobdistill.contract.wire import ValueCoding
+from mobdistill.errors import UpdateError
 from mobdistill.runtime.update_verify import run_verify_tool, write_table
 from mobdistill.server.error_feedback import DeltaQuantizer, ErrorFeedbackEncoder
+from mobdistill.server.live_session import LiveSession
 from mobdistill.server.session import ServerConfig, Session
 
 
@@ -37,7 +40,7 @@ def _held_bytes(session: Session, base: bytes) -> bytes:
     assert isinstance(encoder, ErrorFeedbackEncoder)
     for index, loc in session.space.table.items():
         out[loc.buffer_offset:loc.buffer_offset + loc.buffer_size] = \
-            encoder.held[index].astype("<f4").tobytes()
+            encoder.held[index].astype("<f4" if loc.dtype == "float32" else "<f2").tobytes()
     return bytes(out)
 
 
@@ -101,3 +104,108 @@ def test_left_out_residuals_go_out_later() -> None:
     assert set().union(*sent) == set(range(200))
     assert all(b <= a for a, b in zip(norms, norms[1:]))
     assert norms[-1] < 0.05 * norms[0]  # the clipped large change is still being paid out
+
+
+def _float16_deployment(model: torch.nn.Module) -> tuple[dict, bytes]:
+    """The small student exported with float16 weight buffers (a float16-weight variant)."""
+    manifest, data = _manifest(model), _deploy(model)
+    out, offset = bytearray(data[:16]), 16
+    for entry in manifest["parameter_map"]["entries"]:
+        values = np.frombuffer(data, "<f4", entry["buffer_size"] // 4, entry["buffer_offset"])
+        entry.update(buffer_offset=offset, buffer_size=values.size * 2, dtype="float16")
+        out += values.astype("<f2").tobytes()
+        offset += values.size * 2
+    manifest["artifacts"][0]["sha256"] = hashlib.sha256(out).hexdigest()
+    return manifest, bytes(out)
+
+
+def test_float16_deployed_tensors_take_both_codings() -> None:
+    """A float16-weight export: float16 values replace elements, QDELTA adds to them, and the
+    error-feedback mirror is still exactly what the applier makes."""
+    manifest, base = _float16_deployment(_student())
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(4)]
+    for coding in (ValueCoding.F16, ValueCoding.QDELTA):
+        cfg = ServerConfig(iterations=3, batch_size=2, lr=1e-2, gamma=0.5, value_coding=coding)
+        session = Session("phone-16", _student(), manifest, _teacher(), cfg)
+        if coding == ValueCoding.QDELTA:
+            session.encoder = ErrorFeedbackEncoder.for_model(
+                session.space, session.credentials, base, DeltaQuantizer(7, 1.0, "max", 0.5))
+        for t, frame in enumerate(frames):
+            session.add_frame(float(t), frame)
+        device = base
+        for phase in (1, 2):
+            result = session.train_phase(10.0 * phase)
+            packet = wire.decode_update(result.packet,
+                                        expected_base_sha256=session.space.base_sha256,
+                                        expected_device_id=session.credentials.device_id,
+                                        hmac_key=session.credentials.hmac_key)
+            device = wire.apply_update(device, session.space.table, packet)
+        assert device != base
+        encoder = session.encoder
+        if isinstance(encoder, ErrorFeedbackEncoder):
+            for index, loc in session.space.table.items():
+                held = device[loc.buffer_offset:loc.buffer_offset + loc.buffer_size]
+                assert encoder.held[index].dtype == np.float16
+                assert held == encoder.held[index].astype("<f2").tobytes()
+
+
+def test_max_rule_sends_every_residual_of_half_a_step() -> None:
+    """step = max|r| / levels: nothing is clipped, each residual of at least half a step goes
+    out, and what stays is under half a step."""
+    quantizer = DeltaQuantizer(levels=7, step_scale=1.0, rule="max", send_at=0.5)
+    rng = np.random.default_rng(2)
+    target = rng.normal(0, 0.01, 500).astype(np.float32)
+    held = np.zeros(500, np.float32)
+    patch = quantizer.patch(0, target, held)
+    assert patch is not None and patch.step is not None
+    assert patch.step == pytest.approx(np.abs(target).max() / 7, rel=1e-6)
+    levels = wire.delta_levels(patch)
+    assert np.abs(levels).max() == 7 and np.all(levels != 0)
+    held[patch.indices] = wire.patched_elements(held, patch)
+    assert np.abs(target - held).max() <= patch.step / 2 * (1 + 1e-5)
+    assert set(patch.indices.tolist()) == set(np.flatnonzero(np.abs(target) >= patch.step / 2))
+
+
+def test_resync_starts_from_the_base_and_state_survives_a_restart() -> None:
+    """A device that lost its model gets a base-relative packet and the mirror restarts from
+    the base; a restarted server restores mirror and target and continues exactly."""
+    session = _session()
+    base = _deploy(_student())
+    for phase in (1, 2):
+        session.train_phase(10.0 * phase)
+    encoder = session.encoder
+    assert isinstance(encoder, ErrorFeedbackEncoder)
+    saved = encoder.state()
+    data, _ = encoder.resync(7)
+    packet = wire.decode_update(data, expected_base_sha256=session.space.base_sha256,
+                                expected_device_id=session.credentials.device_id,
+                                hmac_key=session.credentials.hmac_key)
+    assert packet.mode == wire.Mode.BASE_RELATIVE and packet.sequence == 7
+    assert wire.apply_update(base, session.space.table, packet) == _held_bytes(session, base)
+    restarted = _session()
+    other = restarted.encoder
+    assert isinstance(other, ErrorFeedbackEncoder)
+    other.restore(saved)
+    for index in saved["held"]:
+        assert np.array_equal(other.held[index], saved["held"][index].numpy())
+        assert np.array_equal(other.target[index], saved["target"][index].numpy())
+    with pytest.raises(UpdateError, match="does not fit"):
+        other.restore({"held": {10: torch.zeros(3)}, "target": {}})
+
+
+def test_live_session_resumes_a_qdelta_device_with_a_base_relative_resync() -> None:
+    session = _session()
+    live = LiveSession(session, None)
+    outcome = live.train(10.0)
+    assert outcome is not None
+    resume = live.resume(model_sequence=0, last_sequence=outcome.sequence)
+    assert resume is not None and resume.action == "resync" and resume.mode == "base_relative"
+    assert resume.sequence == outcome.sequence + 1 == session.sequence
+    base = _deploy(_student())
+    packet = wire.decode_update(resume.packet, expected_base_sha256=session.space.base_sha256,
+                                expected_device_id=session.credentials.device_id,
+                                hmac_key=session.credentials.hmac_key)
+    assert wire.apply_update(base, session.space.table, packet) == _held_bytes(session, base)
+    assert "error_feedback" in live.snapshot()
+    assert live.resume(session.sequence, session.sequence) is None  # in step: nothing to send
