@@ -16,6 +16,7 @@ import torch
 from mobdistill.contract import uplink, wire
 from mobdistill.contract.protocol import ProtocolError
 from mobdistill.contract.wire import Mode
+from mobdistill.server.error_feedback import ErrorFeedbackEncoder
 from mobdistill.server.live_store import load_session, save_session
 from mobdistill.server.session import LabelledFrame, Session, SparseDelta
 
@@ -159,6 +160,12 @@ class LiveSession:
                                        Mode.BASE_RELATIVE)
 
     def _resume_packet(self, action: str, since: int, sequence: int, mode: Mode) -> ResumePacket:
+        encoder = self.session.encoder
+        if isinstance(encoder, ErrorFeedbackEncoder):  # QDELTA: no per-sequence mirrors kept,
+            packet, patches = encoder.resync(sequence)  # so every resume starts from the base
+            self._persist()
+            return ResumePacket(RESYNC, sequence, Mode.BASE_RELATIVE.name.lower(), packet,
+                                sum(len(p.indices) for p in patches))
         params = self.session.params
         delta = {}
         for name, changed in self.last_changed.items():
@@ -209,7 +216,9 @@ class LiveSession:
                       "hibernating": rates.hibernating, "evaluations": rates.evaluations,
                       "recent_rates": list(rates._rates)},
             "next_update_s": s.next_update_s, "clock_offset_s": self.clock_offset_s,
-            "last_time_s": self.last_time_s}
+            "last_time_s": self.last_time_s,
+            **({"error_feedback": s.encoder.state()}
+               if isinstance(s.encoder, ErrorFeedbackEncoder) else {})}
 
     @torch.no_grad()
     def _restore(self, state: dict[str, Any]) -> None:
@@ -220,6 +229,8 @@ class LiveSession:
             s.params[name].copy_(value)
         self.last_changed = state["last_changed"]
         s.encoder.sequence = int(state["sequence"])
+        if isinstance(s.encoder, ErrorFeedbackEncoder) and "error_feedback" in state:
+            s.encoder.restore(state["error_feedback"])
         opt = s.optimizer
         opt.m, opt.v = state["optimizer"]["m"], state["optimizer"]["v"]
         opt.step_count, opt.last_update = (state["optimizer"]["step_count"],

@@ -125,9 +125,9 @@ class DeployedSpace:
         self.mappings: dict[str, _Mapping] = {}
         self.table: dict[int, TensorLocation] = {}
         for entry in pmap.get("entries", []):
-            if entry["dtype"] != "float32":
+            if entry["dtype"] not in wire.ELEMENT_BYTES:
                 raise UpdateError(f"{entry['parameter']} is {entry['dtype']} in the artifact: "
-                                  "only float32 tensors can take sparse updates")
+                                  "only float32 and float16 tensors can take sparse updates")
             self.mappings[entry["parameter"]] = _build_mapping(entry, params, modules)
             self.table[entry["tensor_index"]] = TensorLocation(
                 entry["buffer_offset"], entry["buffer_size"], entry["dtype"])
@@ -173,7 +173,7 @@ def _build_mapping(entry: dict, params: dict, modules: dict) -> _Mapping:
         raise UpdateError(f"manifest parameter {name} is not in the model: wrong checkpoint?")
     shape = tuple(params[name].shape)
     numel = params[name].numel()
-    if numel * 4 != entry["buffer_size"]:
+    if numel * wire.ELEMENT_BYTES[entry["dtype"]] != entry["buffer_size"]:
         raise UpdateError(f"{name}: {numel} elements but a {entry['buffer_size']}-byte buffer")
     position = torch.arange(numel).reshape(shape).permute(*entry["permutation"]).reshape(-1)
     to_deployed = torch.empty(numel, dtype=torch.int64)
@@ -212,10 +212,17 @@ class PacketEncoder:
         """Sets the sent coordinates to what the device holds after the wire's rounding, so that
         training continues from exactly the device's model."""
         quantized = [TensorPatch(p.tensor_index, p.numel, p.indices,
-                                 wire.quantize_values(p.values, self.value_coding))
+                                 self._held_values(p.tensor_index, p.values))
                      for p in patches]
         for name, (idx, values) in self.space.to_torch(quantized).items():
             params[name].view(-1)[idx] = values
+
+    def _held_values(self, tensor_index: int, values: np.ndarray) -> np.ndarray:
+        """What the device stores: the wire's rounding, then a float16 tensor's own."""
+        sent = wire.quantize_values(values, self.value_coding)
+        if self.space.table[tensor_index].dtype == "float16":
+            return sent.astype(np.float16).astype(np.float32)
+        return sent
 
 
 def changed_coordinates(params: dict[str, torch.nn.Parameter], masks: list[torch.Tensor],

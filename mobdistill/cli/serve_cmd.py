@@ -67,7 +67,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--gamma", type=float)
-    parser.add_argument("--value-coding", choices=("f16", "q8", "f32"))
+    parser.add_argument("--value-coding", choices=("f16", "q8", "f32", "qdelta"))
     parser.add_argument("--num-threads", type=int, default=2, help="torch threads (2)")
     parser.add_argument("--student-cache", type=Path,
                         help="folder of pretrained, exported starting points (default "
