@@ -101,7 +101,10 @@ Status WriteUpdateState(const std::string& path, const UpdateState& state) {
 }
 
 UpdateManager::UpdateManager(Engine* engine, UpdateConfig config)
-    : engine_(engine), config_(std::move(config)), current_(config_.base) {}
+    : engine_(engine),
+      config_(std::move(config)),
+      limits_(update::DecodeLimits::ForTable(config_.table)),
+      current_(config_.base) {}
 
 UpdateManager::~UpdateManager() {
   std::vector<UpdateRecord> ignored;
@@ -186,7 +189,7 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   options.hmac_key_size = config_.hmac_key.size();
   options.allow_unauthenticated = config_.insecure;
   options.last_sequence = last_sequence_;
-  options.limits = update::DecodeLimits::ForTable(config_.table);
+  options.limits = limits_;
   Status s = FromUpdateLibrary(
       update::DecodeUpdatePacket(p->bytes.data(), p->bytes.size(), options, &packet));
   const auto t1 = Clock::now();

@@ -114,6 +114,7 @@ class UpdateManager {
 
   Engine* engine_;
   UpdateConfig config_;
+  const update::DecodeLimits limits_;  // from config_.table: one deployed model, fixed
   std::thread worker_;
   std::mutex mu_;
   std::condition_variable cv_;
