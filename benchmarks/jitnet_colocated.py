@@ -135,6 +135,10 @@ def main() -> None:
     p.add_argument("--pretrain-iterations", type=int, default=200)
     p.add_argument("--max-frames", type=int, default=100, help="frames per clip")
     p.add_argument("--thresholds", default="0.7,0.8,0.9")
+    p.add_argument("--teacher", default="selfie",
+                   help="selfie, or isnet (IS-Net, ~2,700x the selfie FLOPs: the paper's regime)")
+    p.add_argument("--videos", default=",".join(STREAM), help="the stream's clips")
+    p.add_argument("--pretrain-clips", help="pretraining clips, comma-separated (default: all)")
     p.add_argument("--only", help="run names to run, comma-separated (default: all)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
@@ -142,22 +146,25 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     thresholds = [float(t) for t in args.thresholds.split(",")]
     from mobdistill.models.registry import parse_resolution
-    from mobdistill.server.teachers import get_teacher, tflite_flops
+    from mobdistill.server.teachers import MemoTeacher, get_teacher, teacher_flops
 
-    base = StreamConfig(scheme="jit", model="jitnet", videos=STREAM,
+    videos = tuple(args.videos.split(","))
+    extra = {"pretrain_clips": tuple(args.pretrain_clips.split(","))} if args.pretrain_clips \
+        else {}
+    base = StreamConfig(scheme="jit", model="jitnet", videos=videos, teacher=args.teacher,
                         max_frames_per_clip=args.max_frames,
                         resolution=parse_resolution(args.resolution),
                         width_multiplier=args.width, colocated=True, gamma=1.0,
                         jit_box_weight=5.0, pretrain_iterations=args.pretrain_iterations,
-                        num_threads=1, update_blocking=True)
-    teacher = get_teacher(base.teacher)
-    flops = {"teacher": float(tflite_flops(teacher)),
+                        num_threads=1, update_blocking=True, **extra)
+    teacher = MemoTeacher(get_teacher(base.teacher))  # each frame labelled once for all runs
+    flops = {"teacher": float(teacher_flops(teacher)),
              "student": float(student_flops(base, teacher.num_classes))}
-    settings = {**asdict(base), "stream": list(STREAM), "seeds": seeds,
+    settings = {**asdict(base), "stream": list(videos), "seeds": seeds,
                 "thresholds": thresholds, "step_cost_forwards": STEP_COST}
     doc = {**provenance(settings), "engine": engine_binary(),
            "clips": {c.name: {"role": c.role.value, "sha256": c.sha256}
-                     for c in clips.CLIPS if c.name in STREAM},
+                     for c in clips.CLIPS if c.name in videos},
            "flops": flops, "runs": []}
     wanted = set(args.only.split(",")) if args.only else None
     for name, overrides in plan(thresholds):

