@@ -17,6 +17,7 @@ from mobdistill.errors import MobdistillError
 
 # name -> (module, one-line help). Keep alphabetical.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "delta": ("mobdistill.cli.delta_cmd", "Delta Distillation: train deeplab-delta's students"),
     "devices": ("mobdistill.cli.devices_cmd", "list the host and ADB phones, probed (--json)"),
     "doctor": ("mobdistill.cli.doctor_cmd", "a device report for bug reports (--json)"),
     "export": ("mobdistill.cli.export_cmd", "export a student to TFLite and ONNX, verified"),
