@@ -16,7 +16,8 @@ Runs (per seed, most important first): none; AMS T10 H240; AMS T10 at each other
 ``--horizons``; one-time; remote-tracking (deterministic: once, first seed); JIT at each
 ``--jit-thresholds``; AMS at the other ``--t-updates`` (paper seconds, time-scaled). Results are
 rewritten after every run, so a stopped benchmark leaves its first runs complete. Seeds may run
-in separate processes (``--out`` each) and be merged with ``--combine``. Writes
+in separate processes (``--out`` each; ``--reverse`` for a second process working from the
+end of the plan) and be merged with ``--combine``. Writes
 ``results/paper_schemes.json`` (commit, engine, clips, settings, seeds, every run with its
 per-frame scores), ``paper_schemes.md`` (the tables), ``paper_schemes_frontier.png`` and
 ``paper_schemes_cdf.png``.
@@ -295,11 +296,15 @@ def main() -> None:
     p.add_argument("--only", help="run names to run, comma-separated (default: all)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--combine", nargs="+", type=Path, help="merge these JSON files instead")
+    p.add_argument("--reverse", action="store_true",
+                   help="run the plan last run first (a second process for the same seeds "
+                        "meets the first in the middle; --combine keeps one of each run)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.combine:
         docs = [json.loads(f.read_text()) for f in args.combine]
-        merged = {**docs[0], "runs": [r for d in docs for r in d["runs"]],
+        runs = {(r["run"], r["seed"]): r for d in reversed(docs) for r in d["runs"]}
+        merged = {**docs[0], "runs": list(runs.values()),  # a (run, seed) twice: the first
                   "combined_from": [str(f) for f in args.combine],
                   "commits": sorted({d["commit"] for d in docs})}
         write_outputs(merged, args.out)
@@ -328,7 +333,7 @@ def main() -> None:
            "runs": []}
     teacher = get_teacher(base.teacher)
     wanted = set(args.only.split(",")) if args.only else None
-    for name, overrides in plan(args):
+    for name, overrides in plan(args)[::-1 if args.reverse else 1]:
         if (wanted and name not in wanted) or (name == "remote-tracking" and not args.tracking):
             continue
         for seed in seeds[:1] if name == "remote-tracking" else seeds:
