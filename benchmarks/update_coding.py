@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,8 @@ from mobdistill.experiments.evaluate import frame_mious
 from mobdistill.experiments.student import prepare_student
 from mobdistill.export.manifest import load as load_manifest
 from mobdistill.server.error_feedback import DeltaQuantizer, ErrorFeedbackEncoder
-from mobdistill.server.selection import CoordinateDescent
 from mobdistill.server.session import LabelledFrame, ServerConfig, Session, UpdateCredentials
+from mobdistill.server.structured import RowDescent
 from mobdistill.server.teachers import load_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results" / "update_coding.json"
@@ -76,41 +77,25 @@ class Arm:
                                                 float(fields.get("t", 1.0))), rows=rows)
 
 
-class RowDescent(CoordinateDescent):
-    """Structured selection: whole rows (axis 0, output channels; single elements of vectors)
-    with the largest mean |last update| until γ of the coordinates (phase 1: random rows)."""
-
-    def begin_phase(self) -> None:
-        super().begin_phase()
-        rows = [p.reshape(p.shape[0], -1) if p.dim() > 1 else p.reshape(-1, 1)
-                for p in self.params]
-        if self.last_update is None:
-            scores = [torch.rand(r.shape[0], generator=self.generator) for r in rows]
-        else:
-            scores = [u.abs().reshape(r.shape).mean(1) for u, r in zip(self.last_update, rows)]
-        flat = torch.cat(scores)
-        sizes = torch.cat([torch.full((r.shape[0],), r.shape[1]) for r in rows])
-        order = torch.argsort(flat, descending=True)
-        budget = self.gamma * float(sizes.sum())
-        keep = order[:max(1, int((torch.cumsum(sizes[order], 0) <= budget).sum()))]
-        chosen = torch.zeros(flat.numel(), dtype=torch.bool)
-        chosen[keep] = True
-        self.masks = [c[:, None].expand(r.shape).reshape(p.shape)
-                      for c, r, p in zip(torch.split(chosen, [r.shape[0] for r in rows]),
-                                         rows, self.params)]
-
-
-def entropy_bound_bytes(patches: list[wire.TensorPatch]) -> float:
-    """Subset bound for the indices plus order-0 entropy of the levels, per tensor, in bytes."""
-    bits = 0.0
+def section_sizes(patches: list[wire.TensorPatch]) -> dict[str, float]:
+    """What a QDELTA packet's sections cost and their bounds, in bytes: the index varints and
+    the level bytes each deflated alone, the order-0 entropy of each tensor's levels (what a
+    range/ANS coder without context could reach), and the subset bound log2 C(numel, count)
+    for the indices (an unstructured selection's minimum; row selection goes far below it)."""
+    subset_bits = level_bits = 0.0
+    indices, levels = [], []
     for p in patches:
         n, k = p.numel, len(p.indices)
-        bits += (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
-        if k and p.step is not None:
-            _, counts = np.unique(wire.delta_levels(p), return_counts=True)
-            freq = counts / k
-            bits += float(-(counts * np.log2(freq)).sum())
-    return bits / 8
+        subset_bits += (math.lgamma(n + 1) - math.lgamma(k + 1)
+                        - math.lgamma(n - k + 1)) / math.log(2)
+        q = wire.delta_levels(p)
+        _, counts = np.unique(q, return_counts=True)
+        level_bits += float(-(counts * np.log2(counts / k)).sum())
+        indices.append(wire._varints(np.diff(p.indices, prepend=-1) - 1))
+        levels.append(q.astype(np.int8).tobytes())
+    return {"index_subset_bound_bytes": subset_bits / 8, "level_entropy_bytes": level_bits / 8,
+            "index_deflate_bytes": len(zlib.compress(b"".join(indices), 9)),
+            "level_deflate_bytes": len(zlib.compress(b"".join(levels), 9))}
 
 
 def ams_bytes(session: Session, patches: list[wire.TensorPatch]) -> int:
@@ -186,7 +171,7 @@ def run_arm(arm: Arm, seed: int, iterations: int, stream, labels: np.ndarray, te
         if arm.quantizer is None:
             row["ams_bytes"] = ams_bytes(session, packet.tensors)
         else:
-            row["entropy_bound_bytes"] = entropy_bound_bytes(packet.tensors)
+            row.update(section_sizes(packet.tensors))
             row["residual_norm"] = session.encoder.residual_norm()
             row["mirror_exact"] = mirror_exact(session, device)
         updates.append(row)

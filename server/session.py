@@ -29,7 +29,8 @@ from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCod
 from mobdistill.errors import UpdateError, UsageError
 from mobdistill.server.error_feedback import ErrorFeedbackEncoder
 from mobdistill.server.rates import AdaptiveRates
-from mobdistill.server.selection import AdamConfig, CoordinateDescent
+from mobdistill.server.selection import AdamConfig
+from mobdistill.server.structured import coordinate_descent
 from mobdistill.server.teachers import Teacher
 
 log = logging.getLogger(__name__)
@@ -269,8 +270,8 @@ class Session:
             p.requires_grad_(name in self.space.mappings)
         self.trainable = [self.params[n] for n in self.space.mappings]
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.optimizer = CoordinateDescent(
-            self.trainable, gamma=config.gamma, variant=config.selection,
+        self.optimizer = coordinate_descent(  # selection "rows": whole output channels
+            self.trainable, gamma=config.gamma, selection=config.selection,
             rule=AdamConfig(lr=config.lr), generator=self.generator)
         self.encoder: PacketEncoder | ErrorFeedbackEncoder = (  # QDELTA: quantized deltas
             ErrorFeedbackEncoder.for_session(self.space, self.credentials, manifest, self.params)
