@@ -131,6 +131,13 @@ def train_base(model: DeltaDeepLab, clips: Sequence[LabelledClip], config: Delta
     return losses
 
 
+def start_students_from_hold(model: DeltaDeepLab) -> None:
+    """Zero each student's last conv: dz~ = 0, so training starts from reusing the keyframe's
+    features on delta frames (the hold baseline) instead of adding random changes."""
+    for student in model.students:
+        torch.nn.init.zeros_(student.expand.weight)
+
+
 def train_students(model: DeltaDeepLab, clips: Sequence[LabelledClip], config: DeltaTrainConfig,
                    progress: Progress | None = None) -> list[dict[str, float]]:
     """Phase 2 (Algorithm 1 with the task loss): the students learn, the base stays frozen.

@@ -106,6 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
             bar.set_postfix(phase=phase, loss=f"{loss:.3f}", refresh=False)
 
         base_losses = trainer.train_base(model, data, settings, progress)
+        trainer.start_students_from_hold(model)
         history = trainer.train_students(model, data, settings, progress)
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / (CHECKPOINT + ".part")
