@@ -153,6 +153,19 @@ def matched_jit(summary: dict[str, dict], ams_run: str) -> str | None:
     return min(jits, key=lambda n: abs(summary[n]["miou_with_background"]["mean"] - target))
 
 
+def jit_downlink_at(summary: dict[str, dict], miou: float) -> float | None:
+    """JIT's downlink at a given mIoU, interpolated along its threshold sweep (log kbit/s
+    linear in mIoU between the two thresholds around it); None outside the swept range."""
+    points = sorted((summary[n]["miou_with_background"]["mean"],
+                     summary[n]["downlink_kbit_s_paper_clock"]["mean"])
+                    for n in summary if n.startswith("jit "))
+    for (m0, d0), (m1, d1) in zip(points, points[1:]):
+        if m0 <= miou <= m1 and d0 > 0 and d1 > 0:
+            w = 0.0 if m1 == m0 else (miou - m0) / (m1 - m0)
+            return float(np.exp((1 - w) * np.log(d0) + w * np.log(d1)))
+    return None
+
+
 def cdf_gains(runs: list[dict], names: list[str]) -> dict[str, list[float]]:
     """Per-frame mIoU gain over `none` of the same seed, every frame of every seed."""
     none = {r["seed"]: np.asarray(r["frame_miou_with_background"]) for r in runs
@@ -204,6 +217,14 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
     gains = cdf_gains(runs, [n for n in summary if n != "none"])
     doc["summary"] = summary
     doc["table1"] = {"runs": table_runs, "jit_matched_to_ams": jit}
+    if ams in summary:
+        at = jit_downlink_at(summary, summary[ams]["miou_with_background"]["mean"])
+        ams_down = summary[ams]["downlink_kbit_s_paper_clock"]["mean"]
+        doc["jit_at_ams_accuracy"] = {
+            "ams_miou": summary[ams]["miou_with_background"]["mean"],
+            "ams_downlink_kbit_s": ams_down,
+            "jit_downlink_kbit_s": None if at is None else round(at, 1),
+            "ratio": None if at is None or not ams_down else round(at / ams_down, 2)}
     doc["cdf_better_than_none"] = {n: round(float(np.mean(np.asarray(g) > 0)), 4)
                                    for n, g in gains.items()}
     returning = f"{len(doc['settings']['stream']) - 1}:{doc['settings']['stream'][-1]}"
@@ -228,6 +249,14 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
                      f"{_kbit(row['uplink_kbit_s_paper_clock'])} | "
                      f"{_kbit(row['downlink_kbit_s_paper_clock'])} | "
                      f"{'' if better is None else f'{100 * better:.0f} %'} |")
+    match = doc.get("jit_at_ams_accuracy") or {}
+    if match.get("ratio") is not None:
+        lines += ["", f"JIT's downlink at AMS's mean mIoU ({100 * match['ams_miou']:.1f} %), "
+                  f"interpolated along its threshold sweep: {match['jit_downlink_kbit_s']} "
+                  f"kbit/s, {match['ratio']}× AMS's {match['ams_downlink_kbit_s']:.1f}."]
+    elif match:
+        lines += ["", f"AMS's mean mIoU ({100 * match['ams_miou']:.1f} %) is outside JIT's swept "
+                  "range: no bandwidth at equal accuracy."]
     lines += ["", "Paired differences (same seeds; mIoU with background, points):", "",
               "| a − b | on | seeds | mean ± 95 % CI |", "|---|---|---|---|"]
     for d in doc["paired"]:
