@@ -75,6 +75,8 @@ class EngineOptions:
     record_sensors: bool = False
     # per-operator times after the measured runs (docs/engine.md "Per-operator profile")
     enable_op_profiling: bool = False
+    # delta-distilled models: keyframe every N-th frame (None: the manifest's schedule.period)
+    keyframe_interval: int | None = None
     engine_binary: Path | None = None  # None: $MOBDISTILL_ENGINE, else the source-tree build
     # streamed sparse updates (docs/engine.md)
     update_schedule: Path | None = None  # local JSONL {"frame": K, "packet": PATH[, "sequence"]}
@@ -96,6 +98,8 @@ class EngineOptions:
 
     def to_flags(self, staged: Mapping[str, str] | None = None) -> list[str]:
         """The engine flags for these options; `staged` maps each file-valued flag
+        if self.keyframe_interval is not None and self.keyframe_interval < 1:
+            raise UsageError(f"--keyframe_interval {self.keyframe_interval}: must be >= 1")
         ("update_schedule", "update_key_file", "op_profile") to its path on the device."""
         staged = staged or {}
         flags = [f"--num_threads={self.num_threads}", f"--warmup_runs={self.warmup_runs}",
@@ -111,6 +115,8 @@ class EngineOptions:
         for name in ("update_schedule", "update_key_file"):
             if getattr(self, name) is not None:
                 flags.append(f"--{name}={staged[name]}")
+        if self.keyframe_interval is not None:
+            flags.append(f"--keyframe_interval={self.keyframe_interval}")
         for name in ("update_dir", "update_port", "update_device_id", "update_state_file"):
             if getattr(self, name) is not None:
                 flags.append(f"--{name}={getattr(self, name)}")
@@ -153,6 +159,10 @@ class FrameTiming:
 @dataclass(frozen=True)
 class UpdateEvent:
     """One `{"event": "update"}` record of the engine: a packet applied or rejected.
+    # delta-distilled models (docs/engine.md "Delta Distillation"): the keyframe signature ran,
+    # and why ("interval", "video_start", "model_changed", "state_missing"; None on delta frames)
+    keyframe: bool | None = None
+    keyframe_reason: str | None = None
 
     `sequence` is the packet's own when the engine decoded it, else the one its schedule line
     declared; `packet` is the local file a scheduled packet was staged from."""

@@ -139,6 +139,7 @@ def result_json(result: ProfileResult, video: str) -> dict[str, Any]:
         "num_runs": result.num_runs, "queue_length": s.get("queue_length"),
         "manifest": result.manifest_path, "video": video, "tool_versions": tools,
         "precision": Manifest.load(Path(result.manifest_path), check_files=False).precision,
+        "imbalance": s.get("imbalance"), "schedule": schedule_ms(result),
     }
     serial = result.device.get("serial", "unknown")
     return {"schema": "mobdistill.profile", "schema_version": 1,
@@ -151,10 +152,11 @@ def write_csv(result: ProfileResult, path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["run", "frame", "phase", "preprocess_us", "invoke_us", "postprocess_us",
-                         "model_version"])
+                         "model_version", "keyframe"])
         for f in result.frames:
             writer.writerow([f.run, f.frame, f.phase, f.preprocess_us, f.invoke_us,
-                             f.postprocess_us, f.model_version])
+                             f.postprocess_us, f.model_version,
+                             "" if f.keyframe is None else int(f.keyframe)])
 
 
 def plot_latency(result: ProfileResult, path: Path) -> None:
@@ -168,6 +170,7 @@ def plot_latency(result: ProfileResult, path: Path) -> None:
         pts = [(f.run, f.invoke_us / 1000.0) for f in result.frames if f.phase == phase]
         if pts:
             ax.plot(*zip(*pts), ".-", color=color, label=phase, lw=0.8, ms=3)
+    _mark_keyframes(ax, result)
     measured = result.measured_invoke_us()
     if measured:
         ax.axhline(np.median(measured) / 1000.0, color="k", ls="--", lw=0.8, label="median")
@@ -179,6 +182,52 @@ def plot_latency(result: ProfileResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _mark_keyframes(ax: Any, result: ProfileResult) -> None:
+    """Delta-distilled models: a red triangle on every keyframe (the slow frames)."""
+    keyframes = [(f.run, f.invoke_us / 1000.0) for f in result.frames if f.keyframe]
+    if keyframes:
+        interval = (result.summary.get("delta") or {}).get("keyframe_interval", "?")
+        ax.plot(*zip(*keyframes), "^", color="tab:red", ms=6, ls="none",
+                label=f"keyframe (every {interval})")
+
+
+def schedule_ms(result: ProfileResult) -> dict[str, Any] | None:
+    """Delta-distilled models: keyframe and delta-frame invoke latency (ms) of the measured
+    runs and the per-frame imbalance (p99 / median); None for other models."""
+    delta = result.summary.get("delta")
+    if not delta:
+        return None
+
+    def ms(stats: dict[str, float]) -> dict[str, float]:
+        return {k.replace("_us", "_ms"): round(v / 1000.0, 4) for k, v in stats.items()
+                if k.endswith("_us")}
+
+    return {"keyframe_interval": delta["keyframe_interval"],
+            "keyframe_interval_source": delta["keyframe_interval_source"],
+            "keyframes": delta["keyframes"], "delta_frames": delta["delta_frames"],
+            "forced_keyframes": delta["forced_keyframes"],
+            "keyframe_invoke_ms": ms(delta["keyframe_invoke"]),
+            "delta_invoke_ms": ms(delta["delta_invoke"]),
+            "keyframe_over_delta_p50": round(delta["keyframe_over_delta_p50"], 4),
+            "invoke_p99_over_p50": round(result.summary["imbalance"]["invoke_p99_over_p50"], 4)}
+
+
+def _schedule_rows(result: ProfileResult) -> list[tuple[str, str]]:
+    schedule = schedule_ms(result)
+    if schedule is None:
+        return []
+    rows = [("keyframe interval", f"{schedule['keyframe_interval']} "
+                                  f"({schedule['keyframe_interval_source']})")]
+    for kind in ("keyframe", "delta"):
+        stats = schedule[f"{kind}_invoke_ms"]
+        count = schedule["keyframes" if kind == "keyframe" else "delta_frames"]
+        rows.append((f"{kind} frames", f"p50 {stats['p50_ms']:.3f}  p99 {stats['p99_ms']:.3f}  "
+                                       f"mean {stats['mean_ms']:.3f} ms ({count} frames)"))
+    rows.append(("imbalance", f"p99/p50 {schedule['invoke_p99_over_p50']:.2f} (keyframe/delta "
+                              f"p50 {schedule['keyframe_over_delta_p50']:.2f})"))
+    return rows
 
 
 def format_table(result: ProfileResult) -> str:
@@ -200,6 +249,7 @@ def format_table(result: ProfileResult) -> str:
         ("inference", "min {min_ms:.3f}  p50 {p50_ms:.3f}  p90 {p90_ms:.3f}  p99 {p99_ms:.3f}  "
                       "max {max_ms:.3f}  mean {mean_ms:.3f}  std {std_ms:.3f} ms".format(**ms)
          if ms else "n/a"),
+        *_schedule_rows(result),
         ("peak RSS", f"{s.get('peak_rss_mb', 0):.1f} MB"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -182,6 +182,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     for flag, help_text in DELEGATE_FLAGS.items():
         parser.add_argument(f"--{flag}", type=_boolean, nargs="?", const=True, default=None,
                             metavar="true|false", help=help_text)
+    parser.add_argument("--keyframe_interval", type=int, default=None, metavar="T",
+                        help="delta-distilled models: the keyframe signature every T-th frame, "
+                             "delta frames between (default: the manifest's schedule.period)")
     parser.add_argument("--engine", type=Path, default=None,
                         help="a mobdistill-engine build (default: $MOBDISTILL_ENGINE, else "
                              "build/engine of this source checkout, built on demand)")
@@ -197,4 +200,4 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                 else Delegate.CPU if args.use_xnnpack is False else Delegate.XNNPACK)
     return EngineOptions(num_threads=args.num_threads, warmup_runs=args.warmup_runs,
                          num_runs=args.num_runs, delegate=delegate, timeout_s=args.timeout,
-                         engine_binary=args.engine)
+                         keyframe_interval=args.keyframe_interval, engine_binary=args.engine)

@@ -28,6 +28,25 @@ int64_t AppSegmenter::model_version() {
   return processor_ ? model_.engine().active().version() : 0;
 }
 
+int AppSegmenter::keyframe_interval() {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  const KeyframeSchedule* schedule = processor_ ? processor_->schedule() : nullptr;
+  return schedule ? schedule->interval() : 0;
+}
+
+Status AppSegmenter::SetKeyframeInterval(int interval) {
+  std::lock_guard<std::mutex> lock(frame_mu_);  // between frames
+  if (!processor_) return Status::Error("the engine is not open");
+  return processor_->SetKeyframeInterval(interval);
+}
+
+int AppSegmenter::last_frame_keyframe() {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  const KeyframeSchedule* schedule = processor_ ? processor_->schedule() : nullptr;
+  if (!schedule || frames_processed_ == 0) return -1;
+  return schedule->last_was_keyframe() ? 1 : 0;
+}
+
 UpdateTotals AppSegmenter::update_totals() {
   std::lock_guard<std::mutex> lock(frame_mu_);  // between frames by construction
   if (!updates_) return UpdateTotals();
@@ -87,14 +106,16 @@ Status AppSegmenter::RunFrame(const std::function<Status()>& fill, uint8_t* mask
   const double fill_us = std::chrono::duration<double, std::micro>(
                              std::chrono::steady_clock::now() - started).count();
   if (updates_) updates_->BetweenFrames(frames_processed_, false);
-  if (processor_->stateful() && needs_init_) {
-    MD_RETURN_IF_ERROR(processor_->StartVideo(nullptr, &info_.init_ms));
+  if (needs_init_) {
+    if (processor_->stateful()) MD_RETURN_IF_ERROR(processor_->StartVideo(nullptr, &info_.init_ms));
+    processor_->RestartSchedule();
     needs_init_ = false;
   }
   record->run = frames_processed_;
   record->frame_index = frames_processed_;
   record->phase = Phase::kMeasure;
   record->model_version = processor_->UseActiveModel();
+  processor_->RecordSchedule(record);
   MD_RETURN_IF_ERROR(RunTimedStages(processor_.get(), record));
   record->preprocess_us += fill_us;  // the frame's conversion is part of its preprocessing
   const std::vector<uint8_t>& labels = processor_->mask();

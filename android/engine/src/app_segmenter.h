@@ -48,6 +48,12 @@ class AppSegmenter {
   const Manifest& manifest() const { return model_.manifest(); }
   const std::string& delegate_used() const { return info_.delegate_used; }
   int64_t model_version();
+  // Delta-distilled models: the keyframe interval T in use (0 for other models), a new one from
+  // the next frame on, and whether the last frame ran the keyframe signature (1), a delta frame
+  // (0), or neither (-1: no frame yet, or not a delta-distilled model).
+  int keyframe_interval();
+  Status SetKeyframeInterval(int interval);
+  int last_frame_keyframe();
   UpdateTotals update_totals();
 
  private:

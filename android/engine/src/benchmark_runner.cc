@@ -79,6 +79,7 @@ Status BenchmarkRunner::BeforeRun(int64_t run, FrameRecord* record) {
     ApplySwapIfReady(run);
   }
   record->model_version = processor_->UseActiveModel();
+  processor_->RecordSchedule(record);
   record->frame_index = (frame_offset_ + run) % frames_.count();
   return frames_.Read(record->frame_index, processor_->frame());
 }

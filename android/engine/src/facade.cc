@@ -25,6 +25,7 @@ struct MdEngine {
   std::string delegate_used;
   std::mutex stats_mu;
   std::deque<double> invoke_us, preprocess_us;  // the last kWindow frames
+  std::deque<bool> keyframe;  // delta-distilled models: of the same frames
   int64_t frames = 0;
   static constexpr size_t kWindow = 1000;
 };
@@ -47,11 +48,29 @@ void Record(MdEngine* engine, const mobdistill::FrameRecord& record) {
   std::lock_guard<std::mutex> lock(engine->stats_mu);
   engine->invoke_us.push_back(record.invoke_us);
   engine->preprocess_us.push_back(record.preprocess_us);
+  engine->keyframe.push_back(record.keyframe);
   if (engine->invoke_us.size() > MdEngine::kWindow) {
     engine->invoke_us.pop_front();
     engine->preprocess_us.pop_front();
+    engine->keyframe.pop_front();
   }
   ++engine->frames;
+}
+
+// Delta-distilled models: keyframes and delta frames of the window apart, and p99 / median of
+// all of them (the slow frames a camera app feels against the typical one).
+nlohmann::json ScheduleJson(const MdEngine& engine, int32_t interval) {
+  if (interval == 0) return nullptr;
+  std::deque<double> key, delta;
+  for (size_t i = 0; i < engine.invoke_us.size(); ++i) {
+    (engine.keyframe[i] ? key : delta).push_back(engine.invoke_us[i]);
+  }
+  const mobdistill::LatencyStats all = mobdistill::ComputeStats(
+      std::vector<double>(engine.invoke_us.begin(), engine.invoke_us.end()));
+  return {{"keyframe_interval", interval},
+          {"keyframe_invoke", StatsJson(key)},
+          {"delta_invoke", StatsJson(delta)},
+          {"invoke_p99_over_p50", all.p50_us > 0 ? all.p99_us / all.p50_us : 0.0}};
 }
 
 int64_t RoundUs(double us) { return static_cast<int64_t>(us + 0.5); }
@@ -158,6 +177,25 @@ int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stri
   }
   mobdistill::FrameRecord record;
   mobdistill::Status s = engine->segmenter->ProcessFrame(rgb, row_stride, mask, &record);
+int32_t md_engine_keyframe_interval(MdEngine* engine) {
+  return engine == nullptr ? 0 : engine->segmenter->keyframe_interval();
+}
+
+int32_t md_engine_set_keyframe_interval(MdEngine* engine, int32_t interval, char* error,
+                                        size_t error_size) {
+  if (engine == nullptr) {
+    SetText(error, error_size, "the engine is closed");
+    return 1;
+  }
+  const mobdistill::Status s = engine->segmenter->SetKeyframeInterval(interval);
+  if (!s.ok()) SetText(error, error_size, s.message());
+  return s.ok() ? 0 : 1;
+}
+
+int32_t md_engine_last_frame_keyframe(MdEngine* engine) {
+  return engine == nullptr ? -1 : engine->segmenter->last_frame_keyframe();
+}
+
   if (!s.ok()) {
     SetText(error, error_size, s.message());
     return 1;
@@ -237,11 +275,13 @@ int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size) {
   }
   j["model_version"] = engine->segmenter->model_version();
   j["delegate_used"] = engine->delegate_used;
+  const int32_t interval = engine->segmenter->keyframe_interval();  // not under stats_mu
   const mobdistill::UpdateTotals totals = engine->segmenter->update_totals();
   nlohmann::json reasons = nlohmann::json::object();
   for (const auto& reason : totals.rejected_by_reason) reasons[reason.first] = reason.second;
   j["updates"] = {{"received", totals.received},
                   {"applied", totals.applied},
+    j["schedule"] = ScheduleJson(*engine, interval);
                   {"rejected", totals.rejected},
                   {"rejected_by_reason", reasons},
                   {"last", totals.has_last ? nlohmann::json::parse(totals.last.ToJson())

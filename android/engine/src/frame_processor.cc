@@ -1,6 +1,7 @@
 #include "frame_processor.h"
 
 #include <chrono>
+#include <cstring>
 
 namespace mobdistill {
 namespace {
@@ -16,6 +17,27 @@ FrameProcessor::FrameProcessor(SegmentationModel* model, std::string init_mask)
       init_mask_(std::move(init_mask)),
       frame_input_(manifest_.Signature(model->frame_signature())->InputWithRole("frame")->name) {
   if (manifest_.has_memory) queue_.reset(new MemoryQueue(manifest_.memory.queue_length));
+  if (manifest_.has_schedule) {
+    schedule_.reset(new KeyframeSchedule(model->keyframe_interval()));
+    keyframe_input_ =
+        manifest_.Signature(manifest_.schedule.keyframe_signature)->InputWithRole("frame")->name;
+  }
+}
+
+void FrameProcessor::RestartSchedule() {
+  if (schedule_) schedule_->Restart();
+}
+
+Status FrameProcessor::SetKeyframeInterval(int interval) {
+  if (!schedule_) {
+    return Status::Error("the keyframe interval applies to delta-distilled models only; " +
+                         manifest_.path + " has no keyframe schedule");
+  }
+  if (interval < 1) {
+    return Status::Error("the keyframe interval must be >= 1, not " + std::to_string(interval));
+  }
+  schedule_->SetInterval(interval);
+  return Status::Ok();
 }
 
 Status FrameProcessor::WriteFrameInput(TfLiteSignatureRunner* r, const std::string& name) {
@@ -85,13 +107,26 @@ Status FrameProcessor::StartVideo(
 }
 
 int64_t FrameProcessor::UseActiveModel() {
-  ModelSlot& slot = model_->engine().active();
-  current_ = slot.runner(model_->frame_signature());
-  return slot.version();
+  slot_ = &model_->engine().active();
+  if (schedule_ && schedule_->Decide(slot_->version())) {
+    current_ = slot_->runner(manifest_.schedule.keyframe_signature);
+    current_input_ = &keyframe_input_;
+  } else {
+    current_ = slot_->runner(model_->frame_signature());
+    current_input_ = &frame_input_;
+  }
+  return slot_->version();
+}
+
+void FrameProcessor::RecordSchedule(FrameRecord* record) const {
+  record->scheduled = schedule_ != nullptr;
+  if (!schedule_) return;
+  record->keyframe = schedule_->last_was_keyframe();
+  record->keyframe_reason = KeyframeReasonName(schedule_->last_reason());
 }
 
 Status FrameProcessor::Preprocess() {
-  MD_RETURN_IF_ERROR(WriteFrameInput(current_, frame_input_));
+  MD_RETURN_IF_ERROR(WriteFrameInput(current_, *current_input_));
   if (queue_) {
     for (size_t c = 0; c < manifest_.memory.carry.size(); ++c) {
       TfLiteTensor* t =
@@ -122,7 +157,22 @@ Status FrameProcessor::Postprocess() {
     mask_[i] = uint8_t(best);
   }
   if (queue_) queue_->Push(CarryOutputs(current_));
+  if (schedule_ && schedule_->NextIsDelta()) CarryDeltaState();
   return Status::Ok();
+}
+
+// This frame's carried outputs (keyframe or delta alike) into the delta signature's inputs of
+// the same slot: a new slot starts with a keyframe, so the state never crosses models. Sizes
+// match: the manifest pairs equal sizes and every slot's tensors are checked against it.
+void FrameProcessor::CarryDeltaState() {
+  TfLiteSignatureRunner* delta = slot_->runner(manifest_.schedule.delta_signature);
+  for (const auto& carry : manifest_.schedule.carry) {
+    const TfLiteTensor* out = api_.RunnerGetOutputTensor(current_, carry.first.c_str());
+    TfLiteTensor* in = api_.RunnerGetInputTensor(delta, carry.second.c_str());
+    // memmove: a graph may hand an input straight back as the output tensor.
+    std::memmove(api_.TensorData(in), api_.TensorData(out), api_.TensorByteSize(out));
+  }
+  schedule_->MarkStateReady();
 }
 
 const void* FrameProcessor::logits_data() const {

@@ -35,6 +35,9 @@ class KeyframeSchedule {
   void MarkStateReady() { state_ready_ = true; }
   // A new video: the next frame is a keyframe.
   void Restart();
+  // A new T (>= 1) from the next frame on; the count since the last keyframe is kept, so a
+  // shorter T than the frames already run since it makes the next frame a keyframe.
+  void SetInterval(int interval) { interval_ = interval < 1 ? 1 : interval; }
 
   int interval() const { return interval_; }
   bool last_was_keyframe() const { return position_ == 0 && started_; }

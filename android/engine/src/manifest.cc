@@ -77,6 +77,77 @@ Status ParseMemory(const json& j, MemorySpec* m) {
   return Status::Ok();
 }
 
+Status ParseSchedule(const json& j, ScheduleSpec* s) {
+  std::string kind;
+  int version = 0;
+  MD_RETURN_IF_ERROR(Get(j, "kind", "schedule", &kind));
+  MD_RETURN_IF_ERROR(Get(j, "version", "schedule", &version));
+  if (kind != "keyframe_delta" || version != 1) {
+    return Status::Error("manifest: schedule kind '" + kind + "' version " +
+                         std::to_string(version) + " is not supported by this engine "
+                         "(keyframe_delta version 1)");
+  }
+  MD_RETURN_IF_ERROR(Get(j, "period", "schedule", &s->period));
+  MD_RETURN_IF_ERROR(Get(j, "keyframe_signature", "schedule", &s->keyframe_signature));
+  MD_RETURN_IF_ERROR(Get(j, "delta_signature", "schedule", &s->delta_signature));
+  if (s->period < 1) return Status::Error("manifest: schedule.period must be >= 1");
+  json carry;
+  MD_RETURN_IF_ERROR(Get(j, "carry", "schedule", &carry));
+  if (!carry.is_array()) return Status::Error("manifest: schedule.carry is not a list");
+  for (const json& c : carry) {
+    std::string o, i;
+    MD_RETURN_IF_ERROR(Get(c, "output", "schedule.carry[]", &o));
+    MD_RETURN_IF_ERROR(Get(c, "input", "schedule.carry[]", &i));
+    s->carry.emplace_back(o, i);
+  }
+  if (s->carry.empty()) return Status::Error("manifest: schedule.carry is empty");
+  return Status::Ok();
+}
+
+// Both signatures make the logits and every carried output; the delta signature reads the frame
+// and the carried inputs only, each exactly one carried output's size.
+Status ValidateSchedule(const Manifest& m) {
+  const ScheduleSpec& s = m.schedule;
+  const SignatureSpec* key = m.Signature(s.keyframe_signature);
+  const SignatureSpec* delta = m.Signature(s.delta_signature);
+  if (!key || !delta) {
+    return Status::Error("manifest: schedule names signatures '" + s.keyframe_signature +
+                         "' and '" + s.delta_signature + "' but they are not listed");
+  }
+  for (const SignatureSpec* sig : {key, delta}) {
+    if (!sig->InputWithRole("frame") || !sig->Output(m.output_name)) {
+      return Status::Error("manifest: schedule signature " + sig->name +
+                           " needs an input with role frame and the output '" + m.output_name +
+                           "'");
+    }
+  }
+  for (const auto& c : s.carry) {
+    const TensorSpec* key_out = key->Output(c.first);
+    const TensorSpec* delta_out = delta->Output(c.first);
+    const TensorSpec* in = delta->Input(c.second);
+    if (!key_out || !delta_out || !in) {
+      return Status::Error("manifest: schedule.carry " + c.first + "->" + c.second +
+                           " does not name outputs of " + key->name + "/" + delta->name +
+                           " and an input of " + delta->name);
+    }
+    if (key_out->NumElements() != in->NumElements() ||
+        delta_out->NumElements() != in->NumElements()) {
+      return Status::Error("manifest: schedule.carry " + c.first + "->" + c.second +
+                           ": output and input differ in size");
+    }
+  }
+  const std::string& frame = delta->InputWithRole("frame")->name;
+  for (const TensorSpec& in : delta->inputs) {
+    bool fed = in.name == frame;
+    for (const auto& c : s.carry) fed = fed || in.name == c.second;
+    if (!fed) {
+      return Status::Error("manifest: " + delta->name + " input " + in.name +
+                           " is neither the frame nor carried (schedule.carry)");
+    }
+  }
+  return Status::Ok();
+}
+
 std::string JoinPath(const std::string& dir, const std::string& file) {
   if (file.empty() || file[0] == '/' || dir.empty()) return file;
   return dir + "/" + file;
@@ -84,6 +155,10 @@ std::string JoinPath(const std::string& dir, const std::string& file) {
 
 Status Validate(const Manifest& m) {
   if (m.height <= 0 || m.width <= 0) return Status::Error("manifest: model.resolution invalid");
+  if (m.has_memory && m.has_schedule) {
+    return Status::Error("manifest: a model has a memory queue or a keyframe schedule, not both");
+  }
+  if (m.has_schedule) return ValidateSchedule(m);
   if (m.has_memory) {
     const SignatureSpec* init = m.Signature(m.memory.init_signature);
     const SignatureSpec* step = m.Signature(m.memory.step_signature);
@@ -224,6 +299,10 @@ Status ParseManifest(const std::string& text, const std::string& dir, Manifest* 
   if (j.contains("memory") && !j.at("memory").is_null()) {
     m.has_memory = true;
     MD_RETURN_IF_ERROR(ParseMemory(j.at("memory"), &m.memory));
+  }
+  if (j.contains("schedule") && !j.at("schedule").is_null()) {
+    m.has_schedule = true;
+    MD_RETURN_IF_ERROR(ParseSchedule(j.at("schedule"), &m.schedule));
   }
   if (j.contains("parameter_map") && j.at("parameter_map").is_object() &&
       j.at("parameter_map").contains("entries")) {

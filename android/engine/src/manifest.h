@@ -36,6 +36,16 @@ struct MemorySpec {
   std::vector<std::pair<std::string, std::string>> carry;  // (output, input)
 };
 
+// The keyframe schedule of a delta-distilled model (docs/engine.md "Delta Distillation"): every
+// period-th frame runs `keyframe_signature` (the original blocks), the others `delta_signature`;
+// `carry` feeds each frame's state outputs to the next delta frame's inputs.
+struct ScheduleSpec {
+  int period = 0;  // T >= 1
+  std::string keyframe_signature;
+  std::string delta_signature;
+  std::vector<std::pair<std::string, std::string>> carry;  // (output, input)
+};
+
 // One parameter_map entry: where a deployed float32 tensor's raw data sits in the .tflite file
 // (the address space of sparse updates, docs/wire-format.md).
 struct ParameterEntry {
@@ -58,6 +68,8 @@ struct Manifest {
   int num_classes = 0;
   bool has_memory = false;
   MemorySpec memory;
+  bool has_schedule = false;  // a delta-distilled model
+  ScheduleSpec schedule;
   std::vector<ParameterEntry> parameters;  // parameter_map.entries (empty if absent)
 
   const SignatureSpec* Signature(const std::string& name) const;

@@ -31,6 +31,8 @@ std::vector<Flag> Flags(Params* p) {
       {"frames", Kind::kString, &p->frames, "raw uint8 RGB HxWx3 frames, cycled"},
       {"random_input", Kind::kBool, &p->random_input, "feed deterministic random frames"},
       {"init_mask", Kind::kString, &p->init_mask, "raw uint8 HxW label map for init"},
+      {"keyframe_interval", Kind::kInt, &p->keyframe_interval,
+       "delta-distilled models: keyframe every N-th frame, delta frames between (0: manifest's)"},
       {"use_xnnpack", Kind::kBool, &p->use_xnnpack, "apply the XNNPACK delegate"},
       {"use_gpu", Kind::kBool, &p->use_gpu, "apply the GPU delegate"},
       {"use_nnapi", Kind::kBool, &p->use_nnapi, "use NNAPI (Android)"},
@@ -148,6 +150,9 @@ Status Params::Validate() const {
   if (run_delay < 0) return Status::Error("--run_delay must be >= 0 seconds");
   if (!frames.empty() && random_input) {
     return Status::Error("--frames and --random_input exclude each other; pass one");
+  }
+  if (keyframe_interval < 0) {
+    return Status::Error("--keyframe_interval must be >= 1 (0: the manifest's)");
   }
   if (use_gpu && use_nnapi) return Status::Error("--use_gpu and --use_nnapi exclude each other");
   if (!swap_graph.empty() && swap_after_run < 0) {

@@ -25,6 +25,9 @@ struct Params {
   std::string frames;          // raw uint8 RGB HxWx3 frames, concatenated, cycled
   bool random_input = false;   // deterministic random frames (the default when --frames is absent)
   std::string init_mask;       // raw uint8 HxW label map for the stateful init (0 = background)
+  // Delta-distilled models: the `keyframe` signature every N-th frame, `delta` between
+  // (0: the manifest's schedule.period).
+  int32_t keyframe_interval = 0;
   bool use_xnnpack = true;
   bool use_gpu = false;
   bool use_nnapi = false;

@@ -99,6 +99,48 @@ std::string SensorFields(const FrameRecord& r) {
          ",\"thermal_c\":" + zones.dump(-1, ' ', false, replace);
 }
 
+double Ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
+
+// p99 / median over the measured frames: how much slower the slow frames a camera app feels are
+// than the typical one (a delta-distilled model's keyframes dominate the p99).
+nlohmann::json ImbalanceJson(const Results& r) {
+  std::vector<double> frame;
+  for (const FrameRecord& f : r.frames()) {
+    if (f.phase != Phase::kMeasure) continue;
+    frame.push_back(f.preprocess_us + f.invoke_us + f.postprocess_us);
+  }
+  const LatencyStats total = ComputeStats(frame);
+  return {{"invoke_p99_over_p50", Ratio(r.invoke().p99_us, r.invoke().p50_us)},
+          {"frame_p99_over_p50", Ratio(total.p99_us, total.p50_us)}};
+}
+
+// Delta-distilled models: measured keyframes and delta frames apart (invoke alone, and the
+// whole frame: preprocess + invoke + postprocess, the carried state's copies included).
+nlohmann::json DeltaJson(const Results& r) {
+  const RunInfo& i = r.info();
+  if (i.keyframe_interval == 0) return nullptr;
+  std::vector<double> key_invoke, delta_invoke, key_frame, delta_frame;
+  int64_t forced = 0;
+  for (const FrameRecord& f : r.frames()) {
+    if (f.phase != Phase::kMeasure) continue;
+    const double total = f.preprocess_us + f.invoke_us + f.postprocess_us;
+    (f.keyframe ? key_invoke : delta_invoke).push_back(f.invoke_us);
+    (f.keyframe ? key_frame : delta_frame).push_back(total);
+    if (f.keyframe && std::string(f.keyframe_reason) != "interval") ++forced;
+  }
+  const LatencyStats key = ComputeStats(key_invoke), delta = ComputeStats(delta_invoke);
+  return {{"keyframe_interval", i.keyframe_interval},
+          {"keyframe_interval_source", i.keyframe_interval_source},
+          {"keyframes", key_invoke.size()},
+          {"delta_frames", delta_invoke.size()},
+          {"forced_keyframes", forced},
+          {"keyframe_invoke", StatsJson(key)},
+          {"delta_invoke", StatsJson(delta)},
+          {"keyframe_frame", StatsJson(ComputeStats(key_frame))},
+          {"delta_frame", StatsJson(ComputeStats(delta_frame))},
+          {"keyframe_over_delta_p50", Ratio(key.p50_us, delta.p50_us)}};
+}
+
 nlohmann::json SensorsJson(const Results& r) {
   const SensorInfo& s = r.info().sensors;
   nlohmann::json zones = nlohmann::json::array();
@@ -255,12 +297,18 @@ Status JsonLinesReporter::Open(const std::string& path) {
 
 void JsonLinesReporter::OnFrame(const FrameRecord& r) {
   if (!file_) return;
+  std::string schedule;
+  if (r.scheduled) {
+    schedule = std::string(",\"keyframe\":") + (r.keyframe ? "true" : "false") +
+               ",\"keyframe_reason\":" +
+               (r.keyframe ? "\"" + std::string(r.keyframe_reason) + "\"" : "null");
+  }
   std::fprintf(file_,
                "{\"run\":%lld,\"frame\":%lld,\"phase\":\"%s\",\"preprocess_us\":%.3f,"
-               "\"invoke_us\":%.3f,\"postprocess_us\":%.3f,\"model_version\":%lld%s}\n",
+               "\"invoke_us\":%.3f,\"postprocess_us\":%.3f,\"model_version\":%lld%s%s}\n",
                static_cast<long long>(r.run), static_cast<long long>(r.frame_index),
                PhaseName(r.phase), r.preprocess_us, r.invoke_us, r.postprocess_us,
-               static_cast<long long>(r.model_version),
+               static_cast<long long>(r.model_version), schedule.c_str(),
                r.has_sensors ? SensorFields(r).c_str() : "");
   std::fflush(file_);
 }
@@ -284,6 +332,10 @@ void LogReporter::OnStart(const RunInfo& i) {
     std::fprintf(stderr, "sensors: %zu CPU frequencies, %zu thermal zones readable under %s%s\n",
                  i.sensors.cpus.size(), i.sensors.zones.size(), i.sensors.sysfs_root.c_str(),
                  i.sensors.recorded() ? "" : " (frame records carry no sensor fields)");
+  }
+  if (i.keyframe_interval > 0) {
+    std::fprintf(stderr, "delta-distilled: keyframe every %d frames (%s), delta frames between\n",
+                 i.keyframe_interval, i.keyframe_interval_source.c_str());
   }
   for (const std::string& w : i.warnings) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
 }
@@ -322,6 +374,16 @@ void LogReporter::OnEnd(const Results& r) {
                "avg=%.1f std=%.1f\n",
                i.model_load_ms, i.init_ms, r.first_inference_us(), r.warmup_avg_us(), s.count,
                s.min_us, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.std_us);
+  const nlohmann::json delta = DeltaJson(r);
+  if (delta.is_null()) return;
+  for (const char* kind : {"keyframe", "delta"}) {
+    const nlohmann::json& k = delta[std::string(kind) + "_invoke"];
+    std::fprintf(stderr, "  %s frames (us): count=%d p50=%.1f p99=%.1f avg=%.1f\n", kind,
+                 k["count"].get<int>(), k["p50_us"].get<double>(), k["p99_us"].get<double>(),
+                 k["mean_us"].get<double>());
+  }
+  std::fprintf(stderr, "  imbalance p99/p50: invoke %.2f\n",
+               Ratio(s.p99_us, s.p50_us));
 }
 
 void SummaryWriter::OnEnd(const Results& r) {
@@ -360,6 +422,8 @@ void SummaryWriter::OnEnd(const Results& r) {
       {"invoke", StatsJson(r.invoke())},
       {"preprocess", StatsJson(r.preprocess())},
       {"postprocess", StatsJson(r.postprocess())},
+      {"imbalance", ImbalanceJson(r)},
+      {"delta", DeltaJson(r)},
       {"model_version", r.final_model_version()},
       {"swaps", swaps},
       {"updates", UpdatesJson(r.updates())},

@@ -28,6 +28,10 @@ struct FrameRecord {
   Phase phase = Phase::kWarmup;
   double preprocess_us = 0, invoke_us = 0, postprocess_us = 0;
   int64_t model_version = 0;
+  // Delta-distilled models: whether this frame ran the keyframe signature, and why.
+  bool scheduled = false;  // false: not a delta-distilled model (no keyframe fields)
+  bool keyframe = false;
+  const char* keyframe_reason = "none";  // KeyframeReasonName()
   // --record_sensors with at least one readable source: read after Postprocess (untimed).
   bool has_sensors = false;
   double sensors_us = 0;  // cost of the read itself
@@ -63,6 +67,8 @@ struct RunInfo {
   int32_t num_threads = 0, warmup_runs = 0, num_runs = 0;
   bool stateful = false;
   int queue_length = 0;
+  int keyframe_interval = 0;             // delta-distilled models: T (0 otherwise) ...
+  std::string keyframe_interval_source;  // ... from "manifest" or "--keyframe_interval"
   int64_t num_source_frames = 0;
   std::string input_source;  // frames file or "random"
   double runtime_load_ms = 0;  // dlopen + dlsym of the runtime (and delegate) library

@@ -23,6 +23,8 @@ SlotConfig SlotConfigFor(const Manifest& manifest, const Params& params) {
   config.use_nnapi = params.use_nnapi;
   if (manifest.has_memory) {
     config.signatures = {manifest.memory.init_signature, manifest.memory.step_signature};
+  } else if (manifest.has_schedule) {
+    config.signatures = {manifest.schedule.keyframe_signature, manifest.schedule.delta_signature};
   } else {
     config.signatures = {"serving_default"};
   }
@@ -61,7 +63,10 @@ Status SegmentationModel::Load(const Params& params, RunInfo* info) {
                          manifest_.tflite_sha256 + ", file has " + digest +
                          "; re-export or re-stage the model");
   }
-  frame_signature_ = manifest_.has_memory ? manifest_.memory.step_signature : "serving_default";
+  frame_signature_ = manifest_.has_memory ? manifest_.memory.step_signature
+                     : manifest_.has_schedule ? manifest_.schedule.delta_signature
+                                              : "serving_default";
+  MD_RETURN_IF_ERROR(ChooseKeyframeInterval(params, info));
   const SlotConfig config = SlotConfigFor(manifest_, params);
   engine_.reset(new Engine(&api_, config));
   MD_RETURN_IF_ERROR(engine_->Load(std::move(bytes), params.model_version));
@@ -85,6 +90,24 @@ Status SegmentationModel::Load(const Params& params, RunInfo* info) {
   info->num_runs = params.num_runs;
   info->stateful = manifest_.has_memory;
   info->queue_length = manifest_.has_memory ? manifest_.memory.queue_length : 0;
+  return Status::Ok();
+}
+
+// Delta-distilled models run the manifest's schedule.period unless --keyframe_interval
+// overrides it; the flag on any other model would silently do nothing, so it is refused.
+Status SegmentationModel::ChooseKeyframeInterval(const Params& params, RunInfo* info) {
+  if (!manifest_.has_schedule) {
+    if (params.keyframe_interval > 0) {
+      return Status::Error("--keyframe_interval applies to delta-distilled models only; " +
+                           params.manifest + " has no keyframe schedule");
+    }
+    keyframe_interval_ = 0;
+    return Status::Ok();
+  }
+  const bool flag = params.keyframe_interval > 0;
+  keyframe_interval_ = flag ? params.keyframe_interval : manifest_.schedule.period;
+  info->keyframe_interval = keyframe_interval_;
+  info->keyframe_interval_source = flag ? "--keyframe_interval" : "manifest";
   return Status::Ok();
 }
 

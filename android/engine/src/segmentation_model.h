@@ -32,14 +32,18 @@ class SegmentationModel {
   Engine& engine() { return *engine_; }
   // The signature run on every frame: serving_default, or `step` for a stateful model.
   const std::string& frame_signature() const { return frame_signature_; }
+  // Delta-distilled models: T, the manifest's or --keyframe_interval's; 0 for other models.
+  int keyframe_interval() const { return keyframe_interval_; }
 
  private:
   Status CheckTensorSizes(const SlotConfig& config);
+  Status ChooseKeyframeInterval(const Params& params, RunInfo* info);
 
   TfLiteApi api_;
   Manifest manifest_;
   std::unique_ptr<Engine> engine_;
   std::string frame_signature_;
+  int keyframe_interval_ = 0;
 };
 
 }  // namespace mobdistill

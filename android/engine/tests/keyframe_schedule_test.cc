@@ -71,6 +71,15 @@ int main() {
   CHECK(lost.Decide(1));
   CHECK(lost.last_reason() == KeyframeReason::kVideoStart);
 
+  // A new T takes effect at once, counted from the last keyframe.
+  KeyframeSchedule adapt(8);
+  CHECK_EQ(Pattern(&adapt, 3), std::string("Kdd"));
+  adapt.SetInterval(2);
+  CHECK_EQ(adapt.interval(), 2);
+  CHECK_EQ(Pattern(&adapt, 3), std::string("KdK"));
+  adapt.SetInterval(3);
+  CHECK_EQ(Pattern(&adapt, 4), std::string("ddKd"));
+
   CHECK_EQ(std::string(KeyframeReasonName(KeyframeReason::kModelChanged)),
            std::string("model_changed"));
   CHECK_EQ(std::string(KeyframeReasonName(KeyframeReason::kStateMissing)),

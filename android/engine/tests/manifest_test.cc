@@ -71,5 +71,46 @@ int main() {
   CHECK_CONTAINS(ParseManifest(Replace(stateful, "\"dtype\": \"float32\", \"role\": \"mask\"",
                                        "\"dtype\": \"uint8\", \"role\": \"mask\""), "", &m).message(),
                  "float32");
+
+  // Delta Distillation: keyframe + delta signatures, state carried from either to the next delta.
+  const std::string delta = R"({
+  "schema": "mobdistill.manifest", "schema_version": 1,
+  "model": {"name": "dd", "resolution": [8, 8]},
+  "artifacts": [{"format": "tflite", "file": "d.tflite", "sha256": "ee"}],
+  "signatures": [
+    {"name": "keyframe", "inputs": [{"name": "frame", "shape": [1,8,8,3], "dtype": "float32", "role": "frame"}],
+     "outputs": [{"name": "logits", "shape": [1,8,8,2], "dtype": "float32"},
+                 {"name": "z_out", "shape": [1,4,4,6], "dtype": "float32"}]},
+    {"name": "delta", "inputs": [{"name": "frame", "shape": [1,8,8,3], "dtype": "float32", "role": "frame"},
+                                 {"name": "z_prev", "shape": [1,4,4,6], "dtype": "float32", "role": "state"}],
+     "outputs": [{"name": "logits", "shape": [1,8,8,2], "dtype": "float32"},
+                 {"name": "z_out", "shape": [1,4,4,6], "dtype": "float32"}]}],
+  "memory": null,
+  "schedule": {"kind": "keyframe_delta", "version": 1, "period": 4, "keyframe_signature": "keyframe",
+               "delta_signature": "delta", "carry": [{"output": "z_out", "input": "z_prev"}]}
+})";
+  CHECK(ParseManifest(delta, "", &m).ok());
+  CHECK(m.has_schedule && !m.has_memory);
+  CHECK_EQ(m.schedule.period, 4);
+  CHECK_EQ(m.schedule.delta_signature, "delta");
+  CHECK_EQ(m.schedule.carry.size(), 1u);
+  CHECK_CONTAINS(ParseManifest(Replace(delta, "\"period\": 4", "\"period\": 0"), "", &m).message(),
+                 "period must be >= 1");
+  CHECK_CONTAINS(ParseManifest(Replace(delta, "\"input\": \"z_prev\"", "\"input\": \"z\""), "",
+                               &m).message(), "does not name outputs");
+  CHECK_CONTAINS(ParseManifest(Replace(delta, "\"shape\": [1,4,4,6], \"dtype\": \"float32\", \"role\": \"state\"",
+                                       "\"shape\": [1,4,4,5], \"dtype\": \"float32\", \"role\": \"state\""),
+                               "", &m).message(), "differ in size");
+  CHECK_CONTAINS(ParseManifest(Replace(delta, "\"delta_signature\": \"delta\"",
+                                       "\"delta_signature\": \"step\""), "", &m).message(),
+                 "not listed");
+  CHECK_CONTAINS(ParseManifest(Replace(delta, "\"version\": 1, \"period\"",
+                                       "\"version\": 2, \"period\""), "", &m).message(),
+                 "not supported");
+  // A delta input nothing feeds would run on whatever the tensor holds.
+  CHECK_CONTAINS(ParseManifest(Replace(delta, "\"role\": \"state\"}]",
+                                       "\"role\": \"state\"}, {\"name\": \"extra\", "
+                                       "\"shape\": [1], \"dtype\": \"float32\"}]"),
+                               "", &m).message(), "extra is neither the frame nor carried");
   return TEST_MAIN_RETURN();
 }

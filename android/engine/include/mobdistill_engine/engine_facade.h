@@ -48,11 +48,23 @@ void md_engine_destroy(MdEngine* engine);
 int32_t md_engine_info(const MdEngine* engine, MdModelInfo* info);
 // The delegate that actually runs ("xnnpack", "gpu", ...): may differ from the one requested.
 const char* md_engine_delegate_used(const MdEngine* engine);
-// Starts a new video: the first frame after reset runs `init` (stateful models).
+// Starts a new video: the first frame after reset runs `init` (stateful models) or `keyframe`
+// (delta-distilled models).
 void md_engine_reset(MdEngine* engine);
 // One frame: `rgb` is uint8 RGB of exactly width x height (info), rows `row_stride` bytes apart.
 // Writes width*height class ids (argmax of the logits) to `mask`; `invoke_us` gets the time of
 // the interpreter invoke alone. 0 on success.
+// Delta-distilled models (a manifest `schedule`): every T-th frame runs the `keyframe` signature
+// (the original network), the frames between the cheap `delta` one. The T in use (the
+// manifest's schedule.period until set), or 0 for other models.
+int32_t md_engine_keyframe_interval(MdEngine* engine);
+// A new T >= 1 from the next frame on (e.g. a longer one while the phone runs hot). 0 on
+// success; 1 (with the message) for T < 1 or a model without a keyframe schedule.
+int32_t md_engine_set_keyframe_interval(MdEngine* engine, int32_t interval, char* error,
+                                        size_t error_size);
+// Whether the last segmented frame ran `keyframe` (1) or `delta` (0); -1 before the first frame
+// and for models without a keyframe schedule.
+int32_t md_engine_last_frame_keyframe(MdEngine* engine);
 int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
                           uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size);
 // Pixel formats of camera frames: the values of Android's PixelFormat.RGBA_8888 and
@@ -113,8 +125,10 @@ int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t p
                                char* result_json, size_t result_size);
 // Running statistics as one JSON object: frames, model_version, delegate_used, invoke and
 // preprocess {count, min_us, p50_us, p90_us, p99_us, max_us, mean_us} over the last 1000 frames,
-// and updates {received, applied, rejected, rejected_by_reason, last} (counts over the engine's
-// life; the engine keeps only the last 256 records). Returns 0, or the buffer size needed
+// schedule (delta-distilled models, else null: keyframe_interval, keyframe_invoke and
+// delta_invoke over the same frames, invoke_p99_over_p50), and updates {received, applied,
+// rejected, rejected_by_reason, last} (counts over the engine's life; the engine keeps only the
+// last 256 records). Returns 0, or the buffer size needed
 // (> 0) when `json_size` is too small (nothing written then).
 int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size);
 // The benchmark: exactly `mobdistill-engine argv...` (same flags, same JSONL and summary files),
