@@ -7,16 +7,16 @@ import argparse
 import json
 from pathlib import Path
 
-from mobdistill.errors import UsageError
-
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="deeplab", help="student (deeplab)")
+    parser.add_argument("--model", default="deeplab", choices=("deeplab", "jitnet"),
+                        help="student: deeplab (AMS's) or jitnet (JITNet's, m=0.5)")
     parser.add_argument("--teacher", default="selfie",
                         help="built-in teacher (selfie), a .tflite or .onnx file, or "
                              "file.py:factory")
     parser.add_argument("--resolution", help="HEIGHTxWIDTH, the streaming resolution (96x192)")
-    parser.add_argument("--tiny", action="store_true", help="ASPP width 16 (tests, smoke runs)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="ASPP width 16 / JITNet m=0.0625 (tests, smoke runs)")
     parser.add_argument("--iterations", type=int, help="Adam steps (1500)")
     parser.add_argument("--batch-size", type=int, help="frames per step (8)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (1e-3)")
@@ -42,8 +42,6 @@ def config_from_args(args: argparse.Namespace):
     from mobdistill.experiments.pretrain import PretrainConfig
     from mobdistill.models.registry import parse_resolution
 
-    if args.model != "deeplab":
-        raise UsageError(f"--model {args.model}: pretraining supports deeplab only")
     kw = {dest: getattr(args, src) for src, dest in _MAP.items() if getattr(args, src) is not None}
     if args.clips:
         kw["clips"] = _names(args.clips)
@@ -54,7 +52,8 @@ def config_from_args(args: argparse.Namespace):
     else:
         kw["resolution"] = (96, 192)  # StreamConfig's default: the student `stream` runs
     if args.tiny:
-        kw["aspp_channels"] = 16
+        kw["aspp_channels" if args.model == "deeplab" else "width_multiplier"] = (
+            16 if args.model == "deeplab" else 0.0625)
     return PretrainConfig(model=args.model, teacher=args.teacher, **kw)
 
 
