@@ -16,6 +16,7 @@ model. The teacher is the selfie segmenter: it is cheaper than JITNet, the oppos
 paper's Mask R-CNN (benchmarks/README.md says what that means for the speedup).
 
     .venv/bin/python benchmarks/jitnet_colocated.py [--seeds 0,1,2,3,4] [--out DIR]
+    .venv/bin/python benchmarks/jitnet_colocated.py --combine A/jitnet_colocated.json B/...json
 """
 
 from __future__ import annotations
@@ -120,10 +121,14 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
 
 
 def plan(thresholds: list[float]) -> list[tuple[str, dict[str, Any]]]:
+    """No Customization, the middle threshold, the others, then the middle one without the box
+    weighting (most important first)."""
+    middle = thresholds[len(thresholds) // 2]
+    order = [middle, *[t for t in thresholds if t != middle]]
     runs: list[tuple[str, dict[str, Any]]] = [("none", {"scheme": "none"})]
-    runs += [(f"jitnet {t:g}", {"scheme": "jit", "jit_threshold": t}) for t in thresholds]
-    runs.append((f"jitnet {thresholds[1]:g} unweighted",
-                 {"scheme": "jit", "jit_threshold": thresholds[1], "jit_box_weight": 1.0}))
+    runs += [(f"jitnet {t:g}", {"scheme": "jit", "jit_threshold": t}) for t in order]
+    runs.append((f"jitnet {middle:g} unweighted",
+                 {"scheme": "jit", "jit_threshold": middle, "jit_box_weight": 1.0}))
     return runs
 
 
@@ -141,8 +146,16 @@ def main() -> None:
     p.add_argument("--pretrain-clips", help="pretraining clips, comma-separated (default: all)")
     p.add_argument("--only", help="run names to run, comma-separated (default: all)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--combine", nargs="+", type=Path, help="merge these JSON files instead")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.combine:
+        docs = [json.loads(f.read_text()) for f in args.combine]
+        runs = {(r["run"], r["seed"]): r for d in reversed(docs) for r in d["runs"]}
+        write_outputs({**docs[0], "runs": list(runs.values()),
+                       "combined_from": [str(f) for f in args.combine],
+                       "commits": sorted({d["commit"] for d in docs})}, args.out)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     thresholds = [float(t) for t in args.thresholds.split(",")]
     from mobdistill.models.registry import parse_resolution
