@@ -11,8 +11,13 @@ app's delegate set-up, foreground thermal state). Over ADB it:
   sha256 checked), copied by `run-as` to a `.part` name, sha256 checked again, renamed;
 * starts the benchmark with the engine's own flags as extras (`am instrument -w`, or `am start
   -W` and polling for the summary), with a timeout;
-* fetches the JSONL and summary back through `run-as cat` (sha256 checked) and returns the same
-  `ProfileResult` as the engine runner. A crash comes back with the run's logcat lines.
+* delivers an update schedule's packets into an update folder of the app's while it runs, with
+  the key pushed like a model (0600), and removes both after the run (runtime/app_updates.py);
+* fetches the JSONL, summary (and masks) back through `run-as cat` (sha256 checked) and returns
+  the same `ProfileResult` as the engine runner, `runner="app"`. A crash comes back with the
+  run's logcat lines.
+
+`run_benchmark(AppTarget(device, apk), ...)` is what profile, sweep and stream call.
 
 `run-as` works only for debuggable builds: the debug APK (`./gradlew :harness:assembleDebug`).
 """
@@ -35,23 +40,16 @@ from typing import Any
 from mobdistill.errors import DeviceError, UsageError
 from mobdistill.export.manifest import Manifest
 from mobdistill.files import sha256_file
-from mobdistill.runtime.device import CommandResult, Device
+from mobdistill.runtime.app_updates import AppUpdates
+from mobdistill.runtime.device import CommandResult, Device, LocalDevice
 from mobdistill.runtime.engine import (
     REPO_ROOT,
     EngineOptions,
     EngineRunError,
     ProfileResult,
-    _load_records,
-    _read_json,
-)
-from mobdistill.runtime.frames import decode_to_raw
-from mobdistill.runtime.profile import (
-    ProfileReport,
-    export_if_needed,
-    format_table,
-    plot_latency,
-    result_json,
-    write_csv,
+    load_records,
+    read_json,
+    run_engine,
 )
 
 log = logging.getLogger(__name__)
@@ -200,9 +198,16 @@ class HarnessApp:
                               f"{self.device.serial}")
         return done
 
-    def _run_as(self, script: str, *, timeout_s: float = _SHORT_S) -> str:
-        """`script` run by sh as the app's user, in its data folder; its stdout."""
-        done = self._run(["run-as", self.package, "sh", "-c", script], timeout_s=timeout_s)
+    def _run_as(self, script: str, *, timeout_s: float = _SHORT_S, stdin: str | None = None
+                ) -> str:
+        """`script` run by sh as the app's user, in its data folder; its stdout. `stdin`: a
+        device file the shell user opens for it (one the app's user may not read itself)."""
+        if stdin is None:
+            done = self._run(["run-as", self.package, "sh", "-c", script], timeout_s=timeout_s)
+        else:
+            q = shlex.quote
+            done = self._run(["sh", "-c", f"run-as {q(self.package)} sh -c {q(script)} < "
+                                          f"{q(stdin)}"], timeout_s=timeout_s)
         text = (done.stdout + done.stderr).strip()
         if done.exit_code != 0:
             raise self._run_as_error(text, script)
@@ -343,20 +348,27 @@ class HarnessApp:
                 self.push(local, rel, timeout_s=timeout_s)
         return targets
 
-    def push(self, local: Path, relative: str, *, timeout_s: float = 600) -> str:
+    def push(self, local: Path, relative: str, *, timeout_s: float = 600,
+             private: bool = False) -> str:
         """Copy `local` to files/`relative` in the app, verified (staged copy, then the app's
-        copy: size and sha256); returns the app path."""
+        copy: size and sha256); returns the app path. A `private` file (a key) is staged 0600
+        and reaches the app's user through the shell's redirection, and stays 0600 there."""
         local = Path(local)
         target = posixpath.join(self.files_dir(), relative)
         digest, size = sha256_file(local), local.stat().st_size
         staged = self.device.stage(local, f"{STAGING}/{secrets.token_hex(4)}.{local.name}",
-                                   timeout_s=timeout_s)
+                                   timeout_s=timeout_s, private=private)
         folder, name = posixpath.split(target)
         part = posixpath.join(folder, f".{name}.part")
         q = shlex.quote
+        check = f"wc -c < {q(part)} && sha256sum {q(part)}"
         try:
-            out = self._run_as(f"mkdir -p {q(folder)} && cp {q(staged)} {q(part)} && "
-                               f"wc -c < {q(part)} && sha256sum {q(part)}", timeout_s=timeout_s)
+            if private:
+                out = self._run_as(f"umask 077 && mkdir -p {q(folder)} && cat > {q(part)} && "
+                                   f"{check}", timeout_s=timeout_s, stdin=staged)
+            else:
+                out = self._run_as(f"mkdir -p {q(folder)} && cp {q(staged)} {q(part)} && {check}",
+                                   timeout_s=timeout_s)
         finally:
             self.device.remove(staged)
         words = out.split()
@@ -369,7 +381,11 @@ class HarnessApp:
         return target
 
     def remove(self, *app_paths: str) -> None:
-        self._run_as("rm -f " + " ".join(shlex.quote(p) for p in app_paths))
+        self._run_as("rm -rf " + " ".join(shlex.quote(p) for p in app_paths))
+
+    def run_as(self, script: str, *, timeout_s: float = _SHORT_S) -> str:
+        """`script` as the app's user in its data folder (stdout); DeviceError if it fails."""
+        return self._run_as(script, timeout_s=timeout_s)
 
     def fetch_all(self, files: dict[str, Path], *, timeout_s: float = 600) -> list[str]:
         """Copy app files (app path -> local path) to the host, each sha256 checked, and
@@ -423,9 +439,8 @@ class HarnessApp:
                                          None, done.stdout)
         return parse_instrumentation(done.stdout + done.stderr)
 
-    def start_activity(self, extras: dict[str, str], summary: str, *,
-                       timeout_s: float) -> str | None:
-        """`am start -W`, then wait for `summary` or `summary.error`; the error text, if any."""
+    def start_activity(self, extras: dict[str, str]) -> None:
+        """`am start -W` of the benchmark activity; it returns once the activity is up."""
         argv = ["am", "start", "-W", "-n", BENCHMARK_ACTIVITY]
         for name, value in extras.items():
             argv += ["--es", name, value]
@@ -434,6 +449,9 @@ class HarnessApp:
         if done.exit_code != 0 or "Error" in text:
             raise DeviceError(f"`am start` of the harness on {self.device.serial} failed: "
                               f"{text[-300:]}")
+
+    def wait_for_summary(self, summary: str, *, timeout_s: float) -> str | None:
+        """Wait for `summary` or `summary.error` of a started run; the error text, if any."""
         deadline = time.monotonic() + timeout_s
         q = shlex.quote
         while time.monotonic() < deadline:
@@ -458,6 +476,34 @@ class _Crash(Exception):
     """The app process ended without an answer (crash, kill, timeout)."""
 
 
+@dataclass(frozen=True)
+class AppTarget:
+    """`--runner app`: benchmarks on `device` run inside the harness app, installed or updated
+    from `apk` when it is missing or different."""
+
+    device: Device
+    apk: Path | None = None
+    start: StartMode = StartMode.INSTRUMENT
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device, LocalDevice):
+            raise UsageError("--runner app runs the harness app on a phone: give --device "
+                             "SERIAL (`mobdistill devices` lists them)")
+
+
+def run_benchmark(target: Device | AppTarget, manifest_path: Path,
+                  options: EngineOptions | None = None, *, frames_path: Path | None = None,
+                  out_dir: Path, output_masks: bool = False) -> ProfileResult:
+    """One engine run on `target`: the binary on a Device (`run_engine`), or inside the harness
+    app on an AppTarget (`run_app`); the same ProfileResult either way, its `runner` says which."""
+    if isinstance(target, AppTarget):
+        return run_app(target.device, manifest_path, options, frames_path=frames_path,
+                       out_dir=out_dir, output_masks=output_masks, apk=target.apk,
+                       start=target.start)
+    return run_engine(target, manifest_path, options, frames_path=frames_path, out_dir=out_dir,
+                      output_masks=output_masks)
+
+
 def run_app(
     device: Device,
     manifest_path: Path,
@@ -465,41 +511,53 @@ def run_app(
     *,
     frames_path: Path | None = None,
     out_dir: Path,
+    output_masks: bool = False,
     apk: Path | None = None,
     start: StartMode = StartMode.INSTRUMENT,
     **overrides: Any,
 ) -> ProfileResult:
     """`run_engine`'s counterpart: the benchmark inside the harness app. The same per-frame
-    records and summary come back; EngineRunError (with `.partial`) when it fails."""
+    records, update events, masks and summary come back; EngineRunError (with `.partial`) when
+    it fails. An update schedule is delivered into the app's update folder (app_updates.py)."""
     options = replace(options or EngineOptions(), **overrides)
-    if options.update_schedule is not None or options.update_key_file is not None:
-        raise UsageError("--runner app does not take update schedules or key files yet; use "
-                         "the engine runner (the default) for update runs")
     manifest = Manifest.load(Path(manifest_path), check_files=False)
     tflite = manifest.tflite_path
     if not tflite.is_file():
         raise UsageError(f"manifest {manifest.path} lists {tflite}, which does not exist; "
                          "re-export the model")
     app = HarnessApp(device)
+    tag = f"run-{secrets.token_hex(4)}"
     installed = app.ensure_installed(apk)
     app.data_dir()  # a release build fails here, before anything is pushed
+    updates = AppUpdates(app, tag, options)
     local = Path(out_dir)
     local.mkdir(parents=True, exist_ok=True)
-    tag = f"run-{secrets.token_hex(4)}"
     # One folder per manifest content: a sweep's queue lengths stay side by side in the app.
     folder = f"models/{sha256_file(manifest.path)[:16]}"
     models = app.push_all({f"{folder}/{manifest.path.name}": manifest.path,
                            f"{folder}/{tflite.name}": tflite})
     extras = {"tag": tag, "manifest": models[f"{folder}/{manifest.path.name}"],
               "graph": models[f"{folder}/{tflite.name}"]}
-    if frames_path is not None:
-        extras["frames"] = app.push(Path(frames_path), f"{tag}.rgb")
-    extras.update(engine_extras(options.to_flags()))
     files = app.files_dir()
     remote = {"jsonl": f"{files}/{tag}.jsonl", "summary.json": f"{files}/{tag}.summary.json"}
-    since = app.device_time()
-    log.info("running the harness benchmark on %s", device.serial)
-    exit_code, timed_out, message = _start(app, start, extras, remote["summary.json"], options)
+    if output_masks:
+        remote["masks"] = extras["output_masks"] = f"{files}/{tag}.masks"
+    try:
+        if frames_path is not None:
+            extras["frames"] = app.push(Path(frames_path), f"{tag}.rgb")
+        updates.prepare(options.update_key_file, timeout_s=options.timeout_s)
+        app_options = replace(options, update_schedule=None, update_dir=updates.folder)
+        extras.update(engine_extras(app_options.to_flags(
+            {"update_key_file": updates.key} if updates.key else {})))
+        if updates.due_later and start is StartMode.INSTRUMENT:
+            # `am instrument -w` holds the shell until the run ends; delivery needs it meanwhile
+            log.info("starting the harness with `am start`: updates are delivered while it runs")
+            start = StartMode.ACTIVITY
+        since = app.device_time()
+        log.info("running the harness benchmark on %s", device.serial)
+        exit_code, timed_out, message = _start(app, start, extras, remote, options, updates)
+    finally:
+        updates.cleanup()
     if timed_out:
         app.force_stop()  # the run outlives a killed `am`; stop it before fetching
     if exit_code != 0:
@@ -510,14 +568,16 @@ def run_app(
         app.remove(*remote.values(), *([extras["frames"]] if "frames" in extras else []))
     except DeviceError as err:  # the outputs stay in the app's files for another try
         log.warning("could not fetch the run's outputs (kept on the device): %s", err)
-    frames, events = _load_records(fetched["jsonl"], {})
+    frames, events = load_records(fetched["jsonl"], updates.record_names())
     device_info = {**device.describe(), "runner": Runner.APP.value,
                    "app_version_code": str(installed.version_code)}
     result = ProfileResult(
         model=manifest.model_name, manifest_path=str(manifest.path), device=device_info,
         options=options, frames=frames, update_events=events,
-        summary=_read_json(fetched["summary.json"]) if exit_code == 0 else {},
-        jsonl_path=str(fetched["jsonl"]), summary_path=str(fetched["summary.json"]))
+        summary=read_json(fetched["summary.json"]) if exit_code == 0 else {},
+        jsonl_path=str(fetched["jsonl"]), summary_path=str(fetched["summary.json"]),
+        output_masks_path=str(fetched["masks"]) if output_masks else None,
+        runner=Runner.APP.value)
     (local / "stderr.txt").write_text(message)
     if exit_code != 0 or not result.summary:
         kept = f"{len(frames)} completed frame(s) kept in {result.jsonl_path}"
@@ -527,12 +587,17 @@ def run_app(
     return result
 
 
-def _start(app: HarnessApp, start: StartMode, extras: dict[str, str], summary: str,
-           options: EngineOptions) -> tuple[int, bool, str]:
+def _start(app: HarnessApp, start: StartMode, extras: dict[str, str], remote: dict[str, str],
+           options: EngineOptions, updates: AppUpdates) -> tuple[int, bool, str]:
     """(exit code, timed out, message) of one benchmark in the app."""
     if start is StartMode.ACTIVITY:
+        began = time.monotonic()
         try:
-            error = app.start_activity(extras, summary, timeout_s=options.timeout_s)
+            app.start_activity(extras)
+            updates.deliver(remote["jsonl"], remote["summary.json"], package=app.package,
+                            timeout_s=options.timeout_s)
+            left = max(options.timeout_s - (time.monotonic() - began), _POLL_S)
+            error = app.wait_for_summary(remote["summary.json"], timeout_s=left)
         except _Crash as crash:
             timed_out = "no summary" in str(crash)
             return 1, timed_out, f"the harness app: {crash}"
@@ -558,48 +623,3 @@ def _logcat_note(app: HarnessApp, since: str) -> str:
     except DeviceError as err:
         return f"\n(logcat unavailable: {err})"
     return f"\nlogcat of the run:\n{lines}" if lines else "\n(logcat: no lines for the run)"
-
-
-def profile_app(
-    *,
-    model: str | None = None,
-    artifact: Path | None = None,
-    device: Device,
-    out_dir: Path,
-    options: EngineOptions | None = None,
-    video: str | Path | None = None,
-    resolution: tuple[int, int] | None = None,
-    queue_length: int | None = None,
-    tiny: bool = False,
-    apk: Path | None = None,
-    start: StartMode = StartMode.INSTRUMENT,
-) -> ProfileReport:
-    """`profile()` with the benchmark run in the harness app: the same profile.json (its entry
-    labelled `"runner": "app"`), frames.csv and latency.png."""
-    if (model is None) == (artifact is None):
-        raise UsageError("give exactly one of --model NAME or --artifact MANIFEST")
-    options = options or EngineOptions()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if artifact is None:
-        assert model is not None
-        artifact = export_if_needed(model, out_dir=out_dir, resolution=resolution,
-                                    queue_length=queue_length, tiny=tiny)
-    manifest = Manifest.load(Path(artifact), check_files=False)
-    height, width = manifest.resolution
-    frames = decode_to_raw(video, out_dir / f"frames-{height}x{width}.rgb",
-                           resolution=(height, width),
-                           max_frames=options.warmup_runs + options.num_runs + 1)
-    result = run_app(device, manifest.path, options, frames_path=frames.path,
-                     out_dir=out_dir / "engine", apk=apk, start=start)
-    paths = out_dir / "profile.json", out_dir / "frames.csv", out_dir / "latency.png"
-    report = result_json(result, frames.video)
-    for per_runtime in report["results"].values():
-        for entries in per_runtime.values():
-            for entry in entries.values():
-                entry["runner"] = Runner.APP.value
-    paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    write_csv(result, paths[1])
-    plot_latency(result, paths[2])
-    table = format_table(result) + f"\nrunner  harness app ({PACKAGE}, {start.value})"
-    return ProfileReport(result, manifest.path, frames.path, *paths, table=table)

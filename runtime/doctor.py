@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mobdistill.errors import MobdistillError
-from mobdistill.runtime.app_runner import HarnessApp, Runner, run_app
+from mobdistill.runtime.app_runner import AppTarget, HarnessApp, Runner, run_benchmark
 from mobdistill.runtime.device import Device
 from mobdistill.runtime.engine import Delegate, EngineOptions, ProfileResult, run_engine
 
@@ -101,12 +101,9 @@ def doctor(device: Device, *, manifest: Path | None = None, apk: Path | None = N
     runners = [Runner.ENGINE] + ([Runner.APP] if is_phone else [])
     for runner in runners:
         try:
-            if runner is Runner.APP:
-                result = run_app(device, manifest, profile_options, apk=apk,
-                                 out_dir=work / "profile-app")
-            else:
-                result = run_engine(device, manifest, profile_options,
-                                    out_dir=work / "profile-engine")
+            target = AppTarget(device, apk) if runner is Runner.APP else device
+            result = run_benchmark(target, manifest, profile_options,
+                                   out_dir=work / f"profile-{runner.value}")
             report["profiles"][runner.value] = _profile_entry(result)
         except MobdistillError as err:
             report["profiles"][runner.value] = {"error": str(err)}

@@ -95,11 +95,11 @@ class EngineOptions:
             raise UsageError("--warmup_runs must be >= 0 and --num_runs >= 1")
         if self.timeout_s <= 0:
             raise UsageError(f"--timeout {self.timeout_s:g}: must be positive")
+        if self.keyframe_interval is not None and self.keyframe_interval < 1:
+            raise UsageError(f"--keyframe_interval {self.keyframe_interval}: must be >= 1")
 
     def to_flags(self, staged: Mapping[str, str] | None = None) -> list[str]:
         """The engine flags for these options; `staged` maps each file-valued flag
-        if self.keyframe_interval is not None and self.keyframe_interval < 1:
-            raise UsageError(f"--keyframe_interval {self.keyframe_interval}: must be >= 1")
         ("update_schedule", "update_key_file", "op_profile") to its path on the device."""
         staged = staged or {}
         flags = [f"--num_threads={self.num_threads}", f"--warmup_runs={self.warmup_runs}",
@@ -112,11 +112,11 @@ class EngineOptions:
             flags.append("--record_sensors=true")
         if self.enable_op_profiling:
             flags += ["--enable_op_profiling=true", f"--op_profile={staged['op_profile']}"]
+        if self.keyframe_interval is not None:
+            flags.append(f"--keyframe_interval={self.keyframe_interval}")
         for name in ("update_schedule", "update_key_file"):
             if getattr(self, name) is not None:
                 flags.append(f"--{name}={staged[name]}")
-        if self.keyframe_interval is not None:
-            flags.append(f"--keyframe_interval={self.keyframe_interval}")
         for name in ("update_dir", "update_port", "update_device_id", "update_state_file"):
             if getattr(self, name) is not None:
                 flags.append(f"--{name}={getattr(self, name)}")
@@ -154,15 +154,15 @@ class FrameTiming:
     sensors_us: float | None = None  # cost of reading them (after postprocess, untimed)
     cpu_freq_khz: list[int | None] | None = None  # index = CPU number; None: unreadable
     thermal_c: dict[str, float] | None = None  # zone type -> degrees C
+    # delta-distilled models (docs/engine.md "Delta Distillation"): the keyframe signature ran,
+    # and why ("interval", "video_start", "model_changed", "state_missing"; None on delta frames)
+    keyframe: bool | None = None
+    keyframe_reason: str | None = None
 
 
 @dataclass(frozen=True)
 class UpdateEvent:
     """One `{"event": "update"}` record of the engine: a packet applied or rejected.
-    # delta-distilled models (docs/engine.md "Delta Distillation"): the keyframe signature ran,
-    # and why ("interval", "video_start", "model_changed", "state_missing"; None on delta frames)
-    keyframe: bool | None = None
-    keyframe_reason: str | None = None
 
     `sequence` is the packet's own when the engine decoded it, else the one its schedule line
     declared; `packet` is the local file a scheduled packet was staged from."""
@@ -209,6 +209,7 @@ class ProfileResult:
     output_logits_path: str | None = None
     update_events: list[UpdateEvent] = field(default_factory=list)
     op_profile: dict[str, Any] | None = None  # --enable_op_profiling: the engine's passes
+    runner: str = "engine"  # what ran it: "engine" (the binary from a shell) or "app" (harness)
 
     @property
     def num_threads(self) -> int:
@@ -369,8 +370,8 @@ def _runs_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="mobdistill-runs-"))
 
 
-def _load_records(jsonl: Path, packets: Mapping[str, tuple[str, int | None]]
-                  ) -> tuple[list[FrameTiming], list[UpdateEvent]]:
+def load_records(jsonl: Path, packets: Mapping[str, tuple[str, int | None]]
+                 ) -> tuple[list[FrameTiming], list[UpdateEvent]]:
     """Per-frame records and update events; `packets` maps a staged packet name to its local
     file and the sequence its schedule line declared."""
     frames: list[FrameTiming] = []
@@ -400,12 +401,19 @@ def _update_event(record: dict[str, Any],
     return UpdateEvent(**{**known, "packet": local})
 
 
-def _stage_schedule(device: Device, schedule: Path, run_id: str, local_dir: Path,
-                    timeout_s: float) -> tuple[str, dict[str, tuple[str, int | None]]]:
-    """Stage every packet a schedule names, then the schedule rewritten to the staged paths.
+@dataclass(frozen=True)
+class ScheduledPacket:
+    """One line of an update schedule: `packet` becomes visible when run `frame` starts."""
 
-    Returns the staged schedule and, per staged packet name, (local file, declared sequence)."""
-    lines, packets = [], {}
+    frame: int
+    packet: Path  # local file
+    sequence: int | None  # what the line declared (reports use it when the engine could not)
+
+
+def read_schedule(schedule: Path) -> list[ScheduledPacket]:
+    """The lines of a local schedule (JSONL {"frame": K, "packet": PATH[, "sequence": S]});
+    a relative packet path is relative to the schedule's folder."""
+    packets = []
     for i, line in enumerate(Path(schedule).read_text().splitlines()):
         if not line.strip():
             continue
@@ -418,10 +426,21 @@ def _stage_schedule(device: Device, schedule: Path, run_id: str, local_dir: Path
                              '{"frame": K, "packet": PATH}: ' + str(err)) from err
         if not packet.is_absolute():
             packet = Path(schedule).parent / packet
+        packets.append(ScheduledPacket(frame, packet, entry.get("sequence")))
+    return packets
+
+
+def _stage_schedule(device: Device, schedule: Path, run_id: str, local_dir: Path,
+                    timeout_s: float) -> tuple[str, dict[str, tuple[str, int | None]]]:
+    """Stage every packet a schedule names, then the schedule rewritten to the staged paths.
+
+    Returns the staged schedule and, per staged packet name, (local file, declared sequence)."""
+    lines, packets = [], {}
+    for i, entry in enumerate(read_schedule(schedule)):
         name = f"{run_id}.u{i}.mdup"
-        staged = device.stage(packet, name, timeout_s=timeout_s)
-        packets[name] = (str(packet), entry.get("sequence"))
-        lines.append(json.dumps({"frame": frame, "packet": staged}))
+        staged = device.stage(entry.packet, name, timeout_s=timeout_s)
+        packets[name] = (str(entry.packet), entry.sequence)
+        lines.append(json.dumps({"frame": entry.frame, "packet": staged}))
     local = local_dir / f"{run_id}.schedule.jsonl"
     local.write_text("\n".join(lines) + "\n")
     return device.stage(local, local.name, timeout_s=timeout_s), packets
@@ -512,15 +531,15 @@ def run_engine(
             device.remove(staged_files["update_key_file"])
     run = EngineRun(argv, done.exit_code, done.timed_out, done.stderr, local)
     fetched = _fetch_outputs(device, remote, local, timeout_s)
-    frames, events = _load_records(fetched["jsonl"], packets)
+    frames, events = load_records(fetched["jsonl"], packets)
     result = ProfileResult(
         model=manifest.model_name, manifest_path=str(manifest.path), device=device.describe(),
         options=options, frames=frames, update_events=events,
-        summary=_read_json(fetched["summary.json"]) if run.exit_code == 0 else {},
+        summary=read_json(fetched["summary.json"]) if run.exit_code == 0 else {},
         jsonl_path=str(fetched["jsonl"]), summary_path=str(fetched["summary.json"]),
         output_masks_path=str(fetched["masks"]) if output_masks else None,
         output_logits_path=str(fetched["logits"]) if output_logits else None,
-        op_profile=(_read_json(fetched["op_profile.json"]) or None
+        op_profile=(read_json(fetched["op_profile.json"]) or None
                     if options.enable_op_profiling else None))
     (local / "stderr.txt").write_text(done.stderr)
     _raise_if_failed(run, result, timeout_s, device.serial)
@@ -539,7 +558,7 @@ def _fetch_outputs(device: Device, remote: dict[str, str], local: Path,
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -2,8 +2,11 @@
 
 `profile()` returns a `ProfileReport` and writes, into `out_dir`:
   profile.json   results keyed device → runtime → model (ms p50/p90/p99, delegates, versions)
-  frames.csv     one row per engine frame (run, frame, phase, preprocess/invoke/postprocess us)
+  frames.csv     one row per engine frame (run, frame, phase, preprocess/invoke/postprocess us,
+                 model version, runner)
   latency.png    per-frame invoke latency (warmup and measured runs)
+Each is labelled with the runner: "engine" (the mobdistill-engine binary, run from a shell) or
+"app" (inside the harness app: pass `device=AppTarget(...)`, runtime/app_runner.py).
 With EngineOptions.enable_op_profiling, profile.json also holds `op_profile` (per-operator and
 per-partition times, FLOPs where known; `format_op_table` prints it).
 """
@@ -21,8 +24,9 @@ import numpy as np
 
 from mobdistill.errors import UsageError
 from mobdistill.export.manifest import Manifest
+from mobdistill.runtime.app_runner import AppTarget, run_benchmark
 from mobdistill.runtime.device import Device, LocalDevice
-from mobdistill.runtime.engine import EngineOptions, ProfileResult, run_engine
+from mobdistill.runtime.engine import EngineOptions, ProfileResult
 from mobdistill.runtime.frames import decode_to_raw
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,7 @@ def profile(
     *,
     model: str | None = None,
     artifact: Path | None = None,
-    device: Device | None = None,
+    device: Device | AppTarget | None = None,
     out_dir: Path,
     options: EngineOptions | None = None,
     video: str | Path | None = None,
@@ -73,7 +77,8 @@ def profile(
     tiny: bool = False,
 ) -> ProfileReport:
     """Profile one model (by registry name, exported on demand) or one exported artifact: its
-    manifest, or the .tflite that `mobdistill export` wrote beside one."""
+    manifest, or the .tflite that `mobdistill export` wrote beside one. `device` None is this
+    host; an `AppTarget` runs the benchmark inside the harness app on its device."""
     if (model is None) == (artifact is None):
         raise UsageError("give exactly one of --model NAME or --artifact MANIFEST")
     options = options or EngineOptions()
@@ -92,11 +97,11 @@ def profile(
                            max_frames=options.warmup_runs + options.num_runs + 1)
     if device is None:
         with LocalDevice() as host:
-            result = run_engine(host, manifest.path, options, frames_path=frames.path,
-                                out_dir=out_dir / "engine")
+            result = run_benchmark(host, manifest.path, options, frames_path=frames.path,
+                                   out_dir=out_dir / "engine")
     else:
-        result = run_engine(device, manifest.path, options, frames_path=frames.path,
-                            out_dir=out_dir / "engine")
+        result = run_benchmark(device, manifest.path, options, frames_path=frames.path,
+                               out_dir=out_dir / "engine")
     paths = out_dir / "profile.json", out_dir / "frames.csv", out_dir / "latency.png"
     saved = result_json(result, frames.video)
     if result.op_profile is not None:
@@ -139,6 +144,7 @@ def result_json(result: ProfileResult, video: str) -> dict[str, Any]:
         "num_runs": result.num_runs, "queue_length": s.get("queue_length"),
         "manifest": result.manifest_path, "video": video, "tool_versions": tools,
         "precision": Manifest.load(Path(result.manifest_path), check_files=False).precision,
+        "runner": result.runner,
         "imbalance": s.get("imbalance"), "schedule": schedule_ms(result),
     }
     serial = result.device.get("serial", "unknown")
@@ -152,10 +158,10 @@ def write_csv(result: ProfileResult, path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["run", "frame", "phase", "preprocess_us", "invoke_us", "postprocess_us",
-                         "model_version", "keyframe"])
+                         "model_version", "runner", "keyframe"])
         for f in result.frames:
             writer.writerow([f.run, f.frame, f.phase, f.preprocess_us, f.invoke_us,
-                             f.postprocess_us, f.model_version,
+                             f.postprocess_us, f.model_version, result.runner,
                              "" if f.keyframe is None else int(f.keyframe)])
 
 
@@ -176,11 +182,12 @@ def plot_latency(result: ProfileResult, path: Path) -> None:
         ax.axhline(np.median(measured) / 1000.0, color="k", ls="--", lw=0.8, label="median")
     ax.set_xlabel("run")
     ax.set_ylabel("invoke latency (ms)")
-    ax.set_title(f"{result.model} on {result.device.get('serial', '?')}, "
-                 f"{result.num_threads} thread(s), {result.summary.get('delegate_used', '?')}")
+    title = (f"{result.model} on {result.device.get('serial', '?')} ({result.runner} runner), "
+             f"{result.num_threads} thread(s), {result.summary.get('delegate_used', '?')}")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={"Title": title})  # the PNG's tEXt chunk, too
     plt.close(fig)
 
 
@@ -230,6 +237,10 @@ def _schedule_rows(result: ProfileResult) -> list[tuple[str, str]]:
     return rows
 
 
+RUNNER_NAMES = {"engine": "engine (the mobdistill-engine binary from a shell)",
+                "app": "app (inside the harness app, org.mobdistill.harness)"}
+
+
 def format_table(result: ProfileResult) -> str:
     """A benchmark_model-like report."""
     s = result.summary
@@ -238,6 +249,7 @@ def format_table(result: ProfileResult) -> str:
         ("model", f"{result.model} ({result.manifest_path})"),
         ("precision", Manifest.load(Path(result.manifest_path), check_files=False).precision),
         ("device", f"{result.device.get('serial')} {result.device.get('model', '')}".strip()),
+        ("runner", RUNNER_NAMES.get(result.runner, result.runner)),
         ("runtime", f"TFLite {s.get('runtime_version')} / engine {s.get('engine_version')}"),
         ("delegate", f"{s.get('delegate_used')} (requested {s.get('delegate_requested')})"),
         ("threads", str(result.num_threads)),

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mobdistill.errors import UsageError
-from mobdistill.runtime.app_runner import Runner, StartMode, profile_app
+from mobdistill.runtime.app_runner import AppTarget, Runner, StartMode
 from mobdistill.runtime.device import Device, LocalDevice
 from mobdistill.runtime.engine import EngineOptions
 from mobdistill.runtime.profile import export_if_needed, profile
@@ -82,18 +82,15 @@ def sweep(*, model: str, queue_lengths: list[int], device: Device | None = None,
     out_dir = Path(out_dir)
     manifests = {q: export_if_needed(model, out_dir=out_dir, resolution=resolution,
                                      queue_length=q, tiny=tiny) for q in queue_lengths}
+    target = AppTarget(device, apk, start) if runner is Runner.APP else device
     pooled: dict[int, list[float]] = {q: [] for q in queue_lengths}
     delegates: dict[int, str] = {}
     serial = "host"
     for round_index in range(rounds):
         for q in queue_lengths:
             run_dir = out_dir / f"q{q}" / f"round{round_index}"
-            if runner is Runner.APP:
-                report = profile_app(artifact=manifests[q], device=device, out_dir=run_dir,
-                                     options=options, video=video, apk=apk, start=start)
-            else:
-                report = profile(artifact=manifests[q], device=device, out_dir=run_dir,
-                                 options=options, video=video)
+            report = profile(artifact=manifests[q], device=target, out_dir=run_dir,
+                             options=options, video=video)
             pooled[q] += [us / 1000.0 for us in report.result.measured_invoke_us()]
             delegates[q] = str(report.result.summary.get("delegate_used"))
             serial = report.result.device.get("serial", serial)

@@ -70,12 +70,10 @@ def run(args: argparse.Namespace) -> int:
                       resolution=resolution(args), queue_length=args.queue_length,
                       tiny=args.tiny)
         if args.runner == "app":
-            from mobdistill.runtime.app_runner import StartMode, default_apk, profile_app
+            from mobdistill.runtime.app_runner import AppTarget, StartMode, default_apk
 
-            report = profile_app(**common, apk=default_apk(args.apk),
-                                 start=StartMode(args.app_start))
-        else:
-            report = profile(**common)
+            common["device"] = AppTarget(device, default_apk(args.apk), StartMode(args.app_start))
+        report = profile(**common)
     if report.result.op_profile is not None:
         from mobdistill.runtime.profile import format_op_table
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from adb_peer import AdbPeer
+from profile_checks import check_runner_labels
 
 from mobdistill.cli import main
 from mobdistill.errors import DeviceError
@@ -87,7 +88,7 @@ def test_profile_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, m
     assert report["devices"][phone.serial]["runner"] == "app"
     rows = (out / "frames.csv").read_text().splitlines()
     assert [r.split(",")[2] for r in rows[1:]] == ["warmup", "measure", "measure", "measure"]
-    assert (out / "latency.png").stat().st_size > 0
+    check_runner_labels(out, "app")
     # the engine flags went through as extras, unrenamed, and the app's outputs were cleaned
     assert "--num_threads=2" in _logcat(phone) and "--num_runs=3" in _logcat(phone)
     files = _app_files(phone)
@@ -95,6 +96,106 @@ def test_profile_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, m
     assert not list(files.glob("run-*")), "fetched outputs stay behind in the app"
     staging = phone.host_path("/data/local/tmp/mobdistill/app-staging")
     assert staging is not None and not list(staging.iterdir())
+
+
+def _packets(manifest_path: Path, key: bytes, device_id: bytes) -> list[bytes]:
+    """Cumulative packets 1..3 for the tiny DeepLab, each moving 5 % of its biggest tensor."""
+    import hashlib
+
+    import numpy as np
+
+    from mobdistill.contract import wire
+
+    manifest = json.loads(manifest_path.read_text())
+    tflite = manifest_path.parent / manifest["artifacts"][0]["file"]
+    entry = max(manifest["parameter_map"]["entries"], key=lambda e: e["buffer_size"])
+    numel = entry["buffer_size"] // 4
+    rng = np.random.default_rng(0)
+    index = np.sort(rng.choice(numel, numel // 20, replace=False))
+    return [wire.encode_update([wire.TensorPatch(entry["tensor_index"], numel, index,
+                                                 rng.normal(0, 0.5, index.size))],
+                               base_sha256=hashlib.sha256(tflite.read_bytes()).digest(),
+                               sequence=sequence, device_id=device_id, hmac_key=key)
+            for sequence in (1, 2, 3)]
+
+
+def test_update_schedule_is_delivered_into_the_app(phone: AdbPeer, options: AdbOptions,
+                                                   harness_apk: Path, tiny_export,
+                                                   tmp_path: Path) -> None:
+    """Packet 1 waits in the folder before the first frame, packet 2 is renamed into place once
+    run 4 is done, packet 3 (after the last run) never is; the key (0600) and the folder go."""
+    import tiny_models
+
+    manifest = tiny_export("deeplab", formats=("tflite",)).manifest_path
+    key, device_id = b"k" * 32, bytes(range(16))
+    schedule = tmp_path / "schedule.jsonl"
+    lines = []
+    for sequence, (frame, packet) in enumerate(zip((0, 5, 50), _packets(manifest, key,
+                                                                         device_id)), 1):
+        (tmp_path / f"p{sequence}.mdup").write_bytes(packet)
+        lines.append(json.dumps({"frame": frame, "packet": f"p{sequence}.mdup",
+                                 "sequence": sequence}))
+    schedule.write_text("\n".join(lines) + "\n")
+    (tmp_path / "key").write_bytes(key)
+    height, width = json.loads(manifest.read_text())["model"]["resolution"]
+    frames = tiny_models.random_frames(tmp_path / "frames.rgb", 8, (height, width))
+    run = EngineOptions(num_runs=8, warmup_runs=0, run_delay_s=0.03, timeout_s=120,
+                        update_schedule=schedule, update_key_file=tmp_path / "key",
+                        update_device_id=device_id.hex())
+    with AdbDevice.open(phone.serial, options=options) as device:
+        result = run_app(device, manifest, run, frames_path=frames, out_dir=tmp_path / "run",
+                         output_masks=True, apk=harness_apk)
+    assert result.runner == "app"
+    first, second = result.update_events
+    assert (first.sequence, first.source, first.status) == (1, "dir", "applied")
+    assert first.received_frame == 0 and first.packet == str(tmp_path / "p1.mdup")
+    assert (second.sequence, second.status) == (2, "applied") and second.received_frame >= 5
+    assert [f.model_version for f in result.frames][-1] == 2
+    assert Path(result.output_masks_path).stat().st_size == 8 * height * width
+    files = _app_files(phone)
+    assert not list(files.glob("updates/*")) and not list(files.glob("keys/*"))
+
+
+# The live tests' tiny starting point (tests/support/live_harness.py TINY, made once per run by
+# the `live_student` fixture), streamed in real time: packets land at their frames.
+STREAM_TINY = ["--video", "carphone_pristine.mp4", "--max-frames", "40", "--resolution",
+               "64x128", "--tiny", "--pretrain-iterations", "2", "--iterations", "5",
+               "--batch-size", "2", "--lr", "1e-2", "--t-update", "0.3", "--server-speedup",
+               "1000", "--realtime"]
+
+
+def test_stream_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, live_student,
+                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """AMS packets go into the app's update folder while its engine runs; its update records,
+    masks and frames come back as the same stream report as the engine runner's."""
+    from mobdistill.experiments import pretrain
+
+    monkeypatch.setattr(pretrain, "cache_root", lambda: live_student[0])
+    out = tmp_path / "stream"
+    capsys.readouterr()
+    code = main(["stream", "--scheme", "ams", *STREAM_TINY, "--device", phone.serial,
+                 "--runner", "app", "--apk", str(harness_apk), "--out", str(out), "--json"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert result["frames"] == 40 and result["latency"]["all"]["count"] == 40
+    applied = [u for u in result["updates"] if (u["engine"] or {}).get("status") == "applied"]
+    assert len(applied) >= 2 and result["downlink"]["packets_applied"] == len(applied)
+    for update in applied:  # taken from the folder no earlier than the run it was due
+        engine = update["engine"]
+        assert engine["received_frame"] >= update["arrival_frame"] > 0
+        assert engine["swapped_frame"] >= engine["received_frame"]
+    events = [json.loads(line) for line in (out / "engine" / "engine.jsonl").read_text()
+              .splitlines() if '"event"' in line]
+    assert {e["source"] for e in events} == {"dir"}
+    versions = [int(r.split(",")[3]) for r in (out / "frames.csv").read_text().splitlines()[1:]]
+    assert versions[0] == 0 and versions[-1] == len(applied), "the masks are the new models'"
+    logged = _logcat(phone)
+    assert "--update_dir=" in logged and "--update_key_file=" in logged
+    assert "--update_device_id=" in logged and "--insecure_updates" not in logged
+    files = _app_files(phone)
+    assert not list(files.glob("updates/*")) and not list(files.glob("keys/*")), \
+        "the run's update folder and key stay in the app"
 
 
 @pytest.mark.slow

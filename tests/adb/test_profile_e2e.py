@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from adb_peer import AdbPeer
+from profile_checks import check_runner_labels
 
 from mobdistill.cli import main
 from mobdistill.runtime.adb_device import AdbDevice, AdbOptions
@@ -46,6 +47,9 @@ def test_profile_cli_over_adb(peer: AdbPeer, home: Path, tiny_manifest: Path, tm
     assert report["devices"][peer.serial]["soc"] == "LB1000"
     (entry,) = report["results"][peer.serial].values()
     assert entry["tiny_stateless"]["num_runs"] == 3
+    assert entry["tiny_stateless"]["runner"] == "engine"
+    check_runner_labels(tmp_path / "profile", "engine")
+
 
 
 def test_sweep_cli_over_adb(peer: AdbPeer, home: Path, tmp_path: Path, monkeypatch,

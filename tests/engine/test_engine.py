@@ -266,7 +266,7 @@ _UPDATE = {"event": "update", "source": "schedule", "name": "/w/ab12cd34.u0.mdup
 
 
 def test_frame_log_loader_skips_new_fields_and_stops_at_a_cut_line(tmp_path):
-    from mobdistill.runtime.engine import _load_records
+    from mobdistill.runtime.engine import load_records
 
     record = {"run": 0, "frame": 0, "phase": "measure", "preprocess_us": 1.0, "invoke_us": 2.0,
               "postprocess_us": 3.0, "model_version": 0}
@@ -275,7 +275,7 @@ def test_frame_log_loader_skips_new_fields_and_stops_at_a_cut_line(tmp_path):
                               json.dumps(_UPDATE),
                               json.dumps({**record, "run": 1}),
                               json.dumps({**record, "run": 2})[:25]]))
-    frames, events = _load_records(log, {"ab12cd34.u0.mdup": ("/local/p7.mdup", 7)})
+    frames, events = load_records(log, {"ab12cd34.u0.mdup": ("/local/p7.mdup", 7)})
     assert [f.run for f in frames] == [0, 1]
     (event,) = events
     # a packet refused before its header was read takes the sequence its schedule line declared
