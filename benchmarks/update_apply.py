@@ -4,15 +4,16 @@ DeepLabV3-MNV2 at 256x512 through the engine's C facade (the calls the Android a
 one thread hands a bikes.mp4 frame to `segment` every 1/FPS s (a late frame runs at once, as a
 camera's keep-latest analyzer does), another applies an update packet (F16 values, zlib,
 base-relative, keyed and bound to the device) every PERIOD frames, the stream's arrival pattern
-(one packet per training phase, T_update = 1 s). `apply_update` decodes, patches, builds and
-warms the new interpreter on the engine's update worker; the next `segment` adopts it.
+(one packet per training phase, T_update = 1 s). `apply_update` decodes, patches, builds the new
+interpreter and maps its tensors on the engine's update worker, each stage started between two
+frames; the next `segment` adopts it.
 
-Frames are "updating" from the one that sees the packet arrive (received_frame) to the last one
-before the swap (swapped_frame), "steady" otherwise (same session, same conditions). Reported
-per γ: invoke p99 updating / steady (target <= 1.10), frames from arrival to swap (p99 target
-<= 5 at 30 fps), the apply stages, and the same for the build at normal priority
-(MOBDISTILL_UPDATE_BUILD_PRIORITY=normal, the engine before issue 14), side by side in
-interleaved rounds. The host load (os.getloadavg) is recorded around every session.
+Frames are "updating" from the one that sees the packet arrive (received_frame) to the first one
+on the new model (swapped_frame, its first Invoke), "steady" otherwise (same session, same
+conditions). Reported per γ: invoke p99 updating / steady (target <= 1.10), frames from arrival
+to swap (p99 target <= 5 at 30 fps), the apply stages, and the same with the engine's
+`update_build_priority` "normal" (builds at frame priority), side by side in interleaved
+rounds. The host load (os.getloadavg) is recorded around every session.
 
     python benchmarks/update_apply.py [--cache /tmp/mobdistill-bench] [--num_threads 2]
            [--fps 30] [--period 30] [--updates 10] [--rounds 3]
@@ -130,11 +131,10 @@ class PacedSession:
 def run_session(manifest: Path, frames: np.ndarray, packets: list[bytes], variant: str,
                 args: argparse.Namespace) -> dict:
     """`warmup` frames, then a packet every `period` frames; frames go on until the last swap."""
-    os.environ["MOBDISTILL_UPDATE_BUILD_PRIORITY"] = variant  # read when the engine starts
     load_before = os.getloadavg()
     arrivals = {args.warmup + i * args.period: p for i, p in enumerate(packets)}
     with FacadeEngine(manifest, update_key=KEY, device_id=DEVICE,
-                      num_threads=args.num_threads) as engine:
+                      num_threads=args.num_threads, update_build_priority=variant) as engine:
         session = PacedSession(engine, frames, args.fps)
         worker = threading.Thread(target=session.apply_worker, args=(len(packets),), daemon=True)
         worker.start()
@@ -170,7 +170,8 @@ def summarize(sessions: list[dict]) -> dict:
         updating: set[int] = set()
         for r in s["records"]:
             swapped = r["swapped_frame"]
-            end = swapped if swapped is not None else len(s["frames"])
+            # The first frame on the new model is part of applying it (its first Invoke).
+            end = swapped + 1 if swapped is not None else len(s["frames"])
             updating.update(range(r["received_frame"], end))
             to_swap.append(None if swapped is None else swapped - r["received_frame"])
             for key in stages:

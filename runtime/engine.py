@@ -87,6 +87,9 @@ class EngineOptions:
     insecure_updates: bool = False  # accept unauthenticated packets (opt-in only)
     update_state_file: str | None = None  # high-water sequence file on the device
     update_blocking: bool = False
+    # "idle": updates decode, patch and build as SCHED_IDLE between frames; "normal": at frame
+    # priority (the engine before issue 14; comparisons only)
+    update_build_priority: str = "idle"
 
     def __post_init__(self) -> None:
         if self.num_threads == 0 or self.num_threads < -1:
@@ -124,6 +127,8 @@ class EngineOptions:
             flags.append("--insecure_updates=true")
         if self.update_blocking:
             flags.append("--update_blocking=true")
+        if self.update_build_priority != "idle":
+            flags.append(f"--update_build_priority={self.update_build_priority}")
         return flags
 
 

@@ -30,7 +30,8 @@ class FacadeOptions(ctypes.Structure):
                 ("delegate_lib", ctypes.c_char_p), ("delegate", ctypes.c_char_p),
                 ("num_threads", ctypes.c_int32), ("update_key", ctypes.c_char_p),
                 ("update_key_size", ctypes.c_size_t), ("update_device_id", ctypes.c_char_p),
-                ("insecure_updates", ctypes.c_int32), ("update_state_file", ctypes.c_char_p)]
+                ("insecure_updates", ctypes.c_int32), ("update_state_file", ctypes.c_char_p),
+                ("update_build_priority", ctypes.c_char_p)]
 
 
 class FacadeInfo(ctypes.Structure):
@@ -214,14 +215,16 @@ class FacadeEngine:
 
     def __init__(self, manifest: Path, *, update_key: bytes | None, device_id: bytes,
                  insecure_updates: bool = False, state_file: Path | None = None,
-                 num_threads: int = 1, library: Path | None = None) -> None:
+                 num_threads: int = 1, library: Path | None = None,
+                 update_build_priority: str | None = None) -> None:
         self._lib = ctypes.CDLL(str(library or facade_library(build=False)))
         self._declare()
         self._keep = (str(manifest).encode(), str(runtime_library()).encode(), update_key,
                       device_id, str(state_file).encode() if state_file else None)
         options = FacadeOptions(self._keep[0], self._keep[1], None, b"xnnpack", num_threads,
                            update_key, len(update_key or b""), device_id, int(insecure_updates),
-                           self._keep[4])
+                           self._keep[4],
+                           update_build_priority.encode() if update_build_priority else None)
         error = ctypes.create_string_buffer(_ERROR_BYTES)
         handle = ctypes.c_void_p()
         if self._lib.md_engine_create(ctypes.byref(options), ctypes.byref(handle), error,

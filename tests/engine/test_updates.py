@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -477,7 +478,8 @@ def test_update_flags_are_validated(engine_binary, model, tmp_path):
                         ([f"--update_key_file={tmp_path}/k"], "need an update source"),
                         ([f"--update_state_file={tmp_path}/s"], "need an update source"),
                         ([f"--update_dir={tmp_path}/missing"], "is not a folder"),
-                        ([f"--update_schedule={tmp_path}/none.jsonl"], "--update_schedule")]:
+                        ([f"--update_schedule={tmp_path}/none.jsonl"], "--update_schedule"),
+                        (["--update_build_priority=high"], "idle or normal")]:
         done = subprocess.run(base + flags, capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and text in done.stderr, done.stderr
 
@@ -494,7 +496,7 @@ def _thread_policies(pid: int) -> list[int]:
     return policies
 
 
-def _policies_after_first_swap(engine_binary, model, tmp_path, env, run_delay_s=0.02
+def _policies_after_first_swap(engine_binary, model, tmp_path, flags=(), run_delay_s=0.02
                                ) -> tuple[dict, list[int]]:
     """Runs 2 threads with one packet waiting; the applied record and the thread policies
     a few frames after the swap, while the engine still runs."""
@@ -504,8 +506,8 @@ def _policies_after_first_swap(engine_binary, model, tmp_path, env, run_delay_s=
     (inbox / "0001.mdup").write_bytes(packets[0].read_bytes())
     proc = subprocess.Popen(_engine_cmd(engine_binary, model, tmp_path, 100000,
                                         f"--run_delay={run_delay_s}", "--num_threads=2",
-                                        f"--update_dir={inbox}"),
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+                                        f"--update_dir={inbox}", *flags),
+                            stderr=subprocess.PIPE, text=True)
     try:
         end = time.monotonic() + 30
         while not (tmp_path / "run.jsonl").is_file() or not _records(tmp_path):
@@ -523,7 +525,7 @@ def _policies_after_first_swap(engine_binary, model, tmp_path, env, run_delay_s=
 def test_builds_run_at_idle_priority_and_frames_do_not(engine_binary, model, tmp_path):
     """The update worker builds as SCHED_IDLE; the thread pool it created for the new model
     runs frames at normal priority once the model is adopted (only the worker stays idle)."""
-    record, policies = _policies_after_first_swap(engine_binary, model, tmp_path, {})
+    record, policies = _policies_after_first_swap(engine_binary, model, tmp_path)
     assert record["status"] == "applied", record
     assert record["build_threads"] == 2
     assert len(policies) >= 3  # main, XNNPACK pool worker, update worker (at least)
@@ -536,7 +538,7 @@ def test_builds_run_at_idle_priority_and_frames_do_not(engine_binary, model, tmp
 def test_a_build_still_running_after_three_frames_is_raised(engine_binary, model, tmp_path):
     """Frames back to back (about 1 ms each): the build outlasts 3 frames and finishes at the
     frame thread's priority, so other work cannot starve an update forever."""
-    record, policies = _policies_after_first_swap(engine_binary, model, tmp_path, {}, 0)
+    record, policies = _policies_after_first_swap(engine_binary, model, tmp_path, (), 0)
     assert (record["status"], record["build_priority"]) == ("applied", "raised"), record
     assert record["swapped_frame"] - record["received_frame"] > 3
     assert set(policies) == {0}, policies
@@ -544,6 +546,43 @@ def test_a_build_still_running_after_three_frames_is_raised(engine_binary, model
 
 def test_builds_at_normal_priority_when_asked(engine_binary, model, tmp_path):
     record, policies = _policies_after_first_swap(
-        engine_binary, model, tmp_path, {"MOBDISTILL_UPDATE_BUILD_PRIORITY": "normal"})
+        engine_binary, model, tmp_path, ("--update_build_priority=normal",))
     assert (record["status"], record["build_priority"]) == ("applied", "normal"), record
+    assert record["build_threads"] == 2
     assert 5 not in policies, policies
+
+
+_FACADE_PRIORITIES = """
+import json, sys
+from pathlib import Path
+from mobdistill.errors import EngineError
+from mobdistill.runtime.facade import FacadeEngine, facade_library
+manifest, key, device, packet = sys.argv[1:5]
+out = {}
+for priority in ("idle", "normal", "high"):
+    try:
+        with FacadeEngine(Path(manifest), update_key=Path(key).read_bytes(),
+                          device_id=bytes.fromhex(device), num_threads=2,
+                          library=facade_library(build=True),
+                          update_build_priority=priority) as engine:
+            out[priority] = engine.apply_update(Path(packet).read_bytes()).record
+    except EngineError as err:
+        out[priority] = str(err)
+print(json.dumps(out))
+"""
+
+
+def test_the_facade_takes_the_build_priority(model, tmp_path):
+    """The app's path (md_engine_create's update_build_priority, in a child process: the facade
+    brings its own TFLite runtime): the applied record names the priority it was built at."""
+    packets, _ = _cumulative_chain(model, tmp_path, 1, seed=9)
+    done = subprocess.run([sys.executable, "-c", _FACADE_PRIORITIES, str(model.manifest_path),
+                           str(model.key_file), DEVICE.hex(), str(packets[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    for priority in ("idle", "normal"):
+        record = out[priority]
+        assert (record["status"], record["build_priority"], record["build_threads"]) == (
+            "applied", priority, 2), record
+    assert "idle or normal" in out["high"], out

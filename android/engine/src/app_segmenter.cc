@@ -116,7 +116,10 @@ Status AppSegmenter::RunFrame(const std::function<Status()>& fill, uint8_t* mask
   record->phase = Phase::kMeasure;
   record->model_version = processor_->UseActiveModel();
   processor_->RecordSchedule(record);
-  MD_RETURN_IF_ERROR(RunTimedStages(processor_.get(), record));
+  {
+    const FrameScope frame(&model_.engine());  // update stages wait for the gap after it
+    MD_RETURN_IF_ERROR(RunTimedStages(processor_.get(), record));
+  }
   record->preprocess_us += fill_us;  // the frame's conversion is part of its preprocessing
   const std::vector<uint8_t>& labels = processor_->mask();
   std::memcpy(mask, labels.data(), labels.size());

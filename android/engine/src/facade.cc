@@ -140,6 +140,14 @@ int32_t md_engine_create(const MdEngineOptions* options, MdEngine** out, char* e
   }
   security.insecure = options->insecure_updates != 0;
   if (options->update_state_file != nullptr) security.state_file = options->update_state_file;
+  const std::string priority =
+      options->update_build_priority ? options->update_build_priority : "idle";
+  if (priority != "idle" && priority != "normal") {
+    SetText(error, error_size, "update_build_priority must be idle or normal, not '" + priority +
+                                   "'");
+    return 1;
+  }
+  security.build_in_background = priority == "idle";
   mobdistill::Status s = engine->segmenter->Open(params, std::move(security));
   if (!s.ok()) {
     SetText(error, error_size, s.message());

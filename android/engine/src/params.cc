@@ -60,6 +60,9 @@ std::vector<Flag> Flags(Params* p) {
       {"insecure_updates", Kind::kBool, &p->insecure_updates,
        "accept packets without an HMAC (anyone reaching the port or folder can rewrite the "
        "model); without it --update_key_file is required"},
+      {"update_build_priority", Kind::kString, &p->update_build_priority,
+       "idle: updates are decoded, patched and built as SCHED_IDLE, between frames; normal: at "
+       "frame priority"},
       {"record_sensors", Kind::kBool, &p->record_sensors,
        "add CPU frequencies and thermal-zone temperatures (sysfs) to every frame record"},
       {"sysfs_root", Kind::kString, &p->sysfs_root, "where --record_sensors looks for sysfs"},
@@ -148,11 +151,11 @@ Status Params::Validate() const {
   if (warmup_runs < 0) return Status::Error("--warmup_runs must be >= 0");
   if (num_runs < 1) return Status::Error("--num_runs must be >= 1");
   if (run_delay < 0) return Status::Error("--run_delay must be >= 0 seconds");
-  if (!frames.empty() && random_input) {
-    return Status::Error("--frames and --random_input exclude each other; pass one");
-  }
   if (keyframe_interval < 0) {
     return Status::Error("--keyframe_interval must be >= 1 (0: the manifest's)");
+  }
+  if (!frames.empty() && random_input) {
+    return Status::Error("--frames and --random_input exclude each other; pass one");
   }
   if (use_gpu && use_nnapi) return Status::Error("--use_gpu and --use_nnapi exclude each other");
   if (!swap_graph.empty() && swap_after_run < 0) {
@@ -163,6 +166,10 @@ Status Params::Validate() const {
   }
   if (record_sensors && sysfs_root.empty()) {
     return Status::Error("--sysfs_root must not be empty (default /sys)");
+  }
+  if (update_build_priority != "idle" && update_build_priority != "normal") {
+    return Status::Error("--update_build_priority must be idle or normal, not '" +
+                         update_build_priority + "'");
   }
   if (update_port < -1 || update_port > 65535) {
     return Status::Error("--update_port must be a TCP port (0: any free one) or -1 (off)");

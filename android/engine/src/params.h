@@ -47,6 +47,9 @@ struct Params {
   std::string update_state_file; // persisted last applied sequence (refuses replays after restart)
   std::string update_device_id;  // 32 hex digits: the 16-byte id packets must carry (wire v2)
   bool insecure_updates = false; // accept packets without an HMAC (explicit opt-out, warns)
+  // "idle": the update worker decodes, patches and builds as SCHED_IDLE (frames preempt it);
+  // "normal": at the frame thread's priority (the engine before issue 14, for comparisons).
+  std::string update_build_priority = "idle";
   bool updates_enabled() const {
     return !update_dir.empty() || !update_schedule.empty() || update_port >= 0;
   }

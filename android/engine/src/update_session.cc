@@ -1,7 +1,6 @@
 #include "update_session.h"
 
 #include <cstdio>
-#include <cstdlib>
 #include <future>
 
 namespace mobdistill {
@@ -42,6 +41,7 @@ Status UpdateSecurityFromFlags(const Params& params, UpdateSecurity* security) {
   }
   security->insecure = params.insecure_updates;
   security->state_file = params.update_state_file;
+  security->build_in_background = params.update_build_priority == "idle";
   return Status::Ok();
 }
 
@@ -70,9 +70,7 @@ Status UpdateSession::Start(const Manifest& manifest, std::vector<uint8_t> base,
   config.device_id = security.device_id;
   config.insecure = security.insecure;
   config.state_file = std::move(security.state_file);
-  // Diagnostic for benchmarks/update_apply.py's side-by-side: builds at normal priority.
-  const char* priority = std::getenv("MOBDISTILL_UPDATE_BUILD_PRIORITY");
-  config.build_in_background = priority == nullptr || std::string(priority) != "normal";
+  config.build_in_background = security.build_in_background;
   if (!HexToBytes(manifest.tflite_sha256, config.base_sha256.data(), 32)) {
     return Status::Error("manifest: tflite sha256 is not 64 hex digits");
   }

@@ -23,13 +23,14 @@
 
 namespace mobdistill {
 
-// How streamed updates are authenticated and remembered: from the flags
+// How streamed updates are authenticated, remembered and built: from the flags
 // (UpdateSecurityFromFlags) or from the facade's options.
 struct UpdateSecurity {
   std::vector<uint8_t> hmac_key;  // empty: no key, so every packet is refused unless insecure
   std::array<uint8_t, update::kDeviceIdBytes> device_id{};
   bool insecure = false;          // explicit opt-out: unauthenticated packets are accepted
   std::string state_file;         // empty: the high-water sequence lives in memory only
+  bool build_in_background = true;  // --update_build_priority=idle (UpdateConfig's meaning)
 };
 
 // Reads --update_key_file and parses --update_device_id.

@@ -32,6 +32,9 @@ typedef struct MdEngineOptions {
   // --update_state_file: where the last applied sequence is kept across restarts (e.g. in the
   // app's private files folder), or NULL. Without it a restarted app accepts old packets again.
   const char* update_state_file;
+  // --update_build_priority: "idle" (NULL: the default) decodes, patches and builds updates as
+  // SCHED_IDLE between frames; "normal" at frame priority (comparisons only).
+  const char* update_build_priority;
 } MdEngineOptions;
 
 typedef struct MdModelInfo {
