@@ -12,8 +12,8 @@ from mobdistill.models import registry
 
 
 def test_names_and_unknown_model() -> None:
-    assert registry.names() == ("deeplab", "jitnet", "mobilevos")
-    with pytest.raises(UsageError, match="deeplab, jitnet, mobilevos"):
+    assert registry.names() == ("deeplab", "deeplab-delta", "jitnet", "mobilevos")
+    with pytest.raises(UsageError, match="deeplab, deeplab-delta, jitnet, mobilevos"):
         registry.get("unet")
 
 
