@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -74,7 +74,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_seed(seed: int, args: argparse.Namespace, train: list, evaluation: list,
-             num_classes: int) -> dict[str, Any]:
+             num_classes: int, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """One seed's base and students; `save` gets the partial result after each step."""
     config = registry.configure(registry.get(MODEL), num_classes=num_classes)
     torch.manual_seed(seed)
     model = dd.build(config)
@@ -87,6 +88,7 @@ def run_seed(seed: int, args: argparse.Namespace, train: list, evaluation: list,
                                                                    base_losses[-1]],
                            "base_seconds": round(time.perf_counter() - started, 1),
                            "original": _scores(model, evaluation, 1, num_classes), "periods": {}}
+    save(out)
     for period in args.periods:
         started = time.perf_counter()
         student = copy.deepcopy(model)
@@ -106,6 +108,7 @@ def run_seed(seed: int, args: argparse.Namespace, train: list, evaluation: list,
         print(f"seed {seed} T={period}: delta {out['periods'][str(period)]['delta']['miou']:.4f}"
               f" hold {out['periods'][str(period)]['hold']['miou']:.4f} original "
               f"{out['original']['miou']:.4f}", flush=True)
+        save(out)
     return out
 
 
@@ -169,7 +172,7 @@ def combine(paths: list[Path], out: Path) -> None:
     parts = [json.loads(p.read_text()) for p in paths]
     seeds = sorted((s for p in parts for s in p["seeds"]), key=lambda s: s["seed"])
     first = parts[0]
-    periods = list(seeds[0]["periods"])
+    periods = [t for t in seeds[0]["periods"] if all(t in s["periods"] for s in seeds)]
     result = {**{k: first[k] for k in ("commit", "settings", "host", "flops")},
               "commits": sorted({p["commit"] for p in parts}),
               "seeds": seeds, "summary": summarise(seeds, periods)}
@@ -191,11 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                                     max_frames=args.eval_frames)
     record = {**provenance(settings_of(args)), "load_average_at_start": os.getloadavg(),
               "flops": flops_table(args.periods, teacher.num_classes, resolution), "seeds": []}
-    for seed in args.seeds:
-        record["seeds"].append(run_seed(seed, args, train, evaluation, teacher.num_classes))
-        record["seconds"] = round(time.perf_counter() - started, 1)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=1) + "\n")  # partial results survive
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for index, seed in enumerate(args.seeds):
+        def save(partial: dict[str, Any], index: int = index) -> None:  # partial results survive
+            record["seeds"][index:] = [partial]
+            record["seconds"] = round(time.perf_counter() - started, 1)
+            args.out.write_text(json.dumps(record, indent=1) + "\n")
+
+        run_seed(seed, args, train, evaluation, teacher.num_classes, save)
     if len(args.seeds) > 1:
         record["summary"] = summarise(record["seeds"], [str(t) for t in args.periods])
         args.out.write_text(json.dumps(record, indent=1) + "\n")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mobdistill.models.delta_distill import DeltaDeepLab, run_schedule
+from mobdistill.models.delta_distill import DeltaDeepLab, DeltaStudent, run_schedule
 from mobdistill.server.rates import foreground_miou, miou
 from mobdistill.server.teachers import Teacher
 from mobdistill.training.delta_loss import delta_distillation_loss, task_loss
@@ -134,8 +134,9 @@ def train_base(model: DeltaDeepLab, clips: Sequence[LabelledClip], config: Delta
 def start_students_from_hold(model: DeltaDeepLab) -> None:
     """Zero each student's last conv: dz~ = 0, so training starts from reusing the keyframe's
     features on delta frames (the hold baseline) instead of adding random changes."""
-    for student in model.students:
-        torch.nn.init.zeros_(student.expand.weight)
+    for module in model.students.modules():
+        if isinstance(module, DeltaStudent):
+            torch.nn.init.zeros_(module.expand.weight)
 
 
 def train_students(model: DeltaDeepLab, clips: Sequence[LabelledClip], config: DeltaTrainConfig,

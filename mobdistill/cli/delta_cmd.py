@@ -71,7 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
     from mobdistill import clips
     from mobdistill.export.checkpoint import load_checkpoint
     from mobdistill.files import atomic_write_text, sha256_file
-    from mobdistill.models import registry
+    from mobdistill.models import delta_distill, registry
     from mobdistill.server.teachers import load_teacher
     from mobdistill.training import delta_trainer as trainer
 
@@ -94,7 +94,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
-    model = entry.build(config)
+    model = delta_distill.build(config)
     if args.base_checkpoint:
         load_checkpoint(model.base, args.base_checkpoint)
     started = time.perf_counter()
