@@ -43,6 +43,8 @@ fi
 # The harness's files that use no Android framework class.
 HARNESS_JVM_SOURCES=(
   "$ROOT/android/harness/src/main/kotlin/org/mobdistill/harness/BenchmarkRequest.kt"
+  "$ROOT/android/harness/src/main/kotlin/org/mobdistill/harness/LiveRequest.kt"
+  "$ROOT/android/harness/src/main/kotlin/org/mobdistill/harness/LiveRun.kt"
 )
 mapfile -t LIBRARY_JVM_SOURCES < <(find "$ROOT/android/library/src/main/kotlin" -name '*.kt' \
   -not -path '*/org/mobdistill/android/*' | sort)

@@ -467,12 +467,12 @@ class HarnessApp:
             if status == "error":
                 return rest.strip() or "the benchmark failed"
             if status == "gone":
-                raise _Crash("the harness process died before writing a summary")
+                raise AppEnded("the harness process died before writing a summary")
             time.sleep(_POLL_S)
-        raise _Crash(f"no summary after {timeout_s:g} s")
+        raise AppEnded(f"no summary after {timeout_s:g} s")
 
 
-class _Crash(Exception):
+class AppEnded(DeviceError):
     """The app process ended without an answer (crash, kill, timeout)."""
 
 
@@ -598,7 +598,7 @@ def _start(app: HarnessApp, start: StartMode, extras: dict[str, str], remote: di
                             timeout_s=options.timeout_s)
             left = max(options.timeout_s - (time.monotonic() - began), _POLL_S)
             error = app.wait_for_summary(remote["summary.json"], timeout_s=left)
-        except _Crash as crash:
+        except AppEnded as crash:
             timed_out = "no summary" in str(crash)
             return 1, timed_out, f"the harness app: {crash}"
         return (1, False, error) if error else (0, False, "")

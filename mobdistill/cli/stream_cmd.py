@@ -91,6 +91,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apk", type=Path, help="harness APK for --runner app (default: the "
                         "Gradle debug build if built); installed when missing or different")
     add_device_options(parser)
+    live_app = parser.add_argument_group(
+        "--live --runner app", "the harness app on --device plays the clips through its Kotlin "
+        "AmsClient against a running `mobdistill serve` (docs/android.md; unverified here)")
+    live_app.add_argument("--server", help="HOST:PORT of `mobdistill serve` as the phone "
+                          "reaches it (a LAN address, or 127.0.0.1:PORT after `adb reverse`)")
+    live_app.add_argument("--artifact", type=Path, help="the manifest the server deploys (its "
+                          "`model` status line)")
+    live_app.add_argument("--device-id", help="32 hex digits from `mobdistill serve --enroll`")
+    live_app.add_argument("--key-file", type=Path, help="the key `--enroll` wrote (--key-out)")
     parser.add_argument("--out", type=Path, default=Path("out/stream"), help="packets, logs, JSON")
     parser.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     parser.set_defaults(func=run)
@@ -132,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     from mobdistill.experiments.stream import run_stream
 
     extra = {}
+    if args.live and args.runner == "app":
+        return _live_in_app(args)
     if args.live:
         from mobdistill.experiments.live import run_live
 
@@ -153,6 +164,33 @@ def run(args: argparse.Namespace) -> int:
               f"{down['packets_applied']} updates applied by the engine"
               + (f", {down['packets_late']} late" if down["packets_late"] else "")
               + f"; logs in {result.out_dir}")
+    return 0
+
+
+def _live_in_app(args: argparse.Namespace) -> int:
+    from mobdistill.export.manifest import Manifest
+    from mobdistill.runtime.app_live import LiveServer, clip_frames, run_live_app
+    from mobdistill.runtime.app_runner import default_apk
+    from mobdistill.runtime.engine import EngineOptions
+
+    if not (args.server and args.artifact and args.device_id
+            and (args.key_file or args.insecure_updates)):
+        raise UsageError("--live --runner app needs --server, --artifact, --device-id and "
+                         "--key-file (or --insecure-updates)")
+    config = config_from_args(args)
+    manifest = Manifest.load(args.artifact, check_files=False)
+    frames, count, fps = clip_frames(config.videos, manifest.resolution,
+                                     config.max_frames_per_clip, args.out / "frames.rgb")
+    options = EngineOptions(num_threads=config.num_threads, num_runs=count, run_delay_s=1 / fps,
+                            timeout_s=count / fps + 300)
+    server = LiveServer(args.server, args.device_id, args.key_file)
+    with open_device(args) as device:
+        run = run_live_app(device, manifest.path, frames, server, options,
+                           out_dir=args.out / "device", apk=default_apk(args.apk))
+    applied = sum(u["status"] == "applied" for u in run.status["updates"])
+    print(json.dumps(run.status, indent=1) if args.json else
+          f"live in the app: {len(run.frames)} frames, {applied} updates applied, state "
+          f"{run.status['state']}; logs in {args.out / 'device'}")
     return 0
 
 

@@ -394,16 +394,62 @@ def test_kotlin_benchmark_request_matches(android_host) -> None:
     """BenchmarkRequest.kt (compiled by android/verify_host.sh) turns the tooling's extras into
     the same engine flags as the peer's mirror, and refuses the same extras with the same text."""
     cases = _tooling_extras() + REFUSED
-    argv = [FILES, "/data/app/x/lib/x86_64/liblitert-lm.so"]
+    blocks = _kotlin_check(android_host, "benchmark", cases)
+    for extras, block in zip(cases, blocks, strict=True):
+        try:
+            expected = android_framework.benchmark_args(extras, FILES, RUNTIME)[0]
+        except ValueError as err:
+            expected = [f"error: {err}"]
+        assert block == expected, extras
+
+
+RUNTIME = "/data/app/x/lib/x86_64/liblitert-lm.so"
+
+
+def _kotlin_check(android_host, mode: str, cases: list[dict[str, str]]) -> list[list[str]]:
+    """BenchmarkRequestCheckKt's answer per case: its lines (engine args, or a LiveRequest)."""
+    argv = [mode, FILES, RUNTIME]
     for extras in cases:
         argv += ["//", *(f"{k}={v}" for k, v in extras.items())]
     done = android_host.run_check("BenchmarkRequestCheckKt", *argv)
     assert done.returncode == 0, done.stdout + done.stderr
-    blocks = done.stdout.split("\n\n")
-    for extras, block in zip(cases, blocks, strict=False):
-        try:
-            expected = android_framework.benchmark_args(extras, argv[0], argv[1])[0]
-        except ValueError as err:
-            expected = [f"error: {err}"]
-        assert block.strip().splitlines() == expected, extras
-    assert len([b for b in blocks if b.strip()]) == len(cases)
+    blocks = [b.strip().splitlines() for b in done.stdout.split("\n\n") if b.strip()]
+    assert len(blocks) == len(cases), done.stdout
+    return blocks
+
+
+def test_kotlin_live_request_reads_what_the_tooling_sends(android_host) -> None:
+    """LiveRequest.kt (the harness's live mode) reads the extras runtime/app_live.py sends as
+    the run the tooling meant, and refuses extras the live loop would otherwise ignore."""
+    from mobdistill.runtime.app_live import LiveServer, live_extras
+
+    device_id = "00112233445566778899aabbccddeeff"
+    keyed = live_extras("live-0a1b2c3d", f"{FILES}/models/k/m.manifest.json",
+                        f"{FILES}/live-0a1b2c3d.rgb",
+                        LiveServer("10.0.2.2:7447", device_id, Path("/host/phone.key")),
+                        EngineOptions(num_threads=2, num_runs=90, run_delay_s=0.04),
+                        f"{FILES}/keys/live-0a1b2c3d.key")
+    insecure = live_extras("live-1", f"{FILES}/m.json", f"{FILES}/live-1.rgb",
+                           LiveServer("[::1]:7447", device_id, None, tls=True),
+                           EngineOptions(delegate=Delegate.CPU, num_runs=5, run_delay_s=0.5),
+                           None)
+    refused = [{**keyed, "warmup_runs": "1"}, {**keyed, "ams_server": "phone"},
+               {k: v for k, v in keyed.items() if k != "frames"},
+               {**keyed, "insecure_updates": "true"}, {**keyed, "update_device_id": "abc"}]
+    blocks = _kotlin_check(android_host, "live", [keyed, insecure, *refused])
+    out = f"{FILES}/live-0a1b2c3d"
+    assert blocks[0] == [
+        "server=10.0.2.2:7447 tls=false", f"manifest={FILES}/models/k/m.manifest.json",
+        f"runtime_lib={RUNTIME}", f"frames={out}.rgb max_frames=90 interval_s=0.04",
+        "threads=2 delegate=xnnpack", f"device_id={device_id}",
+        f"key_file={FILES}/keys/live-0a1b2c3d.key insecure=false state_file=none",
+        f"outputs={out}.live.jsonl {out}.masks {out}.live.json"]
+    assert blocks[1][0] == "server=::1:7447 tls=true"
+    assert blocks[1][3:5] == [f"frames={FILES}/live-1.rgb max_frames=5 interval_s=0.5",
+                              "threads=1 delegate=cpu"]
+    assert blocks[1][6] == "key_file=none insecure=true state_file=none"
+    errors = [block[0] for block in blocks[2:]]
+    assert all(e.startswith("error: ") for e in errors), errors
+    assert "'warmup_runs' does not apply to the live mode" in errors[0]
+    assert "HOST:PORT" in errors[1] and "'frames'" in errors[2]
+    assert "one of them" in errors[3] and "32 hex digits" in errors[4]

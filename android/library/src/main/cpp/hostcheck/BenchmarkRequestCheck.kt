@@ -1,13 +1,18 @@
-// JVM check of the harness's extras parsing (android/harness/.../BenchmarkRequest.kt), driven by
-// tests/adb/test_app_runner.py: args are FILES_DIR RUNTIME_LIB, then cases, each `//` followed by
-// KEY=VALUE extras. Prints, per case, the engine args one per line (or `error: MESSAGE`), then a
-// blank line.
+// JVM check of the harness's extras parsing (android/harness/.../BenchmarkRequest.kt and, with
+// MODE `live`, LiveRequest.kt), driven by tests/adb/test_app_runner.py: args are MODE
+// (`benchmark` or `live`) FILES_DIR RUNTIME_LIB, then cases, each `//` followed by KEY=VALUE
+// extras. Prints, per case, the engine args (benchmark) or LiveRequest.describe() (live) one per
+// line, or `error: MESSAGE`, then a blank line.
 import org.mobdistill.harness.BenchmarkRequest
+import org.mobdistill.harness.LiveRequest
 
 fun main(args: Array<String>) {
-    require(args.size >= 2) { "usage: BenchmarkRequestCheckKt FILES_DIR RUNTIME_LIB (// K=V...)..." }
+    require(args.size >= 3 && args[0] in setOf("benchmark", "live")) {
+        "usage: BenchmarkRequestCheckKt benchmark|live FILES_DIR RUNTIME_LIB (// K=V...)..."
+    }
+    val (mode, filesDir, runtimeLib) = args
     val cases = mutableListOf<MutableMap<String, String>>()
-    for (arg in args.drop(2)) {
+    for (arg in args.drop(3)) {
         if (arg == "//") {
             cases.add(linkedMapOf())
         } else {
@@ -17,7 +22,12 @@ fun main(args: Array<String>) {
     }
     for (extras in cases) {
         try {
-            BenchmarkRequest.fromExtras(extras, args[0], args[1]).engineArgs.forEach(::println)
+            val lines = if (mode == "live") {
+                LiveRequest.fromExtras(extras, filesDir, runtimeLib).describe()
+            } else {
+                BenchmarkRequest.fromExtras(extras, filesDir, runtimeLib).engineArgs
+            }
+            lines.forEach(::println)
         } catch (err: IllegalArgumentException) {
             println("error: ${err.message}")
         }

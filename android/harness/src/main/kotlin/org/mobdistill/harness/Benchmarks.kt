@@ -8,6 +8,7 @@ import android.util.Log
 import java.io.File
 import kotlin.concurrent.thread
 import org.mobdistill.MobdistillEngine
+import org.mobdistill.android.BitmapJpegEncoder
 
 private const val TAG = "mobdistill"
 const val RUNTIME_LIB = "liblitert-lm.so"
@@ -17,12 +18,14 @@ data class BenchmarkOutcome(val code: Int, val jsonl: String, val summary: Strin
 
 /**
  * Runs one request in-process; same flags, JSONL and summary as the mobdistill-engine binary.
- * A failure (bad extras, engine error) is written to `<summary>.error`, so a host polling after
- * `am start` sees the end of the run either way.
+ * With `ams_server` it runs the live mode instead ([LiveRequest], [runLive]). A failure (bad
+ * extras, engine error) is written to `<summary>.error`, so a host polling after `am start`
+ * sees the end of the run either way.
  */
 fun runBenchmark(context: Context, extras: Bundle?): BenchmarkOutcome {
     val map = extras?.keySet()?.associateWith { extras.get(it).toString() } ?: emptyMap()
     val runtime = File(context.applicationInfo.nativeLibraryDir, RUNTIME_LIB).path
+    if (LiveRequest.isLive(map)) return runLiveMode(context, map, runtime)
     val tag = map["tag"] ?: "run"
     val fallbackSummary = "${context.filesDir.path}/$tag.summary.json"
     return try {
@@ -36,6 +39,23 @@ fun runBenchmark(context: Context, extras: Bundle?): BenchmarkOutcome {
     } catch (err: RuntimeException) {
         val message = err.message ?: err.toString()
         Log.e(TAG, "benchmark failed: $message")
+        if (BenchmarkRequest.isPlainTag(tag)) File("$fallbackSummary.error").writeText(message)
+        BenchmarkOutcome(1, "", fallbackSummary, message)
+    }
+}
+
+/** The live mode: AmsClient on the request's frames; its status file is the run's summary. */
+private fun runLiveMode(context: Context, map: Map<String, String>, runtime: String): BenchmarkOutcome {
+    val tag = map["tag"] ?: "live"
+    val fallbackSummary = "${context.filesDir.path}/$tag.live.json"
+    return try {
+        val request = LiveRequest.fromExtras(map, context.filesDir.path, runtime)
+        Log.i(TAG, "live ${request.describe().joinToString(" ")}")
+        runLive(request, BitmapJpegEncoder())
+        BenchmarkOutcome(0, request.jsonl, request.summary, null)
+    } catch (err: Exception) { // bad extras, the engine, the frames file (IOException)
+        val message = err.message ?: err.toString()
+        Log.e(TAG, "live run failed: $message")
         if (BenchmarkRequest.isPlainTag(tag)) File("$fallbackSummary.error").writeText(message)
         BenchmarkOutcome(1, "", fallbackSummary, message)
     }

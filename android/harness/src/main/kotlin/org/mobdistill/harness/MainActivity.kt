@@ -15,19 +15,24 @@ import androidx.core.content.ContextCompat
 import java.io.File
 import java.nio.ByteBuffer
 import java.util.concurrent.Executors
+import org.mobdistill.AmsClient
 import org.mobdistill.CameraFrame
 import org.mobdistill.Delegate
 import org.mobdistill.ImagePlane
 import org.mobdistill.MobdistillEngine
+import org.mobdistill.android.BitmapJpegEncoder
 
 /**
  * CameraX preview with the live mask overlay. The model is `files/models/<model>.manifest.json`
  * (push it with `mobdistill` or `adb push` + `run-as`); `-e model NAME -e delegate gpu` on
- * `am start` pick another one.
+ * `am start` pick another one. With `--es ams_server HOST:PORT` (and the live extras of
+ * [LiveRequest]: `update_device_id`, `update_key_file` or `insecure_updates`, ...) the camera
+ * frames go through the library's AmsClient to `mobdistill serve`, which streams updates back.
  */
 class MainActivity : AppCompatActivity() {
     private val analyzer = Executors.newSingleThreadExecutor()
     private var engine: MobdistillEngine? = null
+    private var client: AmsClient? = null
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -46,10 +51,18 @@ class MainActivity : AppCompatActivity() {
         val delegate = Delegate.parse(intent.getStringExtra("delegate") ?: "xnnpack")
         val manifest = File(filesDir, "models/$model.manifest.json")
         val runtime = File(applicationInfo.nativeLibraryDir, RUNTIME_LIB).path
-        engine = try {
-            MobdistillEngine.open(manifest.path, runtime, delegate, numThreads = 4)
-        } catch (err: RuntimeException) {
-            status("cannot load $manifest: ${err.message}")
+        val extras = intent.extras?.let { b -> b.keySet().associateWith { b.get(it).toString() } }.orEmpty()
+        try {
+            if (LiveRequest.isLive(extras)) {
+                val request = LiveRequest.fromExtras(extras, filesDir.path, runtime, camera = true)
+                val (live, config) = openLive(request, BitmapJpegEncoder())
+                engine = live
+                client = AmsClient.connect(live, config)
+            } else {
+                engine = MobdistillEngine.open(manifest.path, runtime, delegate, numThreads = 4)
+            }
+        } catch (err: Exception) {
+            status("cannot start: ${err.message}")
             return
         }
         val providerFuture = ProcessCameraProvider.getInstance(this)
@@ -78,7 +91,12 @@ class MainActivity : AppCompatActivity() {
                                 image.imageInfo.rotationDegrees,
                                 image.planes.map { ImagePlane(it.buffer, it.rowStride, it.pixelStride) })
         val mask = ByteBuffer.allocateDirect(w * h)
-        val timing = engine.segment(frame, mask)
+        val live = client
+        val invokeUs = if (live != null) {
+            live.analyze(frame, mask, image.imageInfo.timestamp)
+        } else {
+            engine.segment(frame, mask).invokeUs
+        }
         // The overlay covers the upright frame; map the model-sized mask onto it.
         val (pw, ph) = frame.uprightWidth to frame.uprightHeight
         val preview = ByteBuffer.allocateDirect(pw * ph)
@@ -86,8 +104,8 @@ class MainActivity : AppCompatActivity() {
         val ids = ByteArray(pw * ph).also { preview.get(it) }
         runOnUiThread {
             findViewById<MaskOverlayView>(R.id.overlay).show(ids, pw, ph)
-            status("${engine.delegateUsed}  pre ${timing.preprocessUs / 1000.0} ms  " +
-                   "invoke ${timing.invokeUs / 1000.0} ms")
+            val link = live?.status()?.let { "  ${it.state} model ${it.modelSequence}" } ?: ""
+            status("${engine.delegateUsed}  invoke ${invokeUs / 1000.0} ms$link")
         }
     }
 
@@ -96,7 +114,7 @@ class MainActivity : AppCompatActivity() {
     }
 
     override fun onDestroy() {
-        analyzer.execute { engine?.close() }  // after the last analyze() on that thread
+        analyzer.execute { client?.close(); engine?.close() }  // after the last analyze() there
         analyzer.shutdown()
         super.onDestroy()
     }
