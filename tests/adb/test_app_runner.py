@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,9 @@ def test_update_schedule_is_delivered_into_the_app(phone: AdbPeer, options: AdbO
                                                    harness_apk: Path, tiny_export,
                                                    tmp_path: Path) -> None:
     """Packet 1 waits in the folder before the first frame, packet 2 is renamed into place once
-    run 4 is done, packet 3 (after the last run) never is; the key (0600) and the folder go."""
+    runs 0-4 are done, packet 3 (after the last run) never is; the key and the folder go. With
+    --update_blocking each packet is swapped in before the run after it arrived, however slowly
+    this host builds it."""
     import tiny_models
 
     manifest = tiny_export("deeplab", formats=("tflite",)).manifest_path
@@ -138,20 +141,25 @@ def test_update_schedule_is_delivered_into_the_app(phone: AdbPeer, options: AdbO
     schedule.write_text("\n".join(lines) + "\n")
     (tmp_path / "key").write_bytes(key)
     height, width = json.loads(manifest.read_text())["model"]["resolution"]
-    frames = tiny_models.random_frames(tmp_path / "frames.rgb", 8, (height, width))
-    run = EngineOptions(num_runs=8, warmup_runs=0, run_delay_s=0.03, timeout_s=120,
+    frames = tiny_models.random_frames(tmp_path / "frames.rgb", 10, (height, width))
+    run = EngineOptions(num_runs=10, warmup_runs=0, run_delay_s=0.03, timeout_s=120,
                         update_schedule=schedule, update_key_file=tmp_path / "key",
-                        update_device_id=device_id.hex())
-    with AdbDevice.open(phone.serial, options=options) as device:
+                        update_device_id=device_id.hex(), update_blocking=True)
+    # long enough for `pm install` of the 130 MB APK when this test is the module's first
+    patient = replace(options, transport_timeout_s=60.0, read_timeout_s=120.0)
+    with AdbDevice.open(phone.serial, options=patient) as device:
         result = run_app(device, manifest, run, frames_path=frames, out_dir=tmp_path / "run",
                          output_masks=True, apk=harness_apk)
     assert result.runner == "app"
     first, second = result.update_events
     assert (first.sequence, first.source, first.status) == (1, "dir", "applied")
-    assert first.received_frame == 0 and first.packet == str(tmp_path / "p1.mdup")
-    assert (second.sequence, second.status) == (2, "applied") and second.received_frame >= 5
-    assert [f.model_version for f in result.frames][-1] == 2
-    assert Path(result.output_masks_path).stat().st_size == 8 * height * width
+    assert (first.received_frame, first.swapped_frame) == (0, 0)
+    assert first.packet == str(tmp_path / "p1.mdup")
+    assert (second.sequence, second.status) == (2, "applied"), second.message
+    assert 5 <= second.received_frame <= second.swapped_frame <= 9
+    versions = [f.model_version for f in result.frames]
+    assert versions == [1] * second.swapped_frame + [2] * (10 - second.swapped_frame)
+    assert Path(result.output_masks_path).stat().st_size == 10 * height * width
     files = _app_files(phone)
     assert not list(files.glob("updates/*")) and not list(files.glob("keys/*"))
 
@@ -164,7 +172,8 @@ STREAM_TINY = ["--video", "carphone_pristine.mp4", "--max-frames", "40", "--reso
                "1000", "--realtime"]
 
 
-def test_stream_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, live_student,
+@pytest.mark.slow  # the server side trains the student (seconds per update on 2 cores)
+def test_stream_cli_runner_app(phone: AdbPeer, adbkey: Path, harness_apk: Path, live_student,
                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
     """AMS packets go into the app's update folder while its engine runs; its update records,
@@ -175,7 +184,8 @@ def test_stream_cli_runner_app(phone: AdbPeer, home: Path, harness_apk: Path, li
     out = tmp_path / "stream"
     capsys.readouterr()
     code = main(["stream", "--scheme", "ams", *STREAM_TINY, "--device", phone.serial,
-                 "--runner", "app", "--apk", str(harness_apk), "--out", str(out), "--json"])
+                 "--adb-key", str(adbkey), "--runner", "app", "--apk", str(harness_apk),
+                 "--out", str(out), "--json"])
     assert code == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out)
     assert result["frames"] == 40 and result["latency"]["all"]["count"] == 40
