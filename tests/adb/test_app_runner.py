@@ -164,6 +164,31 @@ def test_update_schedule_is_delivered_into_the_app(phone: AdbPeer, options: AdbO
     assert not list(files.glob("updates/*")) and not list(files.glob("keys/*"))
 
 
+def test_live_run_in_app_reports_the_apps_error_and_removes_the_key(
+        phone: AdbPeer, options: AdbOptions, harness_apk: Path, model: Path,
+        tmp_path: Path) -> None:
+    """The live mode itself is Kotlin (unverified here): the stand-in app answers with an error
+    file, which comes back as the error, and the pushed key and frames do not stay behind."""
+    from mobdistill.errors import EngineError
+    from mobdistill.runtime.app_live import LiveServer, run_live_app
+
+    key = tmp_path / "phone.key"
+    key.write_bytes(b"k" * 32)
+    frames = tmp_path / "frames.rgb"
+    frames.write_bytes(bytes(16 * 24 * 3 * 2))
+    server = LiveServer("127.0.0.1:7447", "00" * 16, key)
+    patient = replace(options, transport_timeout_s=60.0, read_timeout_s=120.0)
+    with AdbDevice.open(phone.serial, options=patient) as device:
+        with pytest.raises(EngineError, match="live run .* failed: .*runs no Kotlin"):
+            run_live_app(device, model, frames, server, EngineOptions(run_delay_s=0.05,
+                                                                      timeout_s=60),
+                         out_dir=tmp_path / "out", apk=harness_apk)
+    logged = _logcat(phone)
+    assert "runs no Kotlin" in logged
+    files = _app_files(phone)
+    assert not list(files.glob("keys/*")) and not list(files.glob("live-*.rgb"))
+
+
 # The live tests' tiny starting point (tests/support/live_harness.py TINY, made once per run by
 # the `live_student` fixture), streamed in real time: packets land at their frames.
 STREAM_TINY = ["--video", "carphone_pristine.mp4", "--max-frames", "40", "--resolution",

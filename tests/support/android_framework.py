@@ -369,6 +369,10 @@ def app(package: str, extras_json: str) -> int:
     native = _code_dir(package) / "lib" / (record["abi"] or "none")
     extras = json.loads(extras_json)
     tag = extras.get("tag", "run")
+    if "ams_server" in extras:  # Benchmarks.kt's runLiveMode: Kotlin all the way down
+        summary = str(files / f"{tag}.live.json")
+        return _finish(1, "", summary, "the test peer's Android stand-in runs no Kotlin: the "
+                       "live mode (LiveRequest.kt, LiveRun.kt, AmsClient) cannot run here", tag)
     try:
         args, jsonl, summary = benchmark_args(extras, str(files), str(native / RUNTIME_LIB))
     except ValueError as err:
