@@ -71,10 +71,12 @@ class Arm:
         rows = fields.get("sel", "paper") == "rows"
         if kind == "ams_f16":
             return cls(spec, gamma, None, rows=rows)
-        return cls(spec, gamma, DeltaQuantizer(int(fields.get("l", 1)),
-                                                float(fields.get("s", 1.0)),
-                                                fields.get("r", "mean"),
-                                                float(fields.get("t", 1.0))), rows=rows)
+        default = DeltaQuantizer()
+        return cls(spec, gamma, DeltaQuantizer(int(fields.get("l", default.levels)),
+                                                float(fields.get("s", default.step_scale)),
+                                                fields.get("r", default.rule),
+                                                float(fields.get("t", default.send_at))),
+                   rows=rows)
 
 
 def section_sizes(patches: list[wire.TensorPatch]) -> dict[str, float]:

@@ -25,16 +25,21 @@ from mobdistill.errors import UpdateError
 
 @dataclass(frozen=True)
 class DeltaQuantizer:
-    """Per tensor: ``step = step_scale · mean |residual|`` over its non-zero residuals; residuals
-    of at least one step are sent as ``q = clip(round(residual / step), ±levels)``, smaller ones
-    wait. With ``step_scale ≤ 1`` the largest residual is always sent and left at most half a
-    step (unless clipped), so a fixed target is reached instead of dithered around. Defaults
-    were chosen on the bytes/mIoU frontier (benchmarks/update_coding.py)."""
+    """Per tensor, ``step`` from the residuals r = target − held, then residuals of at least
+    ``send_at`` steps are sent as ``q = clip(round(r / step), ±levels)``; smaller ones wait.
 
-    levels: int = 1
+    ``rule="max"`` (default): ``step = step_scale · max|r| / levels``, so with step_scale 1
+    nothing is clipped and, with ``send_at = 0.5``, every residual left is under half a step.
+    ``rule="mean"`` (the first version): ``step = step_scale · mean|r|`` over the non-zero
+    residuals; the many sub-step leftovers of earlier packets pull the mean (and the step) down
+    until large residuals are clipped, and the device falls further behind with every update
+    (benchmarks/README.md). Defaults were chosen on the bytes/mIoU frontier
+    (benchmarks/update_coding.py)."""
+
+    levels: int = 3
     step_scale: float = 1.0
-    rule: str = "mean"  # "mean": step_scale · mean|r|; "max": step_scale · max|r| / levels
-    send_at: float = 1.0  # residuals of at least send_at · step are sent
+    rule: str = "max"
+    send_at: float = 0.5
 
     def __post_init__(self) -> None:
         if not 1 <= self.levels <= 127 or not self.step_scale > 0 or not self.send_at > 0:

@@ -87,7 +87,7 @@ def test_training_continues_from_the_servers_own_weights() -> None:
 def test_left_out_residuals_go_out_later() -> None:
     """One large and many small changes: the first packet leaves the smallest out, later packets
     send them (error feedback), the residual never grows and the device closes in on the target."""
-    quantizer = DeltaQuantizer(levels=3, step_scale=1.0)
+    quantizer = DeltaQuantizer(levels=3, step_scale=1.0, rule="mean", send_at=1.0)
     target = np.zeros(200, np.float32)
     target[0], target[1:] = 1.0, np.linspace(0.005, 0.02, 199)
     held = np.zeros(200, np.float32)
