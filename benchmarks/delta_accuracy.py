@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=100, help="frames read per training clip")
     p.add_argument("--eval-clips", nargs="+", default=list(EVAL_CLIPS))
     p.add_argument("--eval-frames", type=int, default=80, help="frames scored per clip")
+    p.add_argument("--frame-step", type=int, default=1,
+                   help="use every n-th frame of every clip (a camera at fps/n: larger changes "
+                        "between consecutive processed frames)")
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--combine", type=Path, nargs="+", help="merge per-seed JSONs into --out")
@@ -189,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     teacher = get_teacher("selfie")
     resolution = registry.parse_resolution(args.resolution)
     started = time.perf_counter()
-    train = trainer.load_clips(TRAIN_CLIPS, resolution, teacher, max_frames=args.max_frames)
+    train = trainer.load_clips(TRAIN_CLIPS, resolution, teacher, max_frames=args.max_frames,
+                               frame_step=args.frame_step)
     evaluation = trainer.load_clips(args.eval_clips, resolution, teacher,
-                                    max_frames=args.eval_frames)
+                                    max_frames=args.eval_frames, frame_step=args.frame_step)
     record = {**provenance(settings_of(args)), "load_average_at_start": os.getloadavg(),
               "flops": flops_table(args.periods, teacher.num_classes, resolution), "seeds": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
