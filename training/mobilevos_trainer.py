@@ -127,7 +127,10 @@ def train(model: MobileVOS, clips: Sequence[Clip], config: TrainConfig,
     """Train `model` in place; with `distill`, against the (frozen) `teacher`."""
     if config.distill and teacher is None:
         raise ValueError("distillation needs a teacher (train one with distill=False first)")
-    generator = torch.Generator().manual_seed(config.seed)
+    # windows and the loss's pixel sampling draw from separate streams, so runs of one seed see
+    # the same windows whichever loss they train with (a paired comparison)
+    window_generator = torch.Generator().manual_seed(config.seed)
+    pixel_generator = torch.Generator().manual_seed(config.seed + 1)
     torch.manual_seed(config.seed)
     loss_fn = None
     if config.distill and teacher is not None:
@@ -136,7 +139,7 @@ def train(model: MobileVOS, clips: Sequence[Clip], config: TrainConfig,
         teacher.eval()
     parameters = list(model.parameters()) + (list(loss_fn.parameters()) if loss_fn else [])
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    windows = sample_windows(clips, config.max_skip, generator)
+    windows = sample_windows(clips, config.max_skip, window_generator)
     model.train()
     result = TrainResult([], [])
     for iteration in tqdm(range(config.iterations), desc="train mobilevos", disable=not progress):
@@ -147,7 +150,7 @@ def train(model: MobileVOS, clips: Sequence[Clip], config: TrainConfig,
             with torch.no_grad():
                 teacher_out = _run_window(teacher, frames, masks, None)
         total, terms = _window_loss(student_out, teacher_out, masks, loss_fn, iteration, config,
-                                    generator)
+                                    pixel_generator)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
