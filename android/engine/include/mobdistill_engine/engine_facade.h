@@ -54,9 +54,6 @@ const char* md_engine_delegate_used(const MdEngine* engine);
 // Starts a new video: the first frame after reset runs `init` (stateful models) or `keyframe`
 // (delta-distilled models).
 void md_engine_reset(MdEngine* engine);
-// One frame: `rgb` is uint8 RGB of exactly width x height (info), rows `row_stride` bytes apart.
-// Writes width*height class ids (argmax of the logits) to `mask`; `invoke_us` gets the time of
-// the interpreter invoke alone. 0 on success.
 // Delta-distilled models (a manifest `schedule`): every T-th frame runs the `keyframe` signature
 // (the original network), the frames between the cheap `delta` one. The T in use (the
 // manifest's schedule.period until set), or 0 for other models.
@@ -68,6 +65,9 @@ int32_t md_engine_set_keyframe_interval(MdEngine* engine, int32_t interval, char
 // Whether the last segmented frame ran `keyframe` (1) or `delta` (0); -1 before the first frame
 // and for models without a keyframe schedule.
 int32_t md_engine_last_frame_keyframe(MdEngine* engine);
+// One frame: `rgb` is uint8 RGB of exactly width x height (info), rows `row_stride` bytes apart.
+// Writes width*height class ids (argmax of the logits) to `mask`; `invoke_us` gets the time of
+// the interpreter invoke alone. 0 on success.
 int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
                           uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size);
 // Pixel formats of camera frames: the values of Android's PixelFormat.RGBA_8888 and

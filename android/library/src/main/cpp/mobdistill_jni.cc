@@ -116,7 +116,8 @@ JNIEXPORT jlong JNICALL Java_org_mobdistill_MobdistillEngine_nativeCreate(
   MdEngineOptions options{manifest_utf.get(), runtime_utf.get(), delegate_lib_utf.get(),
                           delegate_utf.get(), num_threads, key.empty() ? nullptr : key.data(),
                           key.size(), id.empty() ? nullptr : id.data(),
-                          insecure_updates == JNI_TRUE ? 1 : 0, state_utf.get()};
+                          insecure_updates == JNI_TRUE ? 1 : 0, state_utf.get(),
+                          /*update_build_priority=*/nullptr};
   MdEngine* engine = nullptr;
   char error[kErrorSize] = {0};
   if (md_engine_create(&options, &engine, error, sizeof(error)) != 0 || engine == nullptr) {
@@ -159,6 +160,31 @@ JNIEXPORT void JNICALL Java_org_mobdistill_MobdistillEngine_nativeReset(JNIEnv* 
                                                                         jlong handle) {
   MdEngine* engine = FromHandle(env, handle);
   if (engine != nullptr) md_engine_reset(engine);
+}
+
+// Delta-distilled models: the keyframe interval T in use (0 for other models).
+JNIEXPORT jint JNICALL Java_org_mobdistill_MobdistillEngine_nativeKeyframeInterval(
+    JNIEnv* env, jclass, jlong handle) {
+  MdEngine* engine = FromHandle(env, handle);
+  return engine == nullptr ? 0 : md_engine_keyframe_interval(engine);
+}
+
+// A new T from the next frame on; T < 1 or a model without a keyframe schedule throws.
+JNIEXPORT void JNICALL Java_org_mobdistill_MobdistillEngine_nativeSetKeyframeInterval(
+    JNIEnv* env, jclass, jlong handle, jint interval) {
+  MdEngine* engine = FromHandle(env, handle);
+  if (engine == nullptr) return;
+  char error[kErrorSize] = {0};
+  if (md_engine_set_keyframe_interval(engine, interval, error, sizeof(error)) != 0) {
+    Throw(env, error[0] ? error : "md_engine_set_keyframe_interval failed without a message");
+  }
+}
+
+// 1: the last frame ran `keyframe`, 0: `delta`, -1: no frame yet or no keyframe schedule.
+JNIEXPORT jint JNICALL Java_org_mobdistill_MobdistillEngine_nativeLastFrameKeyframe(
+    JNIEnv* env, jclass, jlong handle) {
+  MdEngine* engine = FromHandle(env, handle);
+  return engine == nullptr ? -1 : md_engine_last_frame_keyframe(engine);
 }
 
 // rgb and mask are direct ByteBuffers (no copy); returns the invoke time in microseconds.

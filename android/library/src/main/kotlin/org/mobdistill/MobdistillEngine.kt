@@ -44,8 +44,30 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
     /** The delegate that actually runs: a GPU request can silently fall back elsewhere. */
     val delegateUsed: String get() = withHandle { nativeDelegateUsed(it) }
 
-    /** Starts a new video: the next frame runs `init` and the memory queue is emptied. */
+    /**
+     * Starts a new video: the next frame runs `init` and the memory queue is emptied (MobileVOS),
+     * or runs `keyframe` (delta-distilled models).
+     */
     fun reset() = withHandle { nativeReset(it) }
+
+    /**
+     * Delta-distilled models (a manifest `schedule`): every [keyframeInterval]-th frame runs the
+     * original network (`keyframe`), the frames between the cheap `delta` signature on the state
+     * carried from the frame before, so keyframes are the slow frames. The manifest's period
+     * until set; a new value (>= 1) applies from the next frame (a longer one trades accuracy
+     * for speed, e.g. while the phone runs hot). 0 for other models, where setting it throws.
+     * A model update always makes its first frame a keyframe.
+     */
+    var keyframeInterval: Int
+        get() = withHandle { nativeKeyframeInterval(it) }
+        set(value) = withHandle { nativeSetKeyframeInterval(it, value) }
+
+    /**
+     * Whether the last [segment] ran the keyframe signature (true) or a delta frame (false);
+     * null before the first frame and for models without a keyframe schedule.
+     */
+    val lastFrameWasKeyframe: Boolean?
+        get() = withHandle { nativeLastFrameKeyframe(it) }.let { if (it < 0) null else it == 1 }
 
     /**
      * Segments one RGB frame of exactly [ModelInfo.width] x [ModelInfo.height].
@@ -204,6 +226,9 @@ class MobdistillEngine private constructor(private var handle: Long) : AutoClose
         @JvmStatic private external fun nativeInfo(handle: Long): IntArray
         @JvmStatic private external fun nativeDelegateUsed(handle: Long): String
         @JvmStatic private external fun nativeReset(handle: Long)
+        @JvmStatic private external fun nativeKeyframeInterval(handle: Long): Int
+        @JvmStatic private external fun nativeSetKeyframeInterval(handle: Long, interval: Int)
+        @JvmStatic private external fun nativeLastFrameKeyframe(handle: Long): Int
         @JvmStatic private external fun nativeSegment(
             handle: Long, rgb: ByteBuffer, rowStride: Int, mask: ByteBuffer,
         ): Long
