@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-iterations", type=int, default=250)
     p.add_argument("--iterations", type=int, default=120, help="student steps per T")
     p.add_argument("--batch-size", type=int, default=2, help="windows per student step")
+    p.add_argument("--lr", type=float, default=1e-3, help="students' Adam learning rate")
     p.add_argument("--max-frames", type=int, default=100, help="frames read per training clip")
     p.add_argument("--eval-clips", nargs="+", default=list(EVAL_CLIPS))
     p.add_argument("--eval-frames", type=int, default=80, help="frames scored per clip")
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in ("out", "combine", "seeds")} | {
         "train_clips": list(TRAIN_CLIPS), "model": MODEL, "teacher": "selfie",
-        "base_batch": "2 x batch-size single frames", "lr": 1e-3, "alpha": 1.0}
+        "base_batch": "2 x batch-size single frames", "base_lr": 1e-3, "alpha": 1.0}
 
 
 def run_seed(seed: int, args: argparse.Namespace, train: list, evaluation: list,
@@ -99,7 +100,7 @@ def run_seed(seed: int, args: argparse.Namespace, train: list, evaluation: list,
         history = trainer.train_students(
             student, train, trainer.DeltaTrainConfig(
                 period=period, iterations=args.iterations, base_iterations=0,
-                batch_size=args.batch_size, seed=seed))
+                batch_size=args.batch_size, lr=args.lr, seed=seed))
         hold = copy.deepcopy(student)
         for s in hold.students:
             torch.nn.init.zeros_(s.expand.weight)
