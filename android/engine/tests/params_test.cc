@@ -55,7 +55,15 @@ int main() {
     p.random_input = false;
     p.swap_graph = "x";
     CHECK_CONTAINS(p.Validate().message(), "--swap_after_run");
+    p.swap_graph.clear();
+    CHECK_EQ(p.update_build_priority, std::string("idle"));  // builds at SCHED_IDLE by default
+    const char* priority[] = {"engine", "--update_build_priority=sometimes"};
+    CHECK(ParseFlags(2, priority, &p).ok());
+    CHECK_CONTAINS(p.Validate().message(), "--update_build_priority must be idle or normal");
+    p.update_build_priority = "normal";
+    CHECK(p.Validate().message().find("update_build_priority") == std::string::npos);
   }
+  CHECK_CONTAINS(mobdistill::Usage(), "--update_build_priority");
   CHECK_CONTAINS(mobdistill::Usage(), "--warmup_runs");
   return TEST_MAIN_RETURN();
 }
