@@ -166,7 +166,7 @@ def _category(op: str, depthwise: bool = False) -> str:
     low = op.lower()
     if depthwise or "dwconv" in low:
         return "depthwise conv"
-    if any(k in low for k in ("conv", "gemm", "fully connected", "matmul")):
+    if any(k in low for k in ("conv", "gemm", "fully connected", "matmul", "matrix multiply")):
         return "conv / gemm"
     if any(k in low for k in ("resize", "bilinear", "upsample")):
         return "resize"
@@ -181,29 +181,82 @@ def _category(op: str, depthwise: bool = False) -> str:
     return "other: " + op
 
 
-def engine_op_ms(manifest_path: Path, threads: int, runs: int, frames_path: Path,
-                 work: Path) -> dict[str, float]:
-    """ms per frame by op class from the engine's own op profile (XNNPACK's operators)."""
+def graph_gflop_by_class(tflite_path: Path, signature: str) -> dict[str, float]:
+    """GFLOP per frame of each op class in `signature`'s subgraph of the converted graph (2 per
+    multiply-add; convs and fully connected from their weight shapes, other ops as output
+    elements), so both runtimes' per-class times become rates."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(tflite_path.read_bytes(), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [names.get(max(model.OperatorCodes(i).BuiltinCode(),
+                           model.OperatorCodes(i).DeprecatedBuiltinCode()), "CUSTOM")
+             for i in range(model.OperatorCodesLength())]
+    index = next(model.SignatureDefs(i).SubgraphIndex()
+                 for i in range(model.SignatureDefsLength())
+                 if model.SignatureDefs(i).SignatureKey().decode() == signature)
+    graph = model.Subgraphs(index)
+
+    def shape(t: int) -> list[int]:
+        return [int(d) for d in graph.Tensors(t).ShapeAsNumpy()]
+
+    totals: dict[str, float] = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        name, inputs = codes[op.OpcodeIndex()], [int(t) for t in op.InputsAsNumpy()]
+        out_elements = float(np.prod(shape(int(op.OutputsAsNumpy()[0]))))
+        if name == "CONV_2D":
+            _, kh, kw, cin = shape(inputs[1])
+            flop, key = 2 * out_elements * kh * kw * cin, "conv / gemm"
+        elif name == "DEPTHWISE_CONV_2D":
+            _, kh, kw, _ = shape(inputs[1])
+            flop, key = 2 * out_elements * kh * kw, "depthwise conv"
+        elif name in ("FULLY_CONNECTED", "BATCH_MATMUL"):
+            computed = model.Buffers(graph.Tensors(inputs[1]).Buffer()).DataLength() == 0
+            # a FULLY_CONNECTED with computed weights is left to TFLite's own kernel, which the
+            # engine's profile names so
+            key = "other: FULLY_CONNECTED" if computed and name == "FULLY_CONNECTED" else \
+                "conv / gemm"
+            flop = 2 * out_elements * shape(inputs[0])[-1]
+        else:
+            flop, key = out_elements, _category(name)
+        totals[key] = totals.get(key, 0.0) + flop / 1e9
+    return totals
+
+
+def engine_ops(manifest_path: Path, threads: int, runs: int, frames_path: Path,
+               work: Path) -> list[dict]:
+    """The engine's op profile (XNNPACK's operators in run order): name, class, ms per frame."""
     from mobdistill.runtime.device import LocalDevice
     from mobdistill.runtime.engine import run_engine
 
     result = run_engine(LocalDevice(work / "device"), manifest_path, num_threads=threads,
                         warmup_runs=2, num_runs=runs, frames_path=frames_path,
                         enable_op_profiling=True, timeout_s=1200)
-    totals: dict[str, float] = {}
+    ops = []
     for p in (result.op_profile or {}).get("passes", []):
         if p["label"] != "delegate":
             continue  # the builtin-kernel pass is a comparison, not what frames run
         for op in p["ops"]:
-            if not op.get("delegate_inner", True):
+            delegated = op.get("delegate_inner", True)
+            if not delegated and op.get("partition", -1) >= 0:
                 continue  # the delegate node itself spans its inner ops
-            key = _category(op["name"])
-            totals[key] = totals.get(key, 0.0) + op["total_us"] / op["count"] / 1000
+            ops.append({"name": op["name"], "class": _category(op["name"]),
+                        "delegated": delegated,
+                        "ms": op["total_us"] / op["count"] / 1000})
+    return ops
+
+
+def by_class(ops: list[dict]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for op in ops:
+        totals[op["class"]] = totals.get(op["class"], 0.0) + op["ms"]
     return totals
 
 
-def ort_op_ms(path: Path, inputs: dict, threads: int, runs: int, work: Path) -> dict[str, float]:
-    """ms per frame by op class from ONNX Runtime's profiler (its fused graph's nodes)."""
+def ort_ops(path: Path, inputs: dict, threads: int, runs: int, work: Path) -> list[dict]:
+    """ONNX Runtime's profile (its optimized graph's nodes in run order): name, op type,
+    class, output shape, ms per frame."""
     import onnx
     import onnxruntime as ort
 
@@ -221,14 +274,34 @@ def ort_op_ms(path: Path, inputs: dict, threads: int, runs: int, work: Path) -> 
     for _ in range(runs):
         session.run(None, inputs)
     events = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = {}
+    ops: dict[str, dict] = {}
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
         node = e["name"][: -len("_kernel_time")]
-        key = _category(e["args"].get("op_name", node), groups.get(node, False))
-        totals[key] = totals.get(key, 0.0) + e["dur"] / 1000 / runs
-    return totals
+        op_type = e["args"].get("op_name", node)
+        row = ops.setdefault(node, {"name": node, "op": op_type,
+                                    "class": _category(op_type, groups.get(node, False)),
+                                    "output": e["args"].get("output_type_shape"), "ms": 0.0})
+        row["ms"] += e["dur"] / 1000 / runs
+    return list(ops.values())
+
+
+def op_table(gflop: dict[str, float], engine: dict[str, float], ort: dict[str, float],
+             engine_median: float, ort_median: float) -> list[dict]:
+    """Per op class: each runtime's profiled ms scaled to its unprofiled median (profiling
+    adds a timer per op), GFLOP and the rate each achieves."""
+    scale_e = engine_median / sum(engine.values()) if engine else 0.0
+    scale_o = ort_median / sum(ort.values()) if ort else 0.0
+    rows = []
+    for key in sorted(set(engine) | set(ort), key=lambda k: -(engine.get(k, 0) + ort.get(k, 0))):
+        e_ms, o_ms = engine.get(key, 0.0) * scale_e, ort.get(key, 0.0) * scale_o
+        g = gflop.get(key)
+        rows.append({"class": key, "gflop": g, "engine_ms": e_ms, "ort_ms": o_ms,
+                     "engine_gflops": g / e_ms * 1000 if g and e_ms else None,
+                     "ort_gflops": g / o_ms * 1000 if g and o_ms else None,
+                     "engine_minus_ort_ms": e_ms - o_ms})
+    return rows
 
 
 def invoke_vs_ort(name: str, manifest_path: Path, threads: int, runs: int, rounds: int,
@@ -267,14 +340,22 @@ def invoke_vs_ort(name: str, manifest_path: Path, threads: int, runs: int, round
     loads.append(os.getloadavg()[0])
     gflop = signature_gflop(name, manifest_path, signature, inputs[0])
     op_runs = max(3, runs // 3)
-    ops: dict = {"ort": ort_op_ms(manifest.artifact("onnx", signature).path, inputs[0],
-                                  threads, op_runs, work)}
+    engine_median, ort_median = float(np.median(engine_ms)), float(np.median(ort_ms))
+    ort_detail = ort_ops(manifest.artifact("onnx", signature).path, inputs[0], threads, op_runs,
+                         work)
+    ops: dict = {"ort": by_class(ort_detail), "ort_ops": ort_detail}
     try:
-        ops["engine"] = engine_op_ms(manifest_path, threads, op_runs, frames_path, work)
+        engine_detail = engine_ops(manifest_path, threads, op_runs, frames_path, work)
+        ops.update({"engine": by_class(engine_detail), "engine_ops": engine_detail})
     except EngineError as err:  # the profile explains; the timing above stands without it
         ops["engine_error"] = str(err)
-    engine_median, ort_median = float(np.median(engine_ms)), float(np.median(ort_ms))
-    return {"signature": signature, "gflop_per_frame": gflop, "runs_per_round": runs,
+    ops["gflop"] = graph_gflop_by_class(manifest.tflite_path, signature)
+    ops["table"] = op_table(ops["gflop"], ops.get("engine", {}), ops["ort"], engine_median,
+                            ort_median)
+    tflite = next(a for a in manifest["artifacts"] if a["format"] == "tflite")
+    return {"signature": signature, "tflite_sha256": tflite["sha256"],
+            "export_created_utc": manifest["created_utc"],
+            "gflop_per_frame": gflop, "runs_per_round": runs,
             "rounds": rounds, "host_load_1min": loads,
             "engine_invoke_median_ms": engine_median, "ort_iobinding_median_ms": ort_median,
             "engine_over_ort": engine_median / ort_median,
@@ -304,8 +385,29 @@ def ort_main(args: argparse.Namespace) -> None:
     out = {**provenance(settings), "sgemm_peak_gflops": peak,
            "sgemm": "best of 20 torch.mm 2048^3 float32, before and after", "models": rows}
     (RESULTS / "students_ort.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"Invoke vs ONNX Runtime (IOBinding), {args.num_threads} threads, {args.rounds} "
-             f"interleaved rounds x {args.num_runs} runs; sgemm peak {peak:.1f} GFLOP/s", "",
+    write_ort_markdown(out)
+
+
+def refresh_op_tables(out: dict, work: Path) -> None:
+    """Op classes, graph GFLOP and per-class tables again from the stored per-op profiles and
+    medians (after a change to the classification; no timing is repeated)."""
+    for name, row in out["models"].items():
+        ops = row["op_class_ms_per_frame"]
+        manifest = mf.load(next((work / name).glob("*.manifest.json")))
+        for op in ops.get("engine_ops", []):
+            op["class"] = _category(op["name"])
+        if "engine_ops" in ops:
+            ops["engine"] = by_class(ops["engine_ops"])
+        ops["gflop"] = graph_gflop_by_class(manifest.tflite_path, row["signature"])
+        ops["table"] = op_table(ops["gflop"], ops.get("engine", {}), ops["ort"],
+                                row["engine_invoke_median_ms"], row["ort_iobinding_median_ms"])
+
+
+def write_ort_markdown(out: dict) -> None:
+    settings, rows = out["settings"], out["models"]
+    lines = [f"Invoke vs ONNX Runtime (IOBinding), {settings['num_threads']} threads, "
+             f"{settings['rounds']} interleaved rounds x {settings['num_runs']} runs; sgemm peak "
+             f"{out['sgemm_peak_gflops']:.1f} GFLOP/s", "",
              "| model | GFLOP/frame | engine ms | GFLOP/s (peak) | ORT ms | GFLOP/s (peak) |"
              " engine / ORT | host load |", "|---" * 8 + "|"]
     for name, r in rows.items():
@@ -315,6 +417,17 @@ def ort_main(args: argparse.Namespace) -> None:
                      f"{r['ort_iobinding_median_ms']:.2f} | {r['ort_gflops']:.1f} "
                      f"({r['ort_fraction_of_sgemm_peak']:.0%}) | {r['engine_over_ort']:.2f} | "
                      f"{min(r['host_load_1min']):.1f}-{max(r['host_load_1min']):.1f} |")
+    for name, r in rows.items():
+        table = r["op_class_ms_per_frame"].get("table", [])
+        lines += ["", f"{name}: per op class, each runtime's profile scaled to its median "
+                  "(ms, GFLOP/s)", "",
+                  "| op class | GFLOP | engine ms | engine GFLOP/s | ORT ms | ORT GFLOP/s |"
+                  " engine - ORT ms |", "|---" * 7 + "|"]
+        for c in table:
+            rate = [f"{c[k]:.1f}" if c[k] else "-" for k in ("engine_gflops", "ort_gflops")]
+            lines.append(f"| {c['class']} | {c['gflop'] or 0:.3f} | {c['engine_ms']:.1f} | "
+                         f"{rate[0]} | {c['ort_ms']:.1f} | {rate[1]} | "
+                         f"{c['engine_minus_ort_ms']:+.1f} |")
     (RESULTS / "students_ort.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -326,10 +439,18 @@ def main() -> None:  # noqa: C901 - a straight script
     parser.add_argument("--num_runs", type=int, default=30)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/students"))
     parser.add_argument("--tiny", action="store_true", help="smoke run; writes no results")
+    parser.add_argument("--refresh_op_tables", action="store_true",
+                        help="recompute students_ort's op-class tables from its stored profiles")
     parser.add_argument("--invoke_vs_ort", action="store_true",
                         help="only engine Invoke vs ORT with IOBinding on the exports in --work")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.refresh_op_tables:
+        out = json.loads((RESULTS / "students_ort.json").read_text())
+        refresh_op_tables(out, args.work)
+        (RESULTS / "students_ort.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_ort_markdown(out)
+        return
     if args.invoke_vs_ort:
         ort_main(args)
         return
