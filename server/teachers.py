@@ -311,7 +311,7 @@ class MemoTeacher(Teacher):
 
     def __init__(self, teacher: Teacher) -> None:
         self.teacher, self.class_names = teacher, teacher.class_names
-        self._memo: dict[tuple[bytes, tuple[int, int] | None], np.ndarray] = {}
+        self._memo: dict[tuple[bytes, tuple[int, ...] | None], np.ndarray] = {}
 
     def _infer(self, frame: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.probabilities(frame))
