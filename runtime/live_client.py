@@ -73,6 +73,9 @@ class UpdateRow:
     engine: dict[str, Any] | None = None
 
 
+MAX_ERRORS_KEPT = 32  # client.json keeps the latest connection errors, not every retry's
+
+
 @dataclass
 class Counters:
     uplink_bytes: int = 0
@@ -81,6 +84,10 @@ class Counters:
     chunks_dropped: int = 0
     downlink_bytes: int = 0
     connections: int = 0
+    connection_errors: int = 0  # every failed connect and every lost connection
+    # The latest distinct ones (a dead server refuses every retry alike: one row per outage):
+    # {"time_s", "code", "message", "repeats"}.
+    errors: list[dict[str, Any]] = field(default_factory=list)
     rates: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -184,6 +191,26 @@ class LiveClient:
                  welcome.header.get("server_sequence"))
         return channel
 
+    def _note_error(self, err: Exception, connected: bool) -> None:
+        """Counts a failed or lost connection; logs and records it unless it repeats the last
+        one (the masks go on from the running model meanwhile)."""
+        code = (err.code if isinstance(err, ProtocolError)
+                else "malformed" if isinstance(err, ValueError) else "connection")
+        where = f"{self.config.host}:{self.config.port}"
+        message = (f"lost the connection to {where}: {err}" if connected
+                   else f"cannot reach {where}: {err}")
+        self.counters.connection_errors += 1
+        errors = self.counters.errors
+        if errors and not connected and errors[-1]["code"] == code \
+                and errors[-1]["message"] == message:
+            errors[-1]["repeats"] += 1
+            return
+        log.warning("%s [%s]; retrying every %g s, masks from model %d meanwhile", message, code,
+                    self.config.retry_s, self.model_sequence)
+        errors.append({"time_s": round(max(0.0, self.now_s()), 3), "code": code,
+                       "message": message, "repeats": 0})
+        del errors[:-MAX_ERRORS_KEPT]
+
     @staticmethod
     def _check_kind(message: Message, kind: MessageType) -> None:
         if message.kind == MessageType.ERROR:
@@ -212,7 +239,7 @@ class LiveClient:
                     self._dispatch(channel.receive())
             except (OSError, ProtocolError, ValueError) as err:
                 if not self.stop.is_set():
-                    log.warning("connection lost (%s); reconnecting", err)
+                    self._note_error(err, connected=channel is not None)
             finally:
                 self.connected.clear()
                 self.channel = None

@@ -7,10 +7,12 @@ and another model surface in the client's status while its analyzer keeps segmen
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 
-from live_harness import free_port
+import pytest
+from live_harness import free_port, self_signed_certificate
 
 from mobdistill.experiments.clips import resolve_clip
 from mobdistill.video import read_frames
@@ -62,3 +64,39 @@ def test_kotlin_ams_client_against_the_real_server(android_host, live, tmp_path)
         assert acks[update["sequence"]]["status"] == "applied"
         assert acks[update["sequence"]]["swapped_frame"] == update["swapped_frame"]
     assert any(e["event"] == "bye" for e in events)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_kotlin_ams_client_over_tls(android_host, live, tmp_path):
+    """The Kotlin client pins the server's self-signed certificate: frames go up and packets
+    come down over TLS; with the JVM's default trust or without TLS nothing is sent
+    (hostcheck/AmsClientTlsCheck.kt)."""
+    state, work = tmp_path / "state", tmp_path / "jvm"
+    work.mkdir()
+    cert, key = self_signed_certificate(tmp_path)
+    device = live.enrol(state)
+    h, w = json.loads(live.manifest.read_text())["model"]["resolution"]
+    read_frames(resolve_clip("carphone_pristine.mp4"), 120, size=(h, w)).tofile(work / "frames.rgb")
+    # As the plain-TCP test: big steps, so one phase moves the masks; T_update 2 s.
+    server = live.server(state, "--tls-cert", str(cert), "--tls-key", str(key), "--lr", "0.05",
+                         "--gamma", "1.0", "--iterations", "2", "--t-update", "2.0")
+    try:
+        assert server.events[-1]["tls"] is True
+        run = android_host.run_check(
+            "AmsClientTlsCheckKt", str(work), str(live.manifest), str(android_host.runtime_lib),
+            str(server.port), device.device_id.hex(), str(device.key_file), str(cert),
+            timeout_s=180)
+    finally:
+        assert server.stop() == 0
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "AmsClient TLS check passed" in run.stdout
+    seen = json.loads((work / "ams_client_tls.json").read_text())
+    events = server.events
+    uploaded = sum(e["frames"] for e in events if e["event"] == "frames")
+    assert 0 < uploaded <= seen["frames_uploaded"]
+    acks = {e["sequence"]: e for e in events if e["event"] == "ack"}
+    for update in seen["updates"]:
+        assert acks[update["sequence"]]["status"] == "applied"
+        assert acks[update["sequence"]]["swapped_frame"] == update["swapped_frame"]
+    # The two refused clients never got past TLS: one authenticated connection in all.
+    assert sum(e["event"] == "connected" for e in events) == 1

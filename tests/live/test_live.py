@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
-import subprocess
+import time
 
 import numpy as np
 import pytest
-from live_harness import applied, finish, free_port, wait_for
+from live_harness import applied, finish, free_port, self_signed_certificate, wait_for
 from lossy_relay import LossyRelay
 
 from mobdistill.contract import protocol
@@ -154,6 +155,52 @@ def test_server_restart_restores_sessions(live, tmp_path):
     assert max(u["sequence"] for u in applied(summary)) > session["sequence"]
 
 
+def test_server_killed_mid_stream(live, tmp_path):
+    """SIGKILL (no goodbye, nothing flushed): the client keeps segmenting every frame on its
+    last model, records one clear error for the outage, and resumes when a server comes back
+    on the same state folder and port; nothing applied before the kill is lost or re-sent."""
+    state, port = tmp_path / "state", free_port()
+    device = live.enrol(state)
+    server = live.server(state, port=port)
+    client = live.client(port, device, tmp_path / "device", videos=("bikes.mp4",) * 3,
+                         max_frames=None)
+    try:
+        wait_for(server, "ack", status="applied")
+    finally:
+        server.process.kill()
+        server.stop()
+    assert server.process.returncode == -signal.SIGKILL
+    acked = max(e["sequence"] for e in server.events if e["event"] == "ack")
+    time.sleep(2.0)  # an outage of a few seconds (plus the restart's own)
+    restarted = live.server(state, port=port)
+    try:
+        summary = finish(client)
+    finally:
+        restarted.stop()
+    session = next(e for e in restarted.events if e["event"] == "session")
+    assert session["restored"] and session["sequence"] >= acked  # persisted before sent
+    assert summary["counters"]["connections"] >= 2
+    lost = next(e for e in summary["counters"]["errors"] if e["message"].startswith("lost"))
+    refused = [e for e in summary["counters"]["errors"] if e["time_s"] >= lost["time_s"]
+               and e["message"].startswith("cannot reach")]
+    assert refused and f"127.0.0.1:{port}" in refused[0]["message"]
+    assert len(refused) <= 2 and sum(e["repeats"] for e in refused) > 0  # one row per outage
+    back = min(r["time_s"] for r in summary["counters"]["rates"] if r["time_s"] > lost["time_s"])
+    frames = [json.loads(x) for x in (tmp_path / "device" / "frames.jsonl").read_text()
+              .splitlines()]
+    assert len(frames) == summary["frames"]  # no frame skipped: every one has a mask
+    assert (tmp_path / "device" / "masks.bin").stat().st_size == len(frames) * 64 * 128
+    outage = [f for f in frames if lost["time_s"] <= f["time_s"] < back]
+    assert len(outage) > 25 * 2  # bikes is 25 fps; the outage lasted over 2 s
+    versions = [f["model_version"] for f in frames]
+    assert versions == sorted(versions)  # never back to an older model
+    # During the outage: the models it had (a packet received just before may still swap in).
+    had = max(u["sequence"] for u in summary["updates"] if u["arrival_s"] <= lost["time_s"])
+    assert all(1 <= f["model_version"] <= had for f in outage)
+    _no_rejections(summary)
+    assert max(u["sequence"] for u in applied(summary)) > session["sequence"]
+
+
 def _raw(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
@@ -212,11 +259,7 @@ def test_garbage_and_stalled_clients_are_dropped_alone(live, tmp_path):
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 def test_tls(live, tmp_path):
     """Frames leave the device encrypted; the client verifies the server's certificate."""
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
-                    str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed_certificate(tmp_path)
     state = tmp_path / "state"
     device = live.enrol(state)
     server = live.server(state, "--tls-cert", str(cert), "--tls-key", str(key))

@@ -8,6 +8,7 @@
 import java.io.File
 import java.net.ServerSocket
 import java.nio.ByteBuffer
+import javax.net.ssl.SSLSocketFactory
 import kotlin.concurrent.thread
 import org.mobdistill.AmsClient
 import org.mobdistill.AmsConfig
@@ -16,7 +17,7 @@ import org.mobdistill.AmsStatus
 import org.mobdistill.CameraFrame
 import org.mobdistill.MobdistillEngine
 
-private object AmsClientChecks {
+internal object AmsClientChecks { // AmsClientTlsCheck.kt reuses it
     const val FPS = 30.0
     const val LIVE_DEADLINE_MS = 60_000L // only a failing run waits this long
     const val SERVER_START_MS = 120_000L
@@ -54,9 +55,10 @@ private object AmsClientChecks {
         val sha: String,
     )
 
-    fun config(target: Target, retryMinMs: Long = 300) = AmsConfig(
-        target.host, target.port, target.deviceId, target.key, target.sha, ImageIoJpegEncoder(),
-        connectTimeoutMs = 2_000, retryMinMs = retryMinMs, retryMaxMs = 1_000)
+    fun config(target: Target, retryMinMs: Long = 300, tls: SSLSocketFactory? = null) =
+        AmsConfig(target.host, target.port, target.deviceId, target.key, target.sha,
+                  ImageIoJpegEncoder(), tls = tls, connectTimeoutMs = 2_000,
+                  retryMinMs = retryMinMs, retryMaxMs = 1_000)
 
     /**
      * Plays [clip] through [client] until [done] holds (or the deadline), at [FPS] in real

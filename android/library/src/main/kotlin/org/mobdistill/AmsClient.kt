@@ -299,6 +299,8 @@ class AmsClient private constructor(
                 disconnected(err.code, err.message ?: err.code, permanent)
             } catch (err: java.net.SocketTimeoutException) {
                 disconnected("timeout", "no answer from ${config.host}:${config.port} in time")
+            } catch (err: javax.net.ssl.SSLException) { // an untrusted or misnamed certificate
+                disconnected("tls", "TLS with ${config.host}:${config.port}: ${err.message}")
             } catch (err: IOException) {
                 disconnected("connection", "${config.host}:${config.port}: $err")
             } catch (err: RuntimeException) { // a bug here must not end the thread silently
