@@ -177,14 +177,6 @@ void md_engine_reset(MdEngine* engine) {
   if (engine != nullptr) engine->segmenter->ResetVideo();
 }
 
-int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
-                          uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size) {
-  if (engine == nullptr) {
-    SetText(error, error_size, "the engine is closed");
-    return 1;
-  }
-  mobdistill::FrameRecord record;
-  mobdistill::Status s = engine->segmenter->ProcessFrame(rgb, row_stride, mask, &record);
 int32_t md_engine_keyframe_interval(MdEngine* engine) {
   return engine == nullptr ? 0 : engine->segmenter->keyframe_interval();
 }
@@ -204,6 +196,14 @@ int32_t md_engine_last_frame_keyframe(MdEngine* engine) {
   return engine == nullptr ? -1 : engine->segmenter->last_frame_keyframe();
 }
 
+int32_t md_engine_segment(MdEngine* engine, const uint8_t* rgb, int32_t row_stride,
+                          uint8_t* mask, int64_t* invoke_us, char* error, size_t error_size) {
+  if (engine == nullptr) {
+    SetText(error, error_size, "the engine is closed");
+    return 1;
+  }
+  mobdistill::FrameRecord record;
+  mobdistill::Status s = engine->segmenter->ProcessFrame(rgb, row_stride, mask, &record);
   if (!s.ok()) {
     SetText(error, error_size, s.message());
     return 1;
@@ -275,21 +275,21 @@ int32_t md_engine_apply_update(MdEngine* engine, const uint8_t* packet, size_t p
 int32_t md_engine_stats(MdEngine* engine, char* json, size_t json_size) {
   if (engine == nullptr) return -1;
   nlohmann::json j;
+  const int32_t interval = engine->segmenter->keyframe_interval();  // not under stats_mu
   {
     std::lock_guard<std::mutex> lock(engine->stats_mu);
     j["frames"] = engine->frames;
     j["invoke"] = StatsJson(engine->invoke_us);
     j["preprocess"] = StatsJson(engine->preprocess_us);
+    j["schedule"] = ScheduleJson(*engine, interval);
   }
   j["model_version"] = engine->segmenter->model_version();
   j["delegate_used"] = engine->delegate_used;
-  const int32_t interval = engine->segmenter->keyframe_interval();  // not under stats_mu
   const mobdistill::UpdateTotals totals = engine->segmenter->update_totals();
   nlohmann::json reasons = nlohmann::json::object();
   for (const auto& reason : totals.rejected_by_reason) reasons[reason.first] = reason.second;
   j["updates"] = {{"received", totals.received},
                   {"applied", totals.applied},
-    j["schedule"] = ScheduleJson(*engine, interval);
                   {"rejected", totals.rejected},
                   {"rejected_by_reason", reasons},
                   {"last", totals.has_last ? nlohmann::json::parse(totals.last.ToJson())
