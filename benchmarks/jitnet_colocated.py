@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_schemes import STREAM, ci95, engine_binary  # noqa: E402
+from paper_schemes import STREAM, ci95, engine_binary, run_folder  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 from mobdistill import clips  # noqa: E402
 from mobdistill.experiments.config import StreamConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WORK = Path(__file__).resolve().parents[1] / "out"  # each run's packets and logs (ignored)
 NAME = "jitnet_colocated"
 STEP_COST = 4  # one gradient step in student forwards: forward + backward (≈ 2) + re-check
 
@@ -187,9 +186,8 @@ def main() -> None:
             kw = {**overrides, "seed": seed}
             if kw["scheme"] == "none":
                 kw["colocated"] = False
-            row = measure(name, replace(base, **kw),
-                          WORK / NAME / f"{NAME}-{name.replace(' ', '_')}-s{seed}",
-                          teacher, flops)
+            row = measure(name, replace(base, **kw), run_folder(name, seed, NAME), teacher,
+                          flops)
             doc["runs"].append(row)
             print(f"{name} seed {seed}: fg {row['miou_foreground']} teacher "
                   f"{row['teacher_fraction']:.3f} speedup {row['speedup_flops']}", flush=True)

@@ -32,6 +32,7 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -51,6 +52,14 @@ NAME = "paper_schemes"
 # The evaluation stream: carphone, then bikes' street cuts, then vtest's walkers, then carphone
 # again (compressed): a scene that returns, after the short horizon has forgotten it.
 STREAM = ("carphone_pristine.mp4", "bikes.mp4", "vtest.avi", "carphone_distorted.mp4")
+
+
+def run_folder(name: str, seed: int, benchmark: str = NAME) -> Path:
+    """A fresh folder for one run's packets and logs under ``out/<benchmark>`` (processes
+    running the same run and seed at once never share one)."""
+    (WORK / benchmark).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name.replace(' ', '_')}-s{seed}-",
+                                 dir=WORK / benchmark))
 
 
 def engine_binary() -> dict[str, str]:
@@ -367,8 +376,7 @@ def main() -> None:
             continue
         for seed in seeds[:1] if name == "remote-tracking" else seeds:
             config = stream_config(base, overrides, seed)
-            row = measure(name, config, WORK / NAME / f"{name.replace(' ', '_')}-s{seed}",
-                          teacher)
+            row = measure(name, config, run_folder(name, seed), teacher)
             doc["runs"].append(row)
             print(f"{name} seed {seed}: {row['miou_with_background']:.4f} "
                   f"down {row['downlink_kbit_s_paper_clock']} kbit/s ({row['wall_s']} s)",
