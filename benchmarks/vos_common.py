@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from mobdistill import davis
 from mobdistill.experiments.vos_eval import evaluate
 from mobdistill.export.api import export_model
 from mobdistill.models import mobilevos
@@ -28,6 +29,7 @@ from mobdistill.runtime.device import LocalDevice
 from mobdistill.runtime.engine import EngineOptions
 from mobdistill.training import mobilevos_trainer as trainer
 from mobdistill.training.mobilevos_loss import MobileVOSLossConfig
+from mobdistill.training.mobilevos_trainer import load_clip
 from mobdistill.training.vos_data import load_clips, write_teacher_sequences
 
 RESULTS = Path(__file__).parent / "results"
@@ -136,6 +138,9 @@ class VosWork:
             iterations=s.student_iterations, lr=s.lr, seed=seed, distill=distill,
             loss=MobileVOSLossConfig(omega=s.omega), student_memory=2), teacher=teacher)
 
+    def exported(self, name: str) -> bool:
+        return any((self.root / "exports" / name).glob("*.manifest.json"))
+
     def export(self, checkpoint: Path, config: mobilevos.Config, name: str) -> Path:
         """The verified TFLite export of `checkpoint` (its manifest path)."""
         out = self.root / "exports" / name
@@ -146,13 +151,47 @@ class VosWork:
                             resolution=self.settings.size, config=config,
                             checkpoint=checkpoint).manifest_path
 
+    def score_pytorch(self, checkpoint: Path, config: mobilevos.Config, name: str,
+                      split: str = "val") -> dict[str, Any]:
+        """J&F of the PyTorch model on `split` (cached as `name`): the engine's protocol (init on
+        frame 0 with its annotation, a step per later frame, memory = first + last Q−1)."""
+        cached = self.root / "pytorch" / f"{name}-{split}.json"
+        if cached.is_file():
+            return dict(json.loads(cached.read_text()))
+        model = mobilevos.build(config)
+        model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        scores = []
+        for sequence in davis.read_davis(self.data(), split):
+            clip = load_clip(sequence.name, sequence.frames, sequence.annotations,
+                             self.settings.size)
+            predicted = trainer.predict_clip(model, clip, config.queue_length)
+            truths = [sequence.mask(i) for i in range(len(sequence.frames))]
+            scores.extend(davis.score_sequence(sequence.name, predicted, truths))
+        result = {"overall": davis.summarise(scores), "objects": [asdict(s) for s in scores]}
+        cached.parent.mkdir(exist_ok=True)
+        cached.write_text(json.dumps(result))
+        return result
+
+    def reference_scores(self, split: str = "val") -> dict[str, dict[str, float]]:
+        """J&F of two model-free predictors, the floor a trained model must clear: the first
+        frame's annotation repeated on every frame, and every pixel foreground."""
+        copy, everything = [], []
+        for sequence in davis.read_davis(self.data(), split):
+            truths = [sequence.mask(i) for i in range(len(sequence.frames))]
+            copy.extend(davis.score_sequence(sequence.name, [truths[0]] * len(truths), truths))
+            everything.extend(davis.score_sequence(
+                sequence.name, [truths[0]] + [np.ones_like(t) for t in truths[1:]], truths))
+        return {"first_frame_copied": davis.summarise(copy),
+                "all_foreground": davis.summarise(everything)}
+
     def score(self, manifest: Path, split: str = "val") -> dict[str, Any]:
         """J&F of an export on `split` through the engine (cached beside the export)."""
         cached = manifest.parent / f"jf-{split}.json"
         if cached.is_file():
             return dict(json.loads(cached.read_text()))
         options = EngineOptions(num_threads=self.settings.num_threads)
-        with LocalDevice(self.root / "device") as device:
+        # a device folder per export: stages run in parallel processes
+        with LocalDevice(self.root / "devices" / manifest.parent.name) as device:
             result = evaluate(device, manifest, self.data(), split, options)
         cached.write_text(json.dumps(result))
         return result
