@@ -111,10 +111,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ce, unified = result["students"]["ce"], result["students"]["unified"]
     for scorer, marker, colour in (("engine", "o-", "tab:blue"), ("pytorch", "x:", "tab:green")):
-        for i, (a, b) in enumerate(zip(ce, unified)):
-            if a[scorer] is None or b[scorer] is None:
-                continue
-            ax.plot([0, 1], [a[scorer]["J&F"], b[scorer]["J&F"]], marker, color=colour,
+        for i, pair in enumerate(zip(ce, unified)):
+            points = [(x, run[scorer]["J&F"]) for x, run in enumerate(pair) if run[scorer]]
+            ax.plot([x for x, _ in points], [y for _, y in points], marker, color=colour,
                     alpha=0.8, label=f"{scorer} (one line per seed)" if i == 0 else None)
     references = [("teacher (unbounded memory, PyTorch)", result["teacher"]["pytorch"]["J&F"],
                    "tab:gray"),
