@@ -1,21 +1,25 @@
 """Bytes per update at equal mIoU: float16 values in the AMS format vs quantized cumulative deltas
 with server-side error feedback (wire value coding QDELTA), as a PAIRED comparison.
 
-Per seed, both arms start from the same cached pretrained student (experiments' starting point
-for that seed), see the same real-clip stream (experiments' clips, teacher labels), sample the
-same frames and train with the same seed; they differ only in how the update is coded. Every
-T_update of video the server trains one phase and sends one packet; the device decodes it with
-`wire.decode_update`, patches its ``.tflite`` bytes with `wire.apply_update` and runs the patched
-model with LiteRT on the following frames (packets arrive at their boundary: no link, so packet
-size does not feed back into arrival time). mIoU is against the teacher, every frame of the
-stream. The baseline arm's bytes are the AMS downlink format (`wire.encode_ams_baseline`) of
-each float16 update; the QDELTA arm's bytes are whole MDUP packets (header, CRC, HMAC).
+Per seed, every arm starts from the same cached pretrained student (experiments' starting point
+for that seed), sees the same real-clip stream (experiments' clips, teacher labels), samples the
+same frames and trains with the same seed; arms differ in how the update is chosen and coded:
+γ, the selection (``sel=paper``: AMS's top-γ coordinates; ``sel=rows``: whole output channels,
+server/structured.py) and the value coding (float16 values, or QDELTA with ``l`` levels, step
+rule ``r`` and send threshold ``t``, server/error_feedback.py). Every T_update of video the
+server trains one phase and sends one packet; the device decodes it with `wire.decode_update`,
+patches its ``.tflite`` bytes with `wire.apply_update` and runs the patched model with LiteRT on
+the following frames (packets arrive at their boundary: no link, so packet size does not feed
+back into arrival time). mIoU is against the teacher, every frame of the stream. The baseline
+arm's bytes are the AMS downlink format (`wire.encode_ams_baseline`) of each float16 update;
+QDELTA arms' bytes are whole MDUP packets (header, CRC, HMAC). After every QDELTA packet the
+server's mirror is compared, bit for bit, with the tensors the device decoded (``mirror_exact``).
 
-Also per packet: how close deflate comes to an entropy bound for what it codes (the subset
-bound log2 C(numel, count) for the indices of each tensor plus the order-0 entropy of the levels),
-to decide whether a range/ANS coder in both decoders would be worth it.
+Also per QDELTA packet: its index and level sections deflated alone, the levels' order-0
+entropy (what a range/ANS coder without context could reach) and the subset bound for the
+indices, to decide whether a second entropy coder in both decoders would be worth it.
 
-    .venv/bin/python benchmarks/update_coding.py --seeds 0 1 2 3 4 [--arm qdelta:g=0.05,l=1,s=1]
+    .venv/bin/python benchmarks/update_coding.py   # the default arms on seeds 0-4
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ from mobdistill.server.structured import RowDescent
 from mobdistill.server.teachers import load_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results" / "update_coding.json"
+# The AMS baseline; the chosen coding (rows, ±3 levels); rows alone (the selection's effect);
+# ±7 levels on AMS's own selection (quantization alone, the index cost left in).
+DEFAULT_ARMS = ["ams_f16:g=0.05", "qdelta:g=0.05,l=3,r=max,t=0.5,sel=rows",
+                "ams_f16:g=0.05,sel=rows", "qdelta:g=0.05,l=7,r=max,t=0.5"]
 DEVICE, KEY = bytes(range(16)), b"bench-key"
 # The experiments' small starting point (cached per seed): 64x128, ASPP 16, 30 pretrain steps.
 RESOLUTION, ASPP, PRETRAIN = (64, 128), 16, 30
@@ -200,6 +208,21 @@ def paired(rows: list[dict], base: str, ours: str) -> dict:
         half = stats.t.ppf(0.975, len(seeds) - 1) * diff.std(ddof=1) / math.sqrt(len(seeds))
         out["miou_diff_ci95_points"] = [float(diff.mean() - half), float(diff.mean() + half)]
         out["equal_within_0.5"] = bool(-0.5 <= diff.mean() - half and diff.mean() + half <= 0.5)
+    if len(seeds):
+        out["mean_within_0.5"] = bool(abs(diff.mean()) <= 0.5)
+    return out
+
+
+def comparisons(rows: list[dict], arms: list[str]) -> list[dict]:
+    """Every arm against the first (the AMS baseline); and each QDELTA arm with row selection
+    against float16 values on the same rows (same training: the coding's own effect)."""
+    out = [paired(rows, arms[0], a) for a in arms[1:]]
+    for arm in arms:
+        kind, _, rest = arm.partition(":")
+        fields = dict(kv.split("=") for kv in rest.split(",") if kv)
+        same_rows = f"ams_f16:g={fields.get('g')},sel=rows"
+        if kind == "qdelta" and fields.get("sel") == "rows" and same_rows in arms:
+            out.append(paired(rows, same_rows, arm))
     return out
 
 
@@ -234,7 +257,7 @@ def merge(paths: list[Path], out: Path) -> None:
                         **({"note": part["note"]} if "note" in part else {})}
                        for path, part in zip(paths, parts)],
               "frames": complete[0]["frames"],
-              "comparisons": [paired(rows, arms[0], a) for a in arms[1:]], "rows": rows}
+              "comparisons": comparisons(rows, arms), "rows": rows}
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["comparisons"], indent=1))
 
@@ -243,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--arm", action="append", help="arm spec (repeatable); the first is "
-                        "the baseline. Default: ams_f16:g=0.05 and qdelta:g=0.05,l=1,s=1")
+                        f"the baseline. Default: {' '.join(DEFAULT_ARMS)}")
     parser.add_argument("--iterations", type=int, default=20, help="K per phase")
     parser.add_argument("--max-frames-per-clip", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -254,7 +277,7 @@ def main() -> None:
         merge(args.merge, args.out)
         return
     torch.set_num_threads(1)
-    arms = [Arm.parse(a) for a in (args.arm or ["ams_f16:g=0.05", "qdelta:g=0.05,l=1,s=1"])]
+    arms = [Arm.parse(a) for a in (args.arm or DEFAULT_ARMS)]
     teacher = load_teacher("selfie", class_names=("background", "person"))
     stream = load_stream(DEFAULT_VIDEOS, RESOLUTION, args.max_frames_per_clip)
     labels = np.stack([teacher.labels(f) for f in stream.frames])
@@ -272,7 +295,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "updates"}), flush=True)
             result = {**provenance(settings), "frames": len(stream.frames),
-                      "comparisons": [paired(rows, arms[0].name, a.name) for a in arms[1:]],
+                      "comparisons": comparisons(rows, [a.name for a in arms]),
                       "rows": rows}
             args.out.write_text(json.dumps(result, indent=1) + "\n")  # after every row
     print(json.dumps(result["comparisons"], indent=1))
