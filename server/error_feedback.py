@@ -31,10 +31,9 @@ class DeltaQuantizer:
     ``rule="max"`` (default): ``step = step_scale · max|r| / levels``, so with step_scale 1
     nothing is clipped and, with ``send_at = 0.5``, every residual left is under half a step.
     ``rule="mean"`` (the first version): ``step = step_scale · mean|r|`` over the non-zero
-    residuals; the many sub-step leftovers of earlier packets pull the mean (and the step) down
-    until large residuals are clipped, and the device falls further behind with every update
-    (benchmarks/README.md). Defaults were chosen on the bytes/mIoU frontier
-    (benchmarks/update_coding.py)."""
+    residuals; the sub-step leftovers of earlier packets pull the mean (and the step) down
+    until large residuals are clipped. Defaults were chosen on the bytes/mIoU frontier
+    (benchmarks/update_coding.py, benchmarks/README.md)."""
 
     levels: int = 3
     step_scale: float = 1.0
