@@ -348,7 +348,8 @@ def run_once(count: int, mode: str, atr: bool, playlist_of: list[str], cache: Pa
             "server": usage, "server_and_clients": all_usage,
             "client_lag_s_max": max(r["lag_s"] for r in rows),
             "load_average_start": load_start, "load_average_end": load_end,
-            "moved": sum(e["event"] == "moved" for e in server.events)}
+            "moved": sum(e["event"] == "moved" for e in server.events),
+            "ray_environment": {k: v for k, v in os.environ.items() if k.startswith("RAY_")}}
 
 
 def _percentiles(values: list[float]) -> dict[str, float | int | None]:
