@@ -163,12 +163,12 @@ class TreeSampler:
         tick = os.sysconf("SC_CLK_TCK")
         page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
         stats = {}
-        for pid in filter(str.isdigit, os.listdir("/proc")):
+        for entry in filter(str.isdigit, os.listdir("/proc")):
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            stats[int(pid)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick,
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick,
                                int(fields[21]) * page_mb)
         tree, frontier = set(), set(self.roots)
         while frontier:
@@ -292,7 +292,8 @@ def device_row(out: Path, playlist: str, playlists: Playlists) -> dict[str, Any]
 def phase_waits(events: list[dict[str, Any]]) -> list[float]:
     """Per phase: seconds from the upload that made the device due to the phase's start
     (server clock) — how long it queued behind other devices' phases."""
-    waits, due_at = [], {}
+    waits: list[float] = []
+    due_at: dict[str, float] = {}
     for e in events:
         if e["event"] == "frames" and e.get("due"):
             due_at.setdefault(e["device"], e["time"])
