@@ -13,7 +13,7 @@ from mobdistill.contract import wire
 from mobdistill.experiments.clips import Stream
 from mobdistill.experiments.config import StreamConfig
 from mobdistill.experiments.report import downlink_summary
-from mobdistill.experiments.simulate import Uplink, deliver, simulate_jit
+from mobdistill.experiments.simulate import ServerWork, Uplink, deliver, simulate_jit
 from mobdistill.server.jit import JitConfig, JitDistiller
 from mobdistill.server.session import UpdateCredentials
 from mobdistill.server.teachers import CallableTeacher
@@ -58,7 +58,7 @@ def _jit_run(time_scale: float):
                           jit_threshold=0.99, server_speedup=1e6)
     credentials = UpdateCredentials.new()
     planned = simulate_jit(stream, model, manifest(model), teacher(), config,
-                           Uplink("jpeg", 200.0), credentials)
+                           Uplink("jpeg", 200.0), credentials, ServerWork())
     deliver(planned, stream, config.link_mbps)
     return stream, model, config, credentials, planned
 
