@@ -10,6 +10,7 @@ apart), so no scene is both trained and scored on.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -33,6 +34,8 @@ from mobdistill.training.mobilevos_trainer import load_clip
 from mobdistill.training.vos_data import load_clips, write_teacher_sequences
 
 RESULTS = Path(__file__).parent / "results"
+ENGINE_SCORING_HELP = ("always: export and score every model through the engine; cached: only the "
+                       "exports --work already holds (PyTorch scores every model)")
 TRAIN_CLIPS = ("Megamind.avi", "bigbuckbunny.mp4", "box.mp4")  # role: pretraining
 HELD_OUT_CLIPS = ("carphone_pristine.mp4", "cup.mp4", "vtest.avi")  # evaluation, verification
 
@@ -195,3 +198,21 @@ class VosWork:
             result = evaluate(device, manifest, self.data(), split, options)
         cached.write_text(json.dumps(result))
         return result
+
+
+def add_vos_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both VOS benchmarks share: seeds, budgets, work and results folders, scoring."""
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--student-iterations", type=int,
+                        default=VosSettings().student_iterations)
+    parser.add_argument("--teacher-iterations", type=int,
+                        default=VosSettings().teacher_iterations)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/vos"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--engine", choices=("always", "cached"), default="always",
+                        help=ENGINE_SCORING_HELP)
+
+
+def settings_from(args: argparse.Namespace) -> VosSettings:
+    return replace(VosSettings(), student_iterations=args.student_iterations,
+                   teacher_iterations=args.teacher_iterations)

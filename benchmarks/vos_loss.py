@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +32,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from provenance import provenance  # noqa: E402
 from vos_common import (  # noqa: E402
     HELD_OUT_CLIPS,
-    RESULTS,
     TRAIN_CLIPS,
-    VosSettings,
     VosWork,
+    add_vos_arguments,
     paired_difference,
+    settings_from,
 )
 
 LOSSES = ("ce", "unified")
-
-
-def settings_from(args: argparse.Namespace) -> VosSettings:
-    return replace(VosSettings(), student_iterations=args.student_iterations,
-                   teacher_iterations=args.teacher_iterations)
 
 
 def _engine_score(work: VosWork, checkpoint: Path, config: mobilevos.Config, name: str,
@@ -140,16 +135,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--student-iterations", type=int,
-                        default=VosSettings().student_iterations)
-    parser.add_argument("--teacher-iterations", type=int,
-                        default=VosSettings().teacher_iterations)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/vos"))
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument("--engine", choices=("always", "cached"), default="always",
-                        help="always: export and score every model through the engine; cached: "
-                             "only the exports --work already holds (PyTorch scores every model)")
+    add_vos_arguments(parser)
     args = parser.parse_args()
     seeds = [int(v) for v in args.seeds.split(",")]
     settings = settings_from(args)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from provenance import provenance  # noqa: E402
-from vos_common import HELD_OUT_CLIPS, RESULTS, TRAIN_CLIPS, VosSettings, VosWork  # noqa: E402
+from vos_common import (  # noqa: E402
+    HELD_OUT_CLIPS,
+    RESULTS,
+    TRAIN_CLIPS,
+    VosWork,
+    add_vos_arguments,
+    settings_from,
+)
 
 LATENCY = RESULTS / "mobilevos_queue_sweep.json"
 
@@ -116,23 +123,13 @@ def plot(result: dict[str, Any], latency: dict[str, Any] | None,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
+    add_vos_arguments(parser)
     parser.add_argument("--queue-lengths", default="1,2,4,8")
     parser.add_argument("--losses", default="ce,unified")
-    parser.add_argument("--engine", choices=("always", "cached"), default="always",
-                        help="always: export and score every (student, Q) through the engine; "
-                             "cached: only the exports --work already holds (PyTorch scores all)")
-    parser.add_argument("--student-iterations", type=int,
-                        default=VosSettings().student_iterations)
-    parser.add_argument("--teacher-iterations", type=int,
-                        default=VosSettings().teacher_iterations)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/vos"))
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     seeds = [int(v) for v in args.seeds.split(",")]
     queue_lengths = [int(v) for v in args.queue_lengths.split(",")]
-    settings = replace(VosSettings(), student_iterations=args.student_iterations,
-                       teacher_iterations=args.teacher_iterations)
+    settings = settings_from(args)
     work = VosWork(args.work, settings)
     result = run(work, seeds, queue_lengths, args.losses.split(","), args.engine)
     reference = work.reference_scores()["first_frame_copied"]["J&F"]
