@@ -4,10 +4,10 @@ a keyframe), paired with the FLOPs reduction `mobdistill info` computes (the sup
 Table 1 pairs FLOPs and latency the same way), and the per-frame latency curve with keyframes
 marked.
 
-Two steps, so only the timing holds the bench lock:
+Two steps, so that only the second is timed (run it with nothing else timed at once):
 
     nice -n 19 .venv/bin/python benchmarks/delta_latency.py --export-only
-    flock /work/coord/bench.lock .venv/bin/python benchmarks/delta_latency.py [--rounds 5]
+    .venv/bin/python benchmarks/delta_latency.py [--rounds 5]
 
 The export is the paper configuration at its 256x512 default with seeded random weights (latency
 does not depend on weight values; accuracy is benchmarks/delta_accuracy.py's). Frames are the
