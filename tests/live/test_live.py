@@ -125,15 +125,21 @@ def test_reconnect_catches_up_a_lost_packet(live, tmp_path):
     assert later, "training went on after the catch-up"
 
 
-def test_server_restart_restores_sessions(live, tmp_path):
-    """SIGTERM mid-stream, a new server on the same state folder and port: the session comes
-    back from disk (weights, sequence, key) and the device continues where it was."""
+def _serve_one_long_client(live, tmp_path):
+    """A server on a fresh state folder and port, and one enrolled client on 30 s of video: a
+    restarting server (torch, teacher, student) takes ~10 s on this host."""
     state, port = tmp_path / "state", free_port()
     device = live.enrol(state)
     server = live.server(state, port=port)
-    # 30 s of video: a restarting server (torch, teacher, student) takes ~10 s on this host.
     client = live.client(port, device, tmp_path / "device", videos=("bikes.mp4",) * 3,
                          max_frames=None)
+    return state, port, server, client
+
+
+def test_server_restart_restores_sessions(live, tmp_path):
+    """SIGTERM mid-stream, a new server on the same state folder and port: the session comes
+    back from disk (weights, sequence, key) and the device continues where it was."""
+    state, port, server, client = _serve_one_long_client(live, tmp_path)
     try:
         wait_for(server, "ack", status="applied")
     finally:
@@ -159,11 +165,7 @@ def test_server_killed_mid_stream(live, tmp_path):
     """SIGKILL (no goodbye, nothing flushed): the client keeps segmenting every frame on its
     last model, records one clear error for the outage, and resumes when a server comes back
     on the same state folder and port; nothing applied before the kill is lost or re-sent."""
-    state, port = tmp_path / "state", free_port()
-    device = live.enrol(state)
-    server = live.server(state, port=port)
-    client = live.client(port, device, tmp_path / "device", videos=("bikes.mp4",) * 3,
-                         max_frames=None)
+    state, port, server, client = _serve_one_long_client(live, tmp_path)
     try:
         wait_for(server, "ack", status="applied")
     finally:
