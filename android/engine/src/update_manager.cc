@@ -283,6 +283,9 @@ void UpdateManager::WorkerLoop() {
     UpdateRecord r = Process(&p);
     lock.lock();
     processing_received_frame_ = -1;
+    // A thread the worker was cloning while the frame thread raised it inherited SCHED_IDLE
+    // after that sweep: sweep again now that the worker creates nothing more.
+    if (raised_) RaiseIdleThreads(worker_tid_, threads_at_worker_start_);
     if (!r.build_priority.empty()) r.build_priority = raised_ ? "raised" : priority;
     lock.unlock();
     if (!r.applied && p.on_done) p.on_done(r);
