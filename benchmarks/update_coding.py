@@ -6,7 +6,8 @@ for that seed), sees the same real-clip stream (experiments' clips, teacher labe
 same frames and trains with the same seed; arms differ in how the update is chosen and coded:
 γ, the selection (``sel=paper``: AMS's top-γ coordinates; ``sel=rows``: whole output channels,
 server/structured.py) and the value coding (float16 values, or QDELTA with ``l`` levels, step
-rule ``r`` and send threshold ``t``, server/error_feedback.py). Every T_update of video the
+rule ``r``, send threshold ``t`` and ``scope``: every residual, or only those inside the
+phase's trained coordinates, server/error_feedback.py). Every T_update of video the
 server trains one phase and sends one packet; the device decodes it with `wire.decode_update`,
 patches its ``.tflite`` bytes with `wire.apply_update` and runs the patched model with LiteRT on
 the following frames (packets arrive at their boundary: no link, so packet size does not feed
@@ -70,7 +71,9 @@ class Arm:
 
     @classmethod
     def parse(cls, spec: str) -> "Arm":
-        """``ams_f16:g=0.05``, ``qdelta:g=0.05,l=1,s=1.0,r=mean,t=1,sel=paper`` or ``none``."""
+        """``ams_f16:g=0.05``, ``qdelta:g=0.05,l=1,s=1.0,r=mean,t=1,sel=paper,scope=all`` or
+        ``none`` (``scope=phase``: residuals sent only inside the coordinates trained this
+        phase, `DeltaQuantizer.scope`)."""
         kind, _, rest = spec.partition(":")
         if kind == "none":
             return cls(spec, 1.0, None, trains=False)  # gamma unused: never trains
@@ -83,7 +86,8 @@ class Arm:
         return cls(spec, gamma, DeltaQuantizer(int(fields.get("l", default.levels)),
                                                 float(fields.get("s", default.step_scale)),
                                                 fields.get("r", default.rule),
-                                                float(fields.get("t", default.send_at))),
+                                                float(fields.get("t", default.send_at)),
+                                                fields.get("scope", default.scope)),
                    rows=rows)
 
 

@@ -33,12 +33,19 @@ class DeltaQuantizer:
     ``rule="mean"`` (the first version): ``step = step_scale · mean|r|`` over the non-zero
     residuals; the sub-step leftovers of earlier packets pull the mean (and the step) down
     until large residuals are clipped. Defaults were chosen on the bytes/mIoU frontier
-    (benchmarks/update_coding.py, benchmarks/README.md)."""
+    (benchmarks/update_coding.py, benchmarks/README.md).
+
+    ``scope="all"`` (default): every residual of the tensor may go out. ``scope="phase"``: a
+    cumulative packet carries residuals only at the coordinates this phase trained (with row
+    selection: whole rows, so the indices are runs that cost almost nothing); residuals
+    elsewhere wait in ``target − held`` until their coordinate is trained again. A base-relative
+    resync sends every residual either way."""
 
     levels: int = 3
     step_scale: float = 1.0
     rule: str = "max"
     send_at: float = 0.5
+    scope: str = "all"
 
     def __post_init__(self) -> None:
         if not 1 <= self.levels <= 127 or not self.step_scale > 0 or not self.send_at > 0:
@@ -47,11 +54,17 @@ class DeltaQuantizer:
                               f"{self.send_at}")
         if self.rule not in ("mean", "max"):
             raise UpdateError(f"delta quantizer rule {self.rule!r} must be 'mean' or 'max'")
+        if self.scope not in ("all", "phase"):
+            raise UpdateError(f"delta quantizer scope {self.scope!r} must be 'all' or 'phase'")
 
-    def patch(self, tensor_index: int, target: np.ndarray, held: np.ndarray) -> TensorPatch | None:
-        """The patch that moves ``held`` towards ``target`` (None when nothing is sent)."""
+    def patch(self, tensor_index: int, target: np.ndarray, held: np.ndarray,
+              within: np.ndarray | None = None) -> TensorPatch | None:
+        """The patch that moves ``held`` towards ``target`` (None when nothing is sent); with
+        ``within`` (sorted element indices) only those elements' residuals are considered."""
         residual = target.astype(np.float64) - held.astype(np.float64)
         candidates = np.flatnonzero(residual)
+        if within is not None:
+            candidates = within[residual[within] != 0]
         if not candidates.size:
             return None
         magnitude = np.abs(residual[candidates])
@@ -115,8 +128,13 @@ class ErrorFeedbackEncoder:
         """Folds this phase's new values into the target, sends the quantized residual and
         applies it to ``held`` as the device will."""
         self.sequence += 1
+        trained: dict[int, list[np.ndarray]] = {}
         for patch in self.space.to_patches(delta):
             self.target[patch.tensor_index][patch.indices] = patch.values
+            trained.setdefault(patch.tensor_index, []).append(np.asarray(patch.indices))
+        if self.quantizer.scope == "phase":
+            return self._send(Mode.CUMULATIVE, {index: np.unique(np.concatenate(parts))
+                                                for index, parts in trained.items()})
         return self._send(Mode.CUMULATIVE)
 
     def resync(self, sequence: int) -> tuple[bytes, list[TensorPatch]]:
@@ -139,10 +157,15 @@ class ErrorFeedbackEncoder:
                     raise UpdateError(f"saved {part} tensor {index} does not fit this model")
                 tensors[index] = value.numpy().astype(tensors[index].dtype)
 
-    def _send(self, mode: Mode) -> tuple[bytes, list[TensorPatch]]:
+    def _send(self, mode: Mode, within: Mapping[int, np.ndarray] | None = None
+              ) -> tuple[bytes, list[TensorPatch]]:
+        """``within``: per tensor, the only elements whose residuals may go out (None: all)."""
         patches = []
         for index in sorted(self.target):
-            patch = self.quantizer.patch(index, self.target[index], self.held[index])
+            if within is not None and index not in within:
+                continue
+            patch = self.quantizer.patch(index, self.target[index], self.held[index],
+                                         None if within is None else within[index])
             if patch is not None:
                 patches.append(patch)
         packet = wire.encode_update(patches, base_sha256=self.space.base_sha256,

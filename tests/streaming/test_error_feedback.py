@@ -209,3 +209,41 @@ def test_live_session_resumes_a_qdelta_device_with_a_base_relative_resync() -> N
     assert wire.apply_update(base, session.space.table, packet) == _held_bytes(session, base)
     assert "error_feedback" in live.snapshot()
     assert live.resume(session.sequence, session.sequence) is None  # in step: nothing to send
+
+
+def test_phase_scope_sends_residuals_only_where_the_phase_trained() -> None:
+    """scope="phase": a packet carries residuals only at the coordinates this phase trained;
+    a residual elsewhere is neither sent nor lost (it waits in target − held), while
+    scope="all" sends it with the same packet."""
+    session = _session()
+    base = _deploy(_student())
+    conv = session.space.mappings["conv.weight"]
+    head = session.space.mappings["head.weight"].tensor_index
+    trained = torch.tensor([0, 1, 2, 5, 9, 27])  # part of conv.weight, in PyTorch order
+    params = session.params
+    sent = {}
+    for scope in ("phase", "all"):
+        encoder = ErrorFeedbackEncoder.for_model(session.space, session.credentials, base,
+                                                 DeltaQuantizer(3, 1.0, "max", 0.5, scope))
+        encoder.target[head][3] += 0.5  # a residual outside this phase's coordinates
+        delta = {"conv.weight": (trained, params["conv.weight"].detach().reshape(-1)[trained]
+                                 + torch.linspace(0.05, 0.3, len(trained)))}
+        data, patches = encoder.encode(delta)
+        packet = wire.decode_update(data, expected_base_sha256=session.space.base_sha256,
+                                    expected_device_id=session.credentials.device_id,
+                                    hmac_key=session.credentials.hmac_key)
+        device = wire.apply_update(base, session.space.table, packet)
+        held = bytearray(base)
+        for index, loc in session.space.table.items():
+            held[loc.buffer_offset:loc.buffer_offset + loc.buffer_size] = \
+                encoder.held[index].astype("<f4").tobytes()
+        assert device == bytes(held)  # the mirror is exact in both scopes
+        sent[scope] = {p.tensor_index: set(p.indices.tolist()) for p in patches}
+        if scope == "phase":
+            inside = conv.to_deployed[trained].numpy()
+            assert set(sent[scope]) == {conv.tensor_index}
+            assert sent[scope][conv.tensor_index] and sent[scope][conv.tensor_index] <= set(inside)
+            left = encoder.target[conv.tensor_index] - encoder.held[conv.tensor_index]
+            assert np.abs(left[inside]).max() <= patches[0].step / 2 * (1 + 1e-5)
+            assert encoder.target[head][3] - encoder.held[head][3] == pytest.approx(0.5)
+    assert 3 in sent["all"][head]
