@@ -240,9 +240,10 @@ def _part(path: Path) -> dict:
             "note": f"rows recovered from {path.name}: the run was stopped after these rows"}
 
 
-def merge(paths: list[Path], out: Path) -> None:
+def merge(paths: list[Path], out: Path, notes: list[str] | None = None) -> None:
     """One result from several runs (seeds split over processes; arms may differ): the same
-    settings apart from seeds and arms; comparisons recomputed over all rows."""
+    settings apart from seeds and arms; comparisons recomputed over all rows. A part that is
+    itself a merge keeps its runs and notes."""
     parts = [_part(p) for p in paths]
     complete = [p for p in parts if p["settings"] is not None]
     settings = dict(complete[0]["settings"])
@@ -251,17 +252,35 @@ def merge(paths: list[Path], out: Path) -> None:
         other = {k: v for k, v in part["settings"].items() if k not in ignore}
         if other != {k: v for k, v in settings.items() if k not in ignore}:
             raise SystemExit(f"cannot merge runs with different settings: {other}")
-    rows = [row for part in parts for row in part["rows"]]
+    rows, seen, repeated = [], {}, []
+    for path, part in zip(paths, parts):
+        for row in part["rows"]:
+            key = (row["arm"], row["seed"])
+            if key not in seen:
+                seen[key] = row
+                rows.append(row)
+                continue
+            if (seen[key]["miou"], seen[key]["bytes_per_update"]) != (row["miou"],
+                                                                      row["bytes_per_update"]):
+                raise SystemExit(f"{key} ran twice with different results")
+            repeated.append(f"{row['arm']} seed {row['seed']} ({path.name})")
     arms = list(dict.fromkeys(a for part in complete for a in part["settings"]["arms"]))
     settings.update(seeds=sorted({r["seed"] for r in rows}), arms=arms)
     result = {**provenance(settings),
               "runs": [{"file": str(path), "commit": part["commit"],
                         "seeds": sorted({r["seed"] for r in part["rows"]}),
                         "arms": list(dict.fromkeys(r["arm"] for r in part["rows"])),
-                        **({"note": part["note"]} if "note" in part else {})}
+                        **({"note": part["note"]} if "note" in part else {}),
+                        **({"runs": part["runs"]} if "runs" in part else {})}
                        for path, part in zip(paths, parts)],
               "frames": complete[0]["frames"],
               "comparisons": comparisons(rows, arms), "rows": rows}
+    kept = [n for part in parts for n in part.get("notes", [])] + list(notes or [])
+    if repeated:
+        kept.append("Ran again with identical mIoU and bytes (the first kept): "
+                    + "; ".join(repeated))
+    if kept:
+        result["notes"] = kept
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["comparisons"], indent=1))
 
@@ -276,9 +295,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", type=Path, nargs="+", help="combine the rows of these result "
                         "files (runs of the same arms on different seeds) into --out")
+    parser.add_argument("--note", action="append", help="with --merge: a note kept in the "
+                        "result (repeatable)")
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, args.out)
+        merge(args.merge, args.out, args.note)
         return
     torch.set_num_threads(1)
     arms = [Arm.parse(a) for a in (args.arm or DEFAULT_ARMS)]
