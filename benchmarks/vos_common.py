@@ -51,6 +51,7 @@ class VosSettings:
     omega: float = 0.95
     teacher_seed: int = 0
     num_threads: int = 1
+    calibrate_bn: bool = True  # encoder BN statistics set from training frames before training
 
     def student_config(self, queue_length: int = 2) -> mobilevos.Config:
         return replace(mobilevos.tiny_config(), queue_length=queue_length)
@@ -63,7 +64,8 @@ class VosSettings:
     def key(self) -> str:
         h, w = self.size
         return (f"{h}x{w}-f{self.train_frames}-{self.held_out_frames}-t{self.teacher_iterations}"
-                f"-s{self.student_iterations}-lr{self.lr:g}-w{self.omega:g}")
+                f"-s{self.student_iterations}-lr{self.lr:g}-w{self.omega:g}"
+                + ("-bncal" if self.calibrate_bn else ""))
 
 
 def paired_difference(ours: list[float], base: list[float]) -> dict[str, Any]:
@@ -126,7 +128,7 @@ class VosWork:
         model = mobilevos.build(s.teacher_config(queue_length=2))
         path = self._train("teacher", model, trainer.TrainConfig(
             iterations=s.teacher_iterations, lr=s.lr, seed=s.teacher_seed, distill=False,
-            student_memory=None))
+            student_memory=None, calibrate_bn=s.calibrate_bn))
         return model.eval(), path
 
     def student(self, seed: int, loss: str) -> Path:
@@ -139,7 +141,8 @@ class VosWork:
         model = mobilevos.build(s.student_config())
         return self._train(f"student-{loss}-s{seed}", model, trainer.TrainConfig(
             iterations=s.student_iterations, lr=s.lr, seed=seed, distill=distill,
-            loss=MobileVOSLossConfig(omega=s.omega), student_memory=2), teacher=teacher)
+            loss=MobileVOSLossConfig(omega=s.omega), student_memory=2,
+            calibrate_bn=s.calibrate_bn), teacher=teacher)
 
     def exported(self, name: str) -> bool:
         return any((self.root / "exports" / name).glob("*.manifest.json"))

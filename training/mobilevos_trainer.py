@@ -6,6 +6,16 @@ the supervised loss alone, since no STCN weights exist here; the finite-memory s
 or, as the baseline, the supervised loss alone. Data is a DAVIS-2017 folder (`mobdistill.davis`;
 `vos_data` writes one from real clips with teacher masks). Memory values are encoded from the
 predicted probabilities, as at inference, so gradients flow through the memory as in STCN.
+
+BatchNorm stays frozen, as in MobileVOS, whose backbones are ImageNet-pretrained. Frozen BN with
+the running statistics of a random initialisation (mean 0, variance 1) is an identity, and
+PyTorch's default conv initialisation then shrinks the activations about tenfold per stride:
+the stride-16 features come out near 1e-5, the keys are nearly constant, so the readout is a
+uniform average, and the value barely depends on the mask. The memory then carries nothing, and
+the model can only learn a per-frame saliency. So, before training, every BatchNorm of the key
+and value encoders whose statistics were never set gets them from a batch of training frames and
+their masks (`calibrate_batchnorm`). After that, BN stays frozen. Pretrained or loaded
+statistics are left alone.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from tqdm import tqdm
 
 from mobdistill.models.mobilevos import MobileVOS
@@ -104,6 +115,57 @@ def _run_window(model: MobileVOS, frames: torch.Tensor, masks: torch.Tensor,
     return outputs
 
 
+def _unset(layer: nn.BatchNorm2d) -> bool:
+    """True for a BatchNorm whose running statistics are still those of its construction."""
+    assert layer.running_mean is not None and layer.running_var is not None
+    return (layer.num_batches_tracked is not None and int(layer.num_batches_tracked) == 0
+            and not layer.running_mean.any() and bool((layer.running_var == 1).all()))
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: MobileVOS, clips: Sequence[Clip], generator: torch.Generator,
+                        frames: int = 16, min_var: float = 1e-4) -> int:
+    """Sets the running statistics of the encoders' never-set BatchNorms from training data.
+
+    One forward pass of `model.init` on a batch of `frames` random training frames with their
+    masks. A pre-hook on each BN sets that BN's statistics from its own input, before the BN
+    applies them, so each layer sees the already-calibrated layers above it (as in a train-mode
+    pass with batch statistics). Variances are floored at `min_var`. Layers whose statistics
+    were already set (pretrained, or a loaded checkpoint) are left alone.
+
+    Returns:
+        The number of BatchNorm layers calibrated.
+    """
+    layers = [m for encoder in (model.key_encoder, model.value_encoder)
+              for m in encoder.modules() if isinstance(m, nn.BatchNorm2d) and _unset(m)]
+    if not layers:
+        return 0
+    pool = [(c, t) for c in clips for t in range(len(c.frames))]
+    pick = torch.randperm(len(pool), generator=generator)[:frames].tolist()
+    batch = torch.stack([pool[i][0].frames[pool[i][1]] for i in pick])
+    masks = torch.stack([pool[i][0].masks[pool[i][1]] for i in pick]).gt(0).float()[:, None]
+
+    def set_statistics(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        assert isinstance(layer, nn.BatchNorm2d)
+        assert layer.running_mean is not None and layer.running_var is not None
+        assert layer.num_batches_tracked is not None
+        x = inputs[0]
+        layer.running_mean.copy_(x.mean((0, 2, 3)))
+        layer.running_var.copy_(x.var((0, 2, 3)).clamp_min(min_var))
+        layer.num_batches_tracked.fill_(1)
+
+    hooks = [layer.register_forward_pre_hook(set_statistics) for layer in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        model.init(batch, masks)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return len(layers)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     iterations: int
@@ -114,6 +176,7 @@ class TrainConfig:
     loss: MobileVOSLossConfig = field(default_factory=MobileVOSLossConfig)
     distill: bool = True  # False: the supervised loss alone (the teacher, and the baseline)
     student_memory: int | None = 2  # None: unbounded (the teacher)
+    calibrate_bn: bool = True  # set never-set encoder BN statistics from data first
 
 
 @dataclass
@@ -131,6 +194,8 @@ def train(model: MobileVOS, clips: Sequence[Clip], config: TrainConfig,
     # the same windows whichever loss they train with (a paired comparison)
     window_generator = torch.Generator().manual_seed(config.seed)
     pixel_generator = torch.Generator().manual_seed(config.seed + 1)
+    if config.calibrate_bn:
+        calibrate_batchnorm(model, clips, torch.Generator().manual_seed(config.seed + 2))
     torch.manual_seed(config.seed)
     loss_fn = None
     if config.distill and teacher is not None:
