@@ -12,10 +12,14 @@ the teacher ran on, and the speedup over running the teacher on every frame, cou
 (convolutions and matrix multiplies, 2 per MAC): N·F_teacher / (N·F_student + T·F_teacher +
 S·4·F_student), T teacher frames, S gradient steps (forward + backward ≈ 3 forwards, plus the
 re-check forward). Times are not measured: this shared host's clock says nothing about either
-model. The teacher is the selfie segmenter: it is cheaper than JITNet, the opposite of the
-paper's Mask R-CNN (benchmarks/README.md says what that means for the speedup).
+model. The selfie teacher is only 5x JITNet's FLOPs here; ``--teacher isnet`` (IS-Net, ~319 GFLOP
+a frame) puts the teacher far above the student, as Mask R-CNN is in the paper. Its labels cost
+~4-5 CPU-s a frame, so they are computed once by ``--label`` (every frame a run will ask for:
+the stream, the pretraining frames, the held-out frames) into the label cache
+(`server.teachers.CachedTeacher`, ``$MOBDISTILL_CACHE/labels``), which the runs then read.
 
-    .venv/bin/python benchmarks/jitnet_colocated.py [--seeds 0,1,2,3,4] [--out DIR]
+    .venv/bin/python benchmarks/jitnet_colocated.py --teacher isnet --label [--teacher-threads 1]
+    .venv/bin/python benchmarks/jitnet_colocated.py [--teacher isnet] [--seeds 0,1,2,3,4]
     .venv/bin/python benchmarks/jitnet_colocated.py --combine A/jitnet_colocated.json B/...json
 """
 
@@ -76,6 +80,40 @@ def measure(name: str, config: StreamConfig, out: Path, teacher, flops: dict[str
                                      flops["student"]) if config.scheme == "jit" else None}
 
 
+def frames_to_label(base: StreamConfig) -> list[tuple[str, str, Any]]:
+    """(part, clip, frame) for every frame a run of `base` asks the teacher about, in the order
+    the runs need them: the stream, then the pretraining frames, then the held-out frames that
+    score each pretrained start (the same for every seed: only the seed differs)."""
+    from mobdistill.experiments.clips import load_stream
+    from mobdistill.experiments.student import pretrain_config
+    from mobdistill.video import iter_frames
+
+    stream = load_stream(base.videos, base.resolution, base.max_frames_per_clip)
+    out: list[tuple[str, str, Any]] = [("stream", c, f) for c, f in zip(stream.clips,
+                                                                          stream.frames)]
+    settings = pretrain_config(base)
+    for part, names, step in (("pretraining", settings.clips, settings.frame_step),
+                              ("held-out", settings.heldout_clips, settings.heldout_step)):
+        out += [(part, name, f) for name in names
+                for f in iter_frames(name, size=settings.resolution, step=step)]
+    return out
+
+
+def label(base: StreamConfig, teacher) -> dict[str, Any]:
+    """Labels every frame of `frames_to_label` not yet in the cache (progress bar)."""
+    from tqdm import tqdm
+
+    todo = frames_to_label(base)
+    cached = {}
+    for part, _, frame in todo:
+        hit = teacher.path_for(frame).is_file()
+        cached.setdefault(part, [0, 0])[hit] += 1
+    print("frames (missing, cached):", cached, flush=True)
+    for _, _, frame in tqdm(todo, desc=f"labelling with {base.teacher}", unit="frame"):
+        teacher.probabilities(frame)
+    return {"frames": len(todo), "computed": teacher.misses, "folder": str(teacher.folder)}
+
+
 def summarize(runs: list[dict]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(r["run"] for r in runs):
@@ -120,14 +158,14 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
 
 
 def plan(thresholds: list[float]) -> list[tuple[str, dict[str, Any]]]:
-    """No Customization, the middle threshold, the others, then the middle one without the box
-    weighting (most important first)."""
+    """No Customization, the middle threshold with and without the box weighting, then the
+    other thresholds (most important first)."""
     middle = thresholds[len(thresholds) // 2]
     order = [middle, *[t for t in thresholds if t != middle]]
     runs: list[tuple[str, dict[str, Any]]] = [("none", {"scheme": "none"})]
     runs += [(f"jitnet {t:g}", {"scheme": "jit", "jit_threshold": t}) for t in order]
-    runs.append((f"jitnet {middle:g} unweighted",
-                 {"scheme": "jit", "jit_threshold": middle, "jit_box_weight": 1.0}))
+    runs.insert(2, (f"jitnet {middle:g} unweighted",
+                    {"scheme": "jit", "jit_threshold": middle, "jit_box_weight": 1.0}))
     return runs
 
 
@@ -138,9 +176,17 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.5, help="JITNet's m (paper: 0.5)")
     p.add_argument("--pretrain-iterations", type=int, default=200)
     p.add_argument("--max-frames", type=int, default=100, help="frames per clip")
+    p.add_argument("--pretrain-frame-step", type=int, default=2,
+                   help="every n-th pretraining frame is labelled and trained on")
+    p.add_argument("--heldout-step", type=int, default=10,
+                   help="every n-th held-out frame scores each pretrained start")
     p.add_argument("--thresholds", default="0.7,0.8,0.9")
     p.add_argument("--teacher", default="selfie",
                    help="selfie, or isnet (IS-Net, ~2,700x the selfie FLOPs: the paper's regime)")
+    p.add_argument("--teacher-threads", type=int, default=1,
+                   help="ONNX Runtime threads for an ONNX teacher (isnet)")
+    p.add_argument("--label", action="store_true",
+                   help="only label (and cache) every frame the runs will need, then stop")
     p.add_argument("--videos", default=",".join(STREAM), help="the stream's clips")
     p.add_argument("--pretrain-clips", help="pretraining clips, comma-separated (default: all)")
     p.add_argument("--only", help="run names to run, comma-separated (default: all)")
@@ -158,23 +204,43 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     thresholds = [float(t) for t in args.thresholds.split(",")]
     from mobdistill.models.registry import parse_resolution
-    from mobdistill.server.teachers import MemoTeacher, get_teacher, teacher_flops
+    from mobdistill.server.teachers import (
+        ISNET_CLASSES,
+        CachedTeacher,
+        MemoTeacher,
+        get_teacher,
+        isnet_teacher,
+        teacher_flops,
+    )
 
     videos = tuple(args.videos.split(","))
     extra = {"pretrain_clips": tuple(args.pretrain_clips.split(","))} if args.pretrain_clips \
         else {}
+    classes = {"isnet": ISNET_CLASSES}.get(args.teacher, StreamConfig.teacher_classes)
     base = StreamConfig(scheme="jit", model="jitnet", videos=videos, teacher=args.teacher,
+                        teacher_classes=classes,
+                        pretrain_frame_step=args.pretrain_frame_step,
+                        pretrain_heldout_step=args.heldout_step,
                         max_frames_per_clip=args.max_frames,
                         resolution=parse_resolution(args.resolution),
                         width_multiplier=args.width, colocated=True, gamma=1.0,
                         jit_box_weight=5.0, pretrain_iterations=args.pretrain_iterations,
                         num_threads=1, update_blocking=True, **extra)
-    teacher = MemoTeacher(get_teacher(base.teacher))  # each frame labelled once for all runs
+    inner = (isnet_teacher(num_threads=args.teacher_threads) if base.teacher == "isnet"
+             else get_teacher(base.teacher))
+    cached = CachedTeacher(inner)  # each frame labelled once, across processes
+    if args.label:
+        print(json.dumps(label(base, cached)), flush=True)
+        return
+    teacher = MemoTeacher(cached)  # and read from disk once per process
     flops = {"teacher": float(teacher_flops(teacher)),
              "student": float(student_flops(base, teacher.num_classes))}
     settings = {**asdict(base), "stream": list(videos), "seeds": seeds,
                 "thresholds": thresholds, "step_cost_forwards": STEP_COST}
+    labels_before = sum(1 for _ in cached.folder.glob("*.npy"))
     doc = {**provenance(settings), "engine": engine_binary(),
+           "teacher": {"name": base.teacher, "sha256": cached.sha256,
+                       "label_cache": str(cached.folder), "labels_cached_at_start": labels_before},
            "clips": {c.name: {"role": c.role.value, "sha256": c.sha256}
                      for c in clips.CLIPS if c.name in videos},
            "flops": flops, "runs": []}
@@ -189,6 +255,7 @@ def main() -> None:
             row = measure(name, replace(base, **kw), run_folder(name, seed, NAME), teacher,
                           flops)
             doc["runs"].append(row)
+            doc["teacher"]["labels_computed_in_this_run"] = cached.misses
             print(f"{name} seed {seed}: fg {row['miou_foreground']} teacher "
                   f"{row['teacher_fraction']:.3f} speedup {row['speedup_flops']}", flush=True)
             write_outputs(doc, args.out)

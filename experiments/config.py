@@ -56,6 +56,10 @@ class StreamConfig:
     pretrain_clips: tuple[str, ...] = PRETRAIN_CLIPS
     pretrain_iterations: int = 1500
     pretrain_seed: int | None = None  # None: `seed` (each seed its own starting point)
+    # every n-th pretraining frame is labelled and trained on; every n-th held-out frame scores
+    # the start (fewer frames for a slow teacher: IS-Net takes ~5 CPU-s a frame)
+    pretrain_frame_step: int = 2
+    pretrain_heldout_step: int = 10
     num_threads: int = 2
     realtime: bool = False
     # Each packet applied before its arrival frame runs (engine --update_blocking): model versions

@@ -38,7 +38,8 @@ def pretrain_config(config: StreamConfig) -> PretrainConfig:
                           aspp_channels=config.aspp_channels,
                           width_multiplier=config.width_multiplier, teacher=config.teacher,
                           clips=config.pretrain_clips, iterations=config.pretrain_iterations,
-                          heldout_clips=config.videos,
+                          frame_step=config.pretrain_frame_step, heldout_clips=config.videos,
+                          heldout_step=config.pretrain_heldout_step,
                           seed=config.seed if config.pretrain_seed is None
                           else config.pretrain_seed)
 

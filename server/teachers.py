@@ -118,6 +118,7 @@ class TFLiteTeacher(Teacher):
                  num_threads: int = 2) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        self.path = Path(path)
         self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
@@ -161,11 +162,16 @@ class OnnxTeacher(Teacher):
     """An ONNX model taking NCHW RGB in [0, 255] at ``input_size`` and returning [1, C, h, w]."""
 
     def __init__(self, path: Path | str, *, class_names: tuple[str, ...],
-                 input_size: tuple[int, int] | None = None, activation: str = "softmax") -> None:
+                 input_size: tuple[int, int] | None = None, activation: str = "softmax",
+                 num_threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if num_threads:  # ONNX Runtime's own pools ignore OMP_NUM_THREADS
+            options.intra_op_num_threads = options.inter_op_num_threads = num_threads
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         if input_size is None:
@@ -292,8 +298,9 @@ def join_chunks(tarball: Path, resource: str, out: Path) -> None:
 class IsnetTeacher(OnnxTeacher):
     """IS-Net: NCHW RGB/255 − 0.5 at 1024x1024 -> P(salient foreground), already a sigmoid."""
 
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(path, class_names=ISNET_CLASSES, activation="none")
+    def __init__(self, path: Path | str, *, num_threads: int | None = None) -> None:
+        super().__init__(path, class_names=ISNET_CLASSES, activation="none",
+                         num_threads=num_threads)
 
     def _infer(self, frame: np.ndarray) -> torch.Tensor:
         x = (_frame_input(frame, self.input_size) / 255 - 0.5).numpy()
@@ -301,8 +308,9 @@ class IsnetTeacher(OnnxTeacher):
         return _as_probabilities(torch.from_numpy(out), self.activation)
 
 
-def isnet_teacher(*, cache: Path | None = None) -> IsnetTeacher:
-    return IsnetTeacher(fetch_isnet_model(cache=cache))
+def isnet_teacher(*, cache: Path | None = None, num_threads: int | None = None) -> IsnetTeacher:
+    """IS-Net; ``num_threads`` caps ONNX Runtime's pools (default: one thread per core)."""
+    return IsnetTeacher(fetch_isnet_model(cache=cache), num_threads=num_threads)
 
 
 class MemoTeacher(Teacher):
@@ -326,9 +334,73 @@ class MemoTeacher(Teacher):
         return self._memo[key]
 
 
+def _unwrapped(teacher: Teacher) -> Teacher:
+    while isinstance(teacher, (MemoTeacher, CachedTeacher)):
+        teacher = teacher.teacher
+    return teacher
+
+
+def model_sha256(teacher: Teacher) -> str:
+    """SHA-256 of the file a teacher runs (a wrapped teacher's: `MemoTeacher`, `CachedTeacher`)."""
+    inner = _unwrapped(teacher)
+    path = getattr(inner, "path", None)
+    if not isinstance(inner, (TFLiteTeacher, OnnxTeacher)) or path is None:
+        raise UsageError(f"a {type(inner).__name__} has no model file to digest")
+    return sha256_file(path)
+
+
+class CachedTeacher(Teacher):
+    """Another teacher's probabilities kept on disk, so a slow teacher (IS-Net: ~4-5 CPU-s a
+    frame) labels each frame once across processes and runs. One ``.npy`` per answer under
+    ``<folder>/<model sha256[:16]>/``, named by the frame's content (SHA-256 of its shape and
+    pixels) and the requested size: the same clip, resolution and frame index give the same
+    decoded pixels and so the same file, and a changed clip or decoder cannot be served a stale
+    label. Each file is written to a temporary name and renamed into place, so a killed labelling
+    run leaves whole files or none. ``misses`` counts the answers computed here."""
+
+    def __init__(self, teacher: Teacher, *, folder: Path | None = None,
+                 sha256: str | None = None) -> None:
+        self.teacher, self.class_names = teacher, teacher.class_names
+        self.sha256 = sha256 or model_sha256(teacher)
+        self.folder = (folder or label_cache_dir()) / self.sha256[:16]
+        self.misses = 0
+
+    def _infer(self, frame: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.probabilities(frame))
+
+    def path_for(self, frame: np.ndarray, size: tuple[int, int] | None = None) -> Path:
+        frame = np.ascontiguousarray(frame)
+        digest = hashlib.sha256(str(frame.shape).encode() + frame.tobytes()).hexdigest()
+        h, w = size or frame.shape[:2]
+        return self.folder / f"{digest[:32]}-{h}x{w}.npy"
+
+    def probabilities(self, frame: np.ndarray, *,
+                      size: tuple[int, int] | None = None) -> np.ndarray:
+        path = self.path_for(frame, size)
+        if path.is_file():
+            return np.load(path)
+        probs = np.ascontiguousarray(self.teacher.probabilities(frame, size=size), np.float32)
+        self.misses += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, probs)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return probs
+
+
+def label_cache_dir() -> Path:
+    """``$MOBDISTILL_CACHE/labels``, default ``~/.cache/mobdistill/labels``."""
+    return cache_dir().parent / "labels"
+
+
 def teacher_flops(teacher: Teacher) -> int:
     """FLOPs of one teacher frame: convolutions and matrix multiplies, 2 per MAC."""
-    inner = teacher.teacher if isinstance(teacher, MemoTeacher) else teacher
+    inner = _unwrapped(teacher)
     if isinstance(inner, TFLiteTeacher):
         return tflite_flops(inner)
     if isinstance(inner, OnnxTeacher):

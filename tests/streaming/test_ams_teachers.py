@@ -105,3 +105,41 @@ def test_memo_teacher_asks_its_teacher_once_per_frame_and_size() -> None:
     other = frame.copy()
     other[3, 5, 0] = 255
     assert memo.labels(other)[3, 5] == 1 and len(calls) == 3
+
+
+def test_cached_teacher_keeps_labels_on_disk_by_model_frame_and_size(
+        selfie_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real selfie teacher behind the disk cache (the slow IS-Net's is the same code): an
+    answer is computed once, then read back by another process's cache (a new instance); the
+    key holds the model's digest, the frame's pixels and the requested size; a failed write
+    leaves neither a file nor a partial one."""
+    small = [np.asarray(torch.nn.functional.interpolate(
+        torch.from_numpy(f).permute(2, 0, 1)[None].float(), size=(64, 128))[0]
+        .permute(1, 2, 0).byte()) for f in _carphone_frames(2)]
+    selfie = teachers.get_teacher("selfie")
+    cached = teachers.CachedTeacher(selfie, folder=tmp_path)
+    assert cached.sha256 == teachers.SELFIE_SHA256  # the file the teacher runs
+    first = cached.probabilities(small[0])
+    assert cached.misses == 1 and np.array_equal(first, selfie.probabilities(small[0]))
+    assert first[1].mean() > 0.1  # a real answer: the man in the car
+    again = teachers.CachedTeacher(selfie, folder=tmp_path)
+    assert np.array_equal(again.probabilities(small[0].copy()), first) and again.misses == 0
+    assert np.array_equal(again.labels(small[0]), first.argmax(0))
+    again.probabilities(small[0], size=(32, 64))  # another size: another answer
+    again.probabilities(small[1])  # another frame: another answer
+    assert again.misses == 2
+    other_model = teachers.CachedTeacher(selfie, folder=tmp_path, sha256="0" * 64)
+    other_model.probabilities(small[0])
+    assert other_model.misses == 1  # another model's labels are never served
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert len(files) == 4 and all(name.endswith(".npy") for name in files)
+    assert cached.path_for(small[1]).is_file() and not cached.path_for(small[1], (8, 8)).exists()
+
+    def broken_save(handle, array) -> None:
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(teachers.np, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        cached.probabilities(small[1], size=(16, 32))
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 4  # nothing half-written
