@@ -27,6 +27,7 @@ from mobdistill.contract import uplink
 from mobdistill.contract.wire import ValueCoding
 from mobdistill.experiments.clips import Stream
 from mobdistill.experiments.config import StreamConfig
+from mobdistill.server.error_feedback import ErrorFeedbackEncoder
 from mobdistill.server.jit import JitConfig, JitDistiller
 from mobdistill.server.rates import AdaptiveRates
 from mobdistill.server.session import (
@@ -188,7 +189,11 @@ def simulate_jit(stream: Stream, student: torch.nn.Module,
                                                        box_weight=config.jit_box_weight,
                                                        seed=config.seed),
                              trainable=list(space.mappings))
-    encoder = PacketEncoder(space, credentials, ValueCoding[config.value_coding.upper()])
+    coding = ValueCoding[config.value_coding.upper()]
+    # QDELTA packets carry quantized residuals, not values: the same encoder as AMS's sessions
+    encoder: PacketEncoder | ErrorFeedbackEncoder = (
+        ErrorFeedbackEncoder.for_session(space, credentials, manifest, distiller.params)
+        if coding == ValueCoding.QDELTA else PacketEncoder(space, credentials, coding))
     planned: list[PlannedUpdate] = []
     server_free = 0.0
     while (i := distiller.next_teacher_frame) < len(stream.frames):
@@ -210,8 +215,8 @@ def simulate_jit(stream: Stream, student: torch.nn.Module,
         work.teacher_frames += 1
         work.train_steps += step.updates
         if step.delta:
-            planned.append(PlannedUpdate(encoder.sequence, packet,
-                                         sum(len(idx) for idx, _ in step.delta.values()),
+            planned.append(PlannedUpdate(encoder.sequence, packet,  # values on the wire
+                                         sum(len(p.indices) for p in patches),
                                          float(stream.times_s[i]), server_free, cpu))
     log.info("jit: %d teacher frames, %d steps, %d packets", work.teacher_frames,
              work.train_steps, len(planned))

@@ -49,13 +49,13 @@ def test_unlearnable_video_halves_delta_to_min() -> None:
     assert all(r.updates == 2 for r in results if r.teacher_ran)
 
 
-def _jit_run(time_scale: float):
+def _jit_run(time_scale: float, value_coding: str = "f16"):
     frames = np.stack(_frames(40, (12, 16)))
     times = np.arange(40) / 30.0
     stream = Stream(frames, times, ["clip"] * 40, 40 / 30.0)
     model = student()
     config = StreamConfig(scheme="jit", uplink_codec="jpeg", time_scale=time_scale,
-                          jit_threshold=0.99, server_speedup=1e6)
+                          jit_threshold=0.99, server_speedup=1e6, value_coding=value_coding)
     credentials = UpdateCredentials.new()
     planned = simulate_jit(stream, model, manifest(model), teacher(), config,
                            Uplink("jpeg", 200.0), credentials, ServerWork())
@@ -87,3 +87,19 @@ def test_jit_sends_sparse_cumulative_packets_on_the_frame_clock() -> None:
     assert downlink_summary(config_1, stream, planned, [])["kbit_s_paper_clock"] == down["kbit_s"]
     ams = downlink_summary(StreamConfig(time_scale=0.2), stream, planned, [])
     assert math.isclose(ams["kbit_s_paper_clock"], 0.2 * ams["kbit_s"], abs_tol=0.01)
+
+
+def test_jit_with_qdelta_sends_quantized_residual_packets() -> None:
+    """--value-coding qdelta with --scheme jit: the error-feedback encoder AMS uses, so every
+    packet decodes as additive QDELTA patches, numbered 1..n, whose counts the plan records."""
+    _, model, _, credentials, planned = _jit_run(time_scale=0.2, value_coding="qdelta")
+    assert len(planned) >= 3
+    base = bytes.fromhex(manifest(model)["artifacts"][0]["sha256"])
+    for p in planned:
+        packet = wire.decode_update(p.packet, expected_base_sha256=base,
+                                    expected_device_id=credentials.device_id,
+                                    hmac_key=credentials.hmac_key)
+        assert packet.mode == wire.Mode.CUMULATIVE
+        assert packet.tensors and all(t.additive and t.step for t in packet.tensors)  # QDELTA
+        assert sum(len(t.indices) for t in packet.tensors) == p.values > 0
+    assert [p.sequence for p in planned] == list(range(1, len(planned) + 1))
