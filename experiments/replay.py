@@ -48,6 +48,13 @@ def write_schedule(path: Path, delivered: list[PlannedUpdate], packets_dir: Path
         for p in delivered))
 
 
+def runner_of(device) -> str:
+    """`run_benchmark`'s rule: the harness app for an `AppTarget`, else the engine binary."""
+    from mobdistill.runtime.app_runner import AppTarget, Runner
+
+    return (Runner.APP if isinstance(device, AppTarget) else Runner.ENGINE).value
+
+
 def packet_name(sequence: int) -> str:
     return f"update-{sequence:04d}.mdup"
 

@@ -38,6 +38,9 @@ class StreamResult:
     out_dir: str
     timings_s: dict[str, float]
     server: dict[str, int] = field(default_factory=dict)  # `simulate.ServerWork`
+    # what played the stream: "engine" (the binary, or the engine facade of a live host client),
+    # "app" (the harness app, --runner app), "tracker" (Remote+Tracking: no student runs)
+    runner: str = "engine"
 
 
 @dataclass(frozen=True)

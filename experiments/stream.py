@@ -19,7 +19,7 @@ import torch
 
 from mobdistill.experiments.clips import load_stream
 from mobdistill.experiments.config import StreamConfig
-from mobdistill.experiments.replay import packet_name, replay_engine
+from mobdistill.experiments.replay import packet_name, replay_engine, runner_of
 from mobdistill.experiments.report import (
     Scores,
     StreamResult,
@@ -77,7 +77,7 @@ def run_stream(config: StreamConfig, *, out_dir: Path, device=None, cache: Path 
                                                device, credentials)
     scores = Scores.of(masks, labels, teacher.num_classes)
     result = build_result(config, stream, scores, records, events, planned, link, out, timings)
-    result.server = asdict(work)
+    result.server, result.runner = asdict(work), runner_of(device)
     write_logs(out, stream, result, records, scores)
     return result
 
@@ -97,6 +97,7 @@ def _run_remote_tracking(config: StreamConfig, out: Path, teacher: Teacher,
                                         len(tracked.sampled))
     result.settings["tracking_flow"] = asdict(tracked.flow)
     result.server = asdict(ServerWork(teacher_frames=len(tracked.sampled)))
+    result.runner = "tracker"
     write_logs(out, stream, result, [], scores)
     return result
 

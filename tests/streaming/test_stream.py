@@ -21,7 +21,7 @@ from mobdistill.video import read_frames
 
 RESULT_FIELDS = {"scheme", "settings", "frames", "duration_s", "miou_with_background",
                  "miou_foreground", "uplink", "downlink", "updates", "latency", "out_dir",
-                 "timings_s"}
+                 "timings_s", "runner"}
 # A clip and budget where AMS's gain over no adaptation is large (5 phases of K=5 at Adam lr 1e-2:
 # with the paper's 1e-3 this tiny budget left seed 2 at exactly the none score).
 TINY = ["--video", "carphone_pristine.mp4", "--max-frames", "60", "--resolution", "64x128",
@@ -72,6 +72,7 @@ def test_stream_none_has_no_updates(run_cli, tmp_path):
     _check_common(result, tmp_path)
     assert result["downlink"]["bytes"] == 0 and result["uplink"]["bytes"] == 0
     assert result["updates"] == []
+    assert result["runner"] == "engine"  # the binary replayed it (--runner app would say "app")
 
 
 def test_ams_improves_on_no_adaptation(run_cli, tmp_path):
@@ -141,7 +142,7 @@ def test_remote_tracking_runs_no_student_and_sends_labels_down(run_cli, tmp_path
     assert result["uplink"]["codec"] == "jpeg" and result["uplink"]["frames"] == 2  # 0 s, 1 s
     assert result["uplink"]["kbit_s_paper_clock"] == result["uplink"]["kbit_s"]  # video clock
     assert result["downlink"]["label_maps"] == 2 and result["downlink"]["bytes"] > 0
-    assert result["updates"] == []
+    assert result["updates"] == [] and result["runner"] == "tracker"
     assert result["settings"]["tracking_flow"]["window"] == 8  # 64 x 128 / 1024
     assert result["miou_with_background"]["mean"] > 0.6
 
@@ -328,3 +329,17 @@ def test_jitnet_streams_colocated_with_box_weighted_updates_from_their_own_frame
                 (tmp_path / "frames.csv").read_text().splitlines()[1:]]
     for k, frame in enumerate(arrivals, start=1):
         assert versions[frame] == k  # applied before its own frame ran
+
+
+def test_runner_names_what_plays_the_stream() -> None:
+    """stream.json's ``runner``: the engine binary on a device, the harness app on an AppTarget
+    (the rule `run_benchmark` dispatches on)."""
+    from unittest import mock
+
+    from mobdistill.runtime.app_runner import AppTarget
+    from mobdistill.runtime.device import Device, LocalDevice
+
+    assert replay.runner_of(LocalDevice()) == "engine"
+    phone = mock.create_autospec(Device, instance=True)  # no phone here; nothing is called
+    assert replay.runner_of(phone) == "engine"
+    assert replay.runner_of(AppTarget(phone)) == "app"
