@@ -18,7 +18,7 @@ rounds. The host load (os.getloadavg) is recorded around every session.
     python benchmarks/update_apply.py [--cache /tmp/mobdistill-bench] [--num_threads 2]
            [--fps 30] [--period 30] [--updates 10] [--rounds 3]
 
-Writes benchmarks/results/update_apply.json and update_apply.png.
+Writes benchmarks/results/update_apply.json and update_apply.png (`--name` for another stem).
 """
 
 from __future__ import annotations
@@ -237,6 +237,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=15, help="frames before the first update")
     parser.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="update_apply",
+                        help="result file stem: NAME.json and NAME.png in --out")
     args = parser.parse_args()
     t0 = time.monotonic()
     manifest = export_deeplab(args.cache)
@@ -269,8 +271,8 @@ def main() -> None:
                "runtime_s": round(time.monotonic() - t0, 1), "results": rows,
                "sessions": {f"{v}/{g}": ss for (v, g), ss in sessions.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "update_apply.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot(rows, gammas, args.out / "update_apply.png")
+    (args.out / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(rows, gammas, args.out / f"{args.name}.png")
     for v in VARIANTS:
         for g in gammas:
             c = rows[v][str(g)]
