@@ -218,8 +218,9 @@ def paired(rows: list[dict], base: str, ours: str) -> dict:
 
 
 def comparisons(rows: list[dict], arms: list[str]) -> list[dict]:
-    """Every arm against the first (the AMS baseline); and each QDELTA arm with row selection
-    against float16 values on the same rows (same training: the coding's own effect)."""
+    """Every arm against the first (the AMS baseline); each QDELTA arm with row selection
+    against float16 values on the same rows (same selection: the coding's own effect); each
+    ``scope=phase`` arm against the same arm sending every residual (same training)."""
     out = [paired(rows, arms[0], a) for a in arms[1:]]
     for arm in arms:
         kind, _, rest = arm.partition(":")
@@ -227,6 +228,9 @@ def comparisons(rows: list[dict], arms: list[str]) -> list[dict]:
         same_rows = f"ams_f16:g={fields.get('g')},sel=rows"
         if kind == "qdelta" and fields.get("sel") == "rows" and same_rows in arms:
             out.append(paired(rows, same_rows, arm))
+        every = arm.replace(",scope=phase", "")
+        if kind == "qdelta" and every != arm and every in arms:
+            out.append(paired(rows, every, arm))
     return out
 
 
