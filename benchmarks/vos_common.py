@@ -6,6 +6,13 @@ Data: real clips turned into the DAVIS-2017 layout with the selfie teacher's for
 1 (`mobdistill vos data` does the same). The training sequences come from the clips whose role is
 pretraining; the held-out sequences from clips of other scenes (mobdistill.clips keeps scenes
 apart), so no scene is both trained and scored on.
+
+Recipe for random-init backbones (no ImageNet, STCN or DAVIS weights here): the encoders' BN
+statistics are set from training frames before training (`calibrate_batchnorm`), Adam at 1e-4
+(at 1e-3 the memory path collapsed to a constant prediction), and half the training windows take
+the complement of the mask as the object, so that only the first frame's mask in memory tells
+object from background: with three training scenes, a model trained on the plain masks learns
+each scene's foreground by appearance and ignores the memory.
 """
 
 from __future__ import annotations
@@ -45,13 +52,16 @@ class VosSettings:
     size: tuple[int, int] = (64, 64)
     train_frames: int = 120
     held_out_frames: int = 40
-    teacher_iterations: int = 300
-    student_iterations: int = 200
-    lr: float = 1e-3
+    teacher_iterations: int = 1000
+    student_iterations: int = 400
+    lr: float = 1e-4  # 1e-3 collapsed the memory path to a constant prediction
     omega: float = 0.95
     teacher_seed: int = 0
     num_threads: int = 1
     calibrate_bn: bool = True  # encoder BN statistics set from training frames before training
+    # share of training windows whose object is the complement: appearance alone cannot
+    # separate object from background, so the model must read the first frame's mask in memory
+    invert_probability: float = 0.5
 
     def student_config(self, queue_length: int = 2) -> mobilevos.Config:
         return replace(mobilevos.tiny_config(), queue_length=queue_length)
@@ -65,7 +75,8 @@ class VosSettings:
         h, w = self.size
         return (f"{h}x{w}-f{self.train_frames}-{self.held_out_frames}-t{self.teacher_iterations}"
                 f"-s{self.student_iterations}-lr{self.lr:g}-w{self.omega:g}"
-                + ("-bncal" if self.calibrate_bn else ""))
+                + ("-bncal" if self.calibrate_bn else "")
+                + (f"-inv{self.invert_probability:g}" if self.invert_probability else ""))
 
 
 def paired_difference(ours: list[float], base: list[float]) -> dict[str, Any]:
@@ -128,7 +139,8 @@ class VosWork:
         model = mobilevos.build(s.teacher_config(queue_length=2))
         path = self._train("teacher", model, trainer.TrainConfig(
             iterations=s.teacher_iterations, lr=s.lr, seed=s.teacher_seed, distill=False,
-            student_memory=None, calibrate_bn=s.calibrate_bn))
+            student_memory=None, calibrate_bn=s.calibrate_bn,
+            invert_probability=s.invert_probability))
         return model.eval(), path
 
     def student(self, seed: int, loss: str) -> Path:
@@ -142,7 +154,8 @@ class VosWork:
         return self._train(f"student-{loss}-s{seed}", model, trainer.TrainConfig(
             iterations=s.student_iterations, lr=s.lr, seed=seed, distill=distill,
             loss=MobileVOSLossConfig(omega=s.omega), student_memory=2,
-            calibrate_bn=s.calibrate_bn), teacher=teacher)
+            calibrate_bn=s.calibrate_bn, invert_probability=s.invert_probability),
+            teacher=teacher)
 
     def exported(self, name: str) -> bool:
         return any((self.root / "exports" / name).glob("*.manifest.json"))
@@ -210,6 +223,10 @@ def add_vos_arguments(parser: argparse.ArgumentParser) -> None:
                         default=VosSettings().student_iterations)
     parser.add_argument("--teacher-iterations", type=int,
                         default=VosSettings().teacher_iterations)
+    parser.add_argument("--lr", type=float, default=VosSettings().lr)
+    parser.add_argument("--invert-probability", type=float,
+                        default=VosSettings().invert_probability,
+                        help="share of training windows whose object is the complement")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mobdistill-bench/vos"))
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--engine", choices=("always", "cached"), default="always",
@@ -218,4 +235,5 @@ def add_vos_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> VosSettings:
     return replace(VosSettings(), student_iterations=args.student_iterations,
-                   teacher_iterations=args.teacher_iterations)
+                   teacher_iterations=args.teacher_iterations, lr=args.lr,
+                   invert_probability=args.invert_probability)

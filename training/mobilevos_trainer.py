@@ -65,10 +65,13 @@ def load_clip(name: str, frame_paths: Sequence, mask_paths: Sequence,
                 torch.from_numpy(np.stack(masks[:len(frames)]).astype(np.int64)))
 
 
-def sample_windows(clips: Sequence[Clip], max_skip: int,
-                   generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def sample_windows(clips: Sequence[Clip], max_skip: int, generator: torch.Generator,
+                   invert_probability: float = 0.0,
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (frames [5, 3, H, W], masks [5, H, W]) windows: a random clip, ordered frames with
-    random gaps of 1..max_skip (STCN samples with a maximum skip)."""
+    random gaps of 1..max_skip (STCN samples with a maximum skip). With `invert_probability`,
+    a window's object is its complement (the background becomes the object), so appearance
+    alone cannot tell object from background: only the first frame's mask in memory can."""
     usable = [c for c in clips if len(c.frames) >= SEQUENCE_LENGTH]
     if not usable:
         raise ValueError(f"no clip has {SEQUENCE_LENGTH} frames")
@@ -81,7 +84,11 @@ def sample_windows(clips: Sequence[Clip], max_skip: int,
             span = int(gaps.sum())
         start = int(torch.randint(len(clip.frames) - span, (1,), generator=generator))
         index = torch.cat([torch.tensor([start]), start + torch.cumsum(gaps, 0)])
-        yield clip.frames[index], (clip.masks[index] > 0).long()  # one object
+        masks = (clip.masks[index] > 0).long()  # one object
+        if invert_probability > 0:  # no draw when off: the window stream stays as it was
+            if float(torch.rand((), generator=generator)) < invert_probability:
+                masks = 1 - masks
+        yield clip.frames[index], masks
 
 
 class _Memory:
@@ -177,6 +184,7 @@ class TrainConfig:
     distill: bool = True  # False: the supervised loss alone (the teacher, and the baseline)
     student_memory: int | None = 2  # None: unbounded (the teacher)
     calibrate_bn: bool = True  # set never-set encoder BN statistics from data first
+    invert_probability: float = 0.0  # share of windows whose object is the complement
 
 
 @dataclass
@@ -204,7 +212,7 @@ def train(model: MobileVOS, clips: Sequence[Clip], config: TrainConfig,
         teacher.eval()
     parameters = list(model.parameters()) + (list(loss_fn.parameters()) if loss_fn else [])
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    windows = sample_windows(clips, config.max_skip, window_generator)
+    windows = sample_windows(clips, config.max_skip, window_generator, config.invert_probability)
     model.train()
     result = TrainResult([], [])
     for iteration in tqdm(range(config.iterations), desc="train mobilevos", disable=not progress):

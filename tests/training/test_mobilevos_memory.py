@@ -73,3 +73,24 @@ def test_calibration_sets_only_never_set_statistics() -> None:
     assert isinstance(bn, torch.nn.BatchNorm2d)
     assert not model.train().key_encoder.features[0][1].training
     assert not torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+
+
+def test_inverted_windows_take_the_complement_and_leave_the_stream_alone_when_off() -> None:
+    clip = _clip()
+    plain = trainer.sample_windows([clip], 2, torch.Generator().manual_seed(3))
+    off = trainer.sample_windows([clip], 2, torch.Generator().manual_seed(3), 0.0)
+    always = trainer.sample_windows([clip], 2, torch.Generator().manual_seed(3), 1.0)
+    for _ in range(3):
+        (frames, masks), (frames_off, masks_off) = next(plain), next(off)
+        assert torch.equal(frames, frames_off) and torch.equal(masks, masks_off)
+    frames, masks = next(always)
+    # the complement of the clip's mask at the sampled frames
+    index = [int((clip.frames == f).all(-1).all(-1).all(-1).nonzero()) for f in frames]
+    assert torch.equal(masks, 1 - clip.masks[index])
+    half = trainer.sample_windows([clip], 2, torch.Generator().manual_seed(0), 0.5)
+    inverted = 0
+    for _ in range(40):
+        frames, masks = next(half)
+        index = [int((clip.frames == f).all(-1).all(-1).all(-1).nonzero()) for f in frames]
+        inverted += int(torch.equal(masks, 1 - clip.masks[index]))
+    assert 8 <= inverted <= 32
