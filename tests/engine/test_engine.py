@@ -235,6 +235,11 @@ def test_hot_swap_frames_see_old_or_new_model_never_a_mix(engine_binary, statele
     # Requested before run 3, adopted only between frames: never before run 4. How many frames
     # overlap the build depends on machine load, so it is measured in benchmarks/update_apply.py.
     assert applied >= 4
+    # The build starts idle; still running 3 frames on, it runs at frame priority (a loaded
+    # host cannot starve it past the run's end).
+    assert swaps[0]["build_priority"] in ("idle", "raised"), swaps[0]
+    if swaps[0]["build_priority"] == "raised":
+        assert applied > 3 + 3
     raw = np.fromfile(frames, np.uint8).reshape(4, H, W, 3).astype(np.float32)
     refs = []
     for path in (tflite, patched):
@@ -248,6 +253,18 @@ def test_hot_swap_frames_see_old_or_new_model_never_a_mix(engine_binary, statele
         other = old if f.model_version == 1 else new
         np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-5)
         assert np.abs(got[i] - other).max() > 0.1
+
+
+def test_a_swap_prepared_after_the_last_run_is_reported_not_lost(engine_binary,
+                                                                  stateless_manifest, device,
+                                                                  tmp_path):
+    patched = _patched_model(stateless_manifest.parent / "tiny_stateless.tflite",
+                             tmp_path / "patched.tflite")
+    result = run_engine(device, stateless_manifest, warmup_runs=0, num_runs=5, timeout_s=60,
+                        extra_flags=("--swap_after_run=4",), extra_files={"swap_graph": patched})
+    assert result.summary["swaps"] == []
+    assert [f.model_version for f in result.frames] == [0] * 5
+    assert any("was not ready before the last run" in w for w in result.summary["warnings"])
 
 
 def test_peak_memory_is_the_engines_own(engine_binary, stateless_manifest, device):

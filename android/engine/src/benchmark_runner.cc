@@ -90,11 +90,17 @@ void BenchmarkRunner::ApplySwapIfReady(int64_t run) {
   SwapEvent event;
   Status failure;
   const bool swapped = model_.engine().ApplyPendingSwap(&event, &failure);
-  if (!swapped && failure.ok()) return;  // nothing ready
+  if (!swapped && failure.ok()) {  // nothing ready: an idle build past its frames is raised
+    if (params_.swap_after_run >= 0 && run - params_.swap_after_run > kRaiseSwapAfterFrames) {
+      model_.engine().RaiseSwapBuilder();
+    }
+    return;
+  }
   SwapRecord rec;
   rec.version = event.version;
   rec.build_ms = event.build_ms;
   rec.sha256 = event.sha256;
+  rec.build_priority = model_.engine().swap_builder_raised() ? "raised" : event.priority;
   if (swapped) {
     rec.applied_before_run = run;
   } else {
@@ -125,6 +131,11 @@ Status BenchmarkRunner::AfterRun(int64_t run) {
 
 Status BenchmarkRunner::Finish(int64_t /*runs*/) {
   if (updates_) updates_->Finish(&info_.warnings);
+  if (!params_.swap_graph.empty() && swaps_.empty()) {
+    info_.warnings.push_back("hot swap: the graph prepared after run " +
+                             std::to_string(params_.swap_after_run) +
+                             " was not ready before the last run");
+  }
   if (params_.enable_op_profiling) MD_RETURN_IF_ERROR(ProfileOperators());
   return Status::Ok();
 }

@@ -396,9 +396,13 @@ Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
   }
   WaitForBuilder();  // a finished thread may still be joinable
   const int64_t version = active_->version() + 1;
+  threads_before_builder_ = ProcessThreadIds();
+  builder_tid_.store(0);
+  swap_builder_raised_.store(false);
   building_.store(true);
   builder_ = std::thread([this, version, bytes = std::move(new_model_bytes)]() mutable {
     BuildInBackground();
+    builder_tid_.store(CurrentThreadId());
     SwapEvent event;
     std::unique_ptr<ModelSlot> slot;
     // --swap_graph may bring any graph: one zero-input Invoke proves it runs before a frame does.
@@ -414,6 +418,13 @@ Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
     building_.store(false);
   });
   return Status::Ok();
+}
+
+void Engine::RaiseSwapBuilder() {
+  const pid_t tid = builder_tid_.exchange(0);
+  if (tid == 0 || !building_.load()) return;
+  RaiseIdleThreads(tid, threads_before_builder_);
+  swap_builder_raised_.store(true);
 }
 
 Status Engine::BuildPending(std::vector<uint8_t> new_model_bytes, int64_t version,

@@ -164,6 +164,11 @@ class Engine {
   // Blocks until the builder thread (if any) is done.
   void WaitForBuilder();
   bool swap_in_flight() const { return building_.load(); }
+  // Frame thread: gives the PrepareSwap builder (and what it created) the calling thread's
+  // scheduling, so other work on the device cannot starve a swap forever (once per swap).
+  void RaiseSwapBuilder();
+  // Whether RaiseSwapBuilder raised the last PrepareSwap's builder.
+  bool swap_builder_raised() const { return swap_builder_raised_.load(); }
 
   // Frame thread: a frame's timed stages begin / end (FrameScope).
   void BeginFrame();
@@ -189,6 +194,9 @@ class Engine {
   std::vector<std::pair<std::string, std::string>> input_refs_;
   std::thread builder_;
   std::atomic<bool> building_{false};
+  std::atomic<pid_t> builder_tid_{0};
+  std::atomic<bool> swap_builder_raised_{false};
+  std::vector<pid_t> threads_before_builder_;  // sorted; never raised: not the builder's
   std::mutex mu_;  // guards pending_*
   std::unique_ptr<ModelSlot> pending_;
   std::unique_ptr<ModelSlot> retired_;

@@ -394,7 +394,8 @@ void SummaryWriter::OnEnd(const Results& r) {
                      {"applied_before_run", s.applied_before_run},
                      {"build_ms", s.build_ms},
                      {"sha256", s.sha256},
-                     {"error", s.error}});
+                     {"error", s.error},
+                     {"build_priority", s.build_priority}});
   }
   int64_t warm = 0, meas = 0;
   for (const FrameRecord& f : r.frames()) (f.phase == Phase::kWarmup ? warm : meas)++;

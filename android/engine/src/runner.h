@@ -44,6 +44,9 @@ struct SwapRecord {
   double build_ms = 0;
   std::string sha256;
   std::string error;
+  // The builder's priority: "idle", "normal", or "raised" (started idle, raised to frame
+  // priority after BenchmarkRunner::kRaiseSwapAfterFrames frames).
+  std::string build_priority;
 };
 
 // What --record_sensors found at start (the summary's "sensors" object).
