@@ -1,22 +1,22 @@
 """JITNet's own experiment (Mullapudi et al., Table 2): online distillation with the teacher
 beside the student, at the paper's thresholds 0.7 / 0.8 / 0.9.
 
-Each run is `mobdistill stream --model jitnet --scheme jit --colocated`: JITNet (m = 0.5, its
-own pretrained start per seed) streamed through the same machinery as the AMS schemes (server
-code, sparse packets, the real engine replaying every frame, updates applied before their own
-frame with ``--update_blocking``), trained as the paper trains it: every layer (γ = 1), SGD
-momentum 0.9, lr 0.01, u_max 8, δ 8..64, the pixel loss 5× inside the teacher's boxes dilated by
-15 % (boxes of the teacher mask's connected components). Reported per threshold, 95 % CIs over
-seeds: mIoU over the foreground classes (JITNet's) and with background, the fraction of frames
-the teacher ran on, and the speedup over running the teacher on every frame, counted in FLOPs
+Each run is `mobdistill stream --model jitnet --scheme jit --colocated`: JITNet (m = 0.5, its own
+pretrained start per seed) streamed through the same machinery as the AMS schemes (server code,
+sparse packets, the real engine replaying every frame, updates applied before their own frame with
+``--update_blocking``), trained as the paper trains it: every layer (γ = 1), SGD momentum 0.9, lr
+0.01, u_max 8, δ 8..64, the pixel loss 5× inside the teacher's boxes dilated by 15 % (boxes of the
+teacher mask's connected components), and each threshold again unweighted. Reported per run, 95 %
+CIs over seeds: mIoU over the foreground classes (JITNet's) and with background, the fraction of
+frames the teacher ran on, and the speedup over running the teacher on every frame, counted in FLOPs
 (convolutions and matrix multiplies, 2 per MAC): N·F_teacher / (N·F_student + T·F_teacher +
 S·4·F_student), T teacher frames, S gradient steps (forward + backward ≈ 3 forwards, plus the
-re-check forward). Times are not measured: this shared host's clock says nothing about either
-model. The selfie teacher is only 5x JITNet's FLOPs here; ``--teacher isnet`` (IS-Net, ~319 GFLOP
-a frame) puts the teacher far above the student, as Mask R-CNN is in the paper. Its labels cost
-~4-5 CPU-s a frame, so they are computed once by ``--label`` (every frame a run will ask for:
-the stream, the pretraining frames, the held-out frames) into the label cache
-(`server.teachers.CachedTeacher`, ``$MOBDISTILL_CACHE/labels``), which the runs then read.
+re-check forward). Times are not measured: this shared host's clock says nothing about either model.
+The selfie teacher is only 5x JITNet's FLOPs here; ``--teacher isnet`` (IS-Net, ~319 GFLOP a frame)
+puts the teacher far above the student, as Mask R-CNN is in the paper. Its labels cost ~4-5 CPU-s a
+frame, so they are computed once by ``--label`` (every frame a run will ask for: the stream, the
+pretraining frames, the held-out frames) into the label cache (`server.teachers.CachedTeacher`,
+``$MOBDISTILL_CACHE/labels``), which the runs then read.
 
     .venv/bin/python benchmarks/jitnet_colocated.py --teacher isnet --label [--teacher-threads 1]
     .venv/bin/python benchmarks/jitnet_colocated.py [--teacher isnet] [--seeds 0,1,2,3,4]
@@ -158,14 +158,15 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
 
 
 def plan(thresholds: list[float]) -> list[tuple[str, dict[str, Any]]]:
-    """No Customization, the middle threshold with and without the box weighting, then the
-    other thresholds (most important first)."""
+    """No Customization, then each threshold with and without the box weighting, the middle
+    threshold first (most important first)."""
     middle = thresholds[len(thresholds) // 2]
     order = [middle, *[t for t in thresholds if t != middle]]
     runs: list[tuple[str, dict[str, Any]]] = [("none", {"scheme": "none"})]
-    runs += [(f"jitnet {t:g}", {"scheme": "jit", "jit_threshold": t}) for t in order]
-    runs.insert(2, (f"jitnet {middle:g} unweighted",
-                    {"scheme": "jit", "jit_threshold": middle, "jit_box_weight": 1.0}))
+    for t in order:
+        runs += [(f"jitnet {t:g}", {"scheme": "jit", "jit_threshold": t}),
+                 (f"jitnet {t:g} unweighted",
+                  {"scheme": "jit", "jit_threshold": t, "jit_box_weight": 1.0})]
     return runs
 
 
@@ -197,7 +198,10 @@ def main() -> None:
     if args.combine:
         docs = [json.loads(f.read_text()) for f in args.combine]
         runs = {(r["run"], r["seed"]): r for d in reversed(docs) for r in d["runs"]}
-        write_outputs({**docs[0], "runs": list(runs.values()),
+        names = [name for name, _ in plan(docs[0]["settings"]["thresholds"])]
+        ordered = sorted(runs.values(), key=lambda r: (
+            names.index(r["run"]) if r["run"] in names else len(names), r["seed"]))
+        write_outputs({**docs[0], "runs": ordered,
                        "combined_from": [str(f) for f in args.combine],
                        "commits": sorted({d["commit"] for d in docs})}, args.out)
         return
