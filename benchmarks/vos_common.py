@@ -174,8 +174,10 @@ class VosWork:
     def score_pytorch(self, checkpoint: Path, config: mobilevos.Config, name: str,
                       split: str = "val") -> dict[str, Any]:
         """J&F of the PyTorch model on `split` (cached as `name`): the engine's protocol (init on
-        frame 0 with its annotation, a step per later frame, memory = first + last Q−1)."""
-        cached = self.root / "pytorch" / f"{name}-{split}.json"
+        frame 0 with its annotation, a step per later frame, memory = first + last Q−1 in the
+        engine's `MemoryQueue`, which repeats the first frame until the FIFO fills; the
+        trainer's unpadded memory differs for Q > 2)."""
+        cached = self.root / "pytorch-queue" / f"{name}-{split}.json"
         if cached.is_file():
             return dict(json.loads(cached.read_text()))
         model = mobilevos.build(config)
@@ -184,7 +186,11 @@ class VosWork:
         for sequence in davis.read_davis(self.data(), split):
             clip = load_clip(sequence.name, sequence.frames, sequence.annotations,
                              self.settings.size)
-            predicted = trainer.predict_clip(model, clip, config.queue_length)
+            logits = mobilevos.run_sequence(model, list(clip.frames[:, None]),
+                                            clip.masks[0:1, None].gt(0).float(),
+                                            config.queue_length)
+            first = clip.masks[0].gt(0).numpy().astype(np.uint8)
+            predicted = [first] + [o.argmax(1)[0].numpy().astype(np.uint8) for o in logits]
             truths = [sequence.mask(i) for i in range(len(sequence.frames))]
             scores.extend(davis.score_sequence(sequence.name, predicted, truths))
         result = {"overall": davis.summarise(scores), "objects": [asdict(s) for s in scores]}
