@@ -20,7 +20,7 @@ Also per QDELTA packet: its index and level sections deflated alone, the levels'
 entropy (what a range/ANS coder without context could reach) and the subset bound for the
 indices, to decide whether a second entropy coder in both decoders would be worth it.
 
-    .venv/bin/python benchmarks/update_coding.py   # the default arms on seeds 0-4
+    .venv/bin/python benchmarks/update_coding.py   # the default arms on seeds 0-23
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from mobdistill.server.structured import RowDescent
 from mobdistill.server.teachers import load_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results" / "update_coding.json"
-# The AMS baseline; the chosen coding (rows, ±3 levels); rows alone (the selection's effect);
-# ±7 levels on AMS's own selection (quantization alone, the index cost left in).
+# The AMS baseline; the chosen coding (rows, ±3 levels); rows at γ = 8 % with residuals sent only
+# inside the phase's rows; float16 values on the same rows as ours (the selection's own effect).
 DEFAULT_ARMS = ["ams_f16:g=0.05", "qdelta:g=0.05,l=3,r=max,t=0.5,sel=rows",
-                "ams_f16:g=0.05,sel=rows", "qdelta:g=0.05,l=7,r=max,t=0.5"]
+                "qdelta:g=0.08,l=3,r=max,t=0.5,sel=rows,scope=phase", "ams_f16:g=0.05,sel=rows"]
 DEVICE, KEY = bytes(range(16)), b"bench-key"
 # The experiments' small starting point (cached per seed): 64x128, ASPP 16, 30 pretrain steps.
 RESOLUTION, ASPP, PRETRAIN = (64, 128), 16, 30
@@ -291,7 +291,7 @@ def merge(paths: list[Path], out: Path, notes: list[str] | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(24)))
     parser.add_argument("--arm", action="append", help="arm spec (repeatable); the first is "
                         f"the baseline. Default: {' '.join(DEFAULT_ARMS)}")
     parser.add_argument("--iterations", type=int, default=20, help="K per phase")
