@@ -51,6 +51,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                        help="reuse a trained teacher instead of training one")
     train.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (paper 1e-5)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--invert-probability", type=float, default=0.0,
+                       help="share of windows whose object is the mask's complement, so only "
+                            "the memory tells object from background (docs/training.md)")
     train.add_argument("--tiny", action="store_true",
                        help="the tiny student config (matches `mobdistill export --tiny`)")
     train.set_defaults(func=run_train)
@@ -76,6 +79,8 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.invert_probability <= 1.0:
+        raise UsageError(f"--invert-probability must lie in [0, 1], not {args.invert_probability}")
     import torch
 
     from mobdistill.models import mobilevos
@@ -95,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         taught = trainer.train(teacher, clips, trainer.TrainConfig(
             iterations=args.teacher_iterations, lr=args.lr, seed=args.seed, distill=False,
-            student_memory=None))
+            student_memory=None, invert_probability=args.invert_probability))
         torch.save(teacher.state_dict(), args.out / "teacher.pt")
         report["teacher_losses"] = taught.losses
     torch.manual_seed(args.seed)
@@ -103,7 +108,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = trainer.TrainConfig(iterations=args.iterations, lr=args.lr, seed=args.seed,
                                  distill=args.loss == "unified",
                                  loss=MobileVOSLossConfig(omega=args.omega),
-                                 student_memory=student_config.queue_length)
+                                 student_memory=student_config.queue_length,
+                                 invert_probability=args.invert_probability)
     result = trainer.train(student, clips, config,
                            teacher=teacher if config.distill else None)
     partial = args.out / "student.pt.partial"

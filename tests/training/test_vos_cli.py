@@ -21,9 +21,10 @@ def test_data_train_evaluate(tiny_export, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["vos", "train", "--davis", str(davis_root), "--out", str(out), "--tiny",
                  "--size", "64x64", "--iterations", "1", "--teacher-iterations", "1",
-                 "--lr", "1e-3"]) == 0
+                 "--lr", "1e-3", "--invert-probability", "0.5"]) == 0
     report = json.loads((out / "train.json").read_text())
     assert len(report["student"]["losses"]) == 1 and report["settings"]["loss"] == "unified"
+    assert report["settings"]["invert_probability"] == "0.5"
     load_checkpoint(mobilevos.build(mobilevos.tiny_config()), out / "student.pt")
     capsys.readouterr()
     manifest = tiny_export("mobilevos", formats=("tflite",)).manifest_path
@@ -38,3 +39,9 @@ def test_evaluate_refuses_a_missing_artifact(tmp_path: Path, capsys) -> None:
     code = main(["vos", "evaluate", "--artifact", str(tmp_path / "none.json"), "--davis",
                  str(tmp_path)])
     assert code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_train_refuses_an_invert_probability_outside_0_1(tmp_path: Path, capsys) -> None:
+    code = main(["vos", "train", "--davis", str(tmp_path), "--out", str(tmp_path / "run"),
+                 "--invert-probability", "1.5"])
+    assert code == 2 and "--invert-probability must lie in [0, 1]" in capsys.readouterr().err
