@@ -22,6 +22,8 @@ from live_harness import Live, build_live_student  # noqa: E402
 from session_types import JDK, AndroidHost, TinyExport  # noqa: E402
 from shared import once  # noqa: E402
 
+pytest_plugins = ["time_budget"]  # each area's seconds against its budget, at the end
+
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory) -> Callable[..., TinyExport]:
