@@ -15,20 +15,21 @@ from pathlib import PurePosixPath
 import pytest
 
 # Worker-seconds per area (summed over both workers): the suite of 2026-12-02 12:17 UTC on a quiet
-# 2-core VM (1,317 worker-seconds, 709 s of pytest), plus a few per cent, less what was cut since.
+# 2-core VM (1,317 worker-seconds, 709 s of pytest; 1,290 and 700 s in the next run), plus
+# 5-10 % for run-to-run noise.
 BUDGET_S: dict[str, int] = {
-    "adb": 310,
+    "adb": 330,
     "architecture": 45,
     "benchmarks": 5,
     "engine": 130,
     "experiments": 5,
-    "export": 370,
+    "export": 400,
     "fleet": 20,
-    "hostile": 40,
-    "live": 210,
+    "hostile": 45,
+    "live": 220,
     "models": 25,
     "report": 10,
-    "streaming": 150,
+    "streaming": 160,
     "training": 15,
 }
 TOTAL_BUDGET_S = sum(BUDGET_S.values())
