@@ -62,9 +62,8 @@ class DeltaQuantizer:
         """The patch that moves ``held`` towards ``target`` (None when nothing is sent); with
         ``within`` (sorted element indices) only those elements' residuals are considered."""
         residual = target.astype(np.float64) - held.astype(np.float64)
-        candidates = np.flatnonzero(residual)
-        if within is not None:
-            candidates = within[residual[within] != 0]
+        candidates = (np.flatnonzero(residual) if within is None
+                      else within[residual[within] != 0])
         if not candidates.size:
             return None
         magnitude = np.abs(residual[candidates])

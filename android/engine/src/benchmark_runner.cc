@@ -91,7 +91,9 @@ void BenchmarkRunner::ApplySwapIfReady(int64_t run) {
   Status failure;
   const bool swapped = model_.engine().ApplyPendingSwap(&event, &failure);
   if (!swapped && failure.ok()) {  // nothing ready: an idle build past its frames is raised
-    if (params_.swap_after_run >= 0 && run - params_.swap_after_run > kRaiseSwapAfterFrames) {
+    // run swap_after_run + 1 is the first that could adopt it (an update's received_frame)
+    const int64_t first_chance = params_.swap_after_run + 1;
+    if (params_.swap_after_run >= 0 && run - first_chance >= kRaiseIdleBuildAfterFrames) {
       model_.engine().RaiseSwapBuilder();
     }
     return;

@@ -50,8 +50,6 @@ class BenchmarkRunner : public Runner {
   std::unique_ptr<UpdateSession> updates_;  // --update_dir/--update_port/--update_schedule
   FrameSource frames_;
   RunInfo info_;
-  // Frames an idle --swap_graph build may take before it runs at frame priority (as updates).
-  static constexpr int64_t kRaiseSwapAfterFrames = 3;
   std::vector<SwapRecord> swaps_;  // --swap_graph, when no update session owns the swaps
   int64_t frame_offset_ = 0;       // stateful: frame 0 feeds init
   std::FILE* masks_out_ = nullptr;

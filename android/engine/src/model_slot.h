@@ -51,6 +51,9 @@ std::string BuildInBackground();
 // Gives `tid` and every SCHED_IDLE thread of this process not in `spared` (sorted) the calling
 // thread's scheduling: a background build that waited too long finishes at frame priority.
 void RaiseIdleThreads(pid_t tid, const std::vector<pid_t>& spared);
+// Frames a background build (an update, or --swap_graph) may run idle, counted from the first
+// frame that could have adopted it, before RaiseIdleThreads moves it to frame priority.
+constexpr int64_t kRaiseIdleBuildAfterFrames = 3;
 pid_t CurrentThreadId();
 std::vector<pid_t> ProcessThreadIds();  // sorted
 

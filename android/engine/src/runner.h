@@ -45,7 +45,7 @@ struct SwapRecord {
   std::string sha256;
   std::string error;
   // The builder's priority: "idle", "normal", or "raised" (started idle, raised to frame
-  // priority after BenchmarkRunner::kRaiseSwapAfterFrames frames).
+  // priority after kRaiseIdleBuildAfterFrames frames).
   std::string build_priority;
 };
 

@@ -63,7 +63,7 @@ struct UpdateConfig {
   // A background build still running when this many frames have started since its packet
   // arrived is raised to the frame thread's priority (other work on the device may leave an
   // idle thread no CPU time at all), so the swap still lands a few frames later.
-  int64_t raise_build_after_frames = 3;
+  int64_t raise_build_after_frames = kRaiseIdleBuildAfterFrames;
 };
 
 // The persisted high-water mark: one JSON line {"base_sha256": hex, "last_sequence": N},
