@@ -186,11 +186,7 @@ class VosWork:
         for sequence in davis.read_davis(self.data(), split):
             clip = load_clip(sequence.name, sequence.frames, sequence.annotations,
                              self.settings.size)
-            logits = mobilevos.run_sequence(model, list(clip.frames[:, None]),
-                                            clip.masks[0:1, None].gt(0).float(),
-                                            config.queue_length)
-            first = clip.masks[0].gt(0).numpy().astype(np.uint8)
-            predicted = [first] + [o.argmax(1)[0].numpy().astype(np.uint8) for o in logits]
+            predicted = trainer.predict_clip(model, clip, config.queue_length)
             truths = [sequence.mask(i) for i in range(len(sequence.frames))]
             scores.extend(davis.score_sequence(sequence.name, predicted, truths))
         result = {"overall": davis.summarise(scores), "objects": [asdict(s) for s in scores]}

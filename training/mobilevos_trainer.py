@@ -25,12 +25,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from mobdistill.models.mobilevos import MobileVOS
+from mobdistill.models.mobilevos import MobileVOS, run_sequence
 from mobdistill.training.mobilevos_loss import (
     MobileVOSLoss,
     MobileVOSLossConfig,
@@ -264,15 +263,12 @@ def _window_loss(student_out: list[tuple[torch.Tensor, torch.Tensor]],
 
 
 @torch.no_grad()
-def predict_clip(model: MobileVOS, clip: Clip, memory: int | None) -> list[np.ndarray]:
-    """Object-id masks of every frame in PyTorch (frame 0: the given mask), for checks; the
-    exported model's accuracy is measured through the engine."""
+def predict_clip(model: MobileVOS, clip: Clip, memory: int) -> list[np.ndarray]:
+    """Object-id masks of every frame in PyTorch (frame 0: the given mask) with the engine's
+    protocol: `run_sequence`'s MemoryQueue of length `memory`, which repeats the first frame
+    until the FIFO fills (the trainer's unpadded memory differs for memory > 2)."""
     model.eval()
-    first = clip.masks[0:1, None].gt(0).float()
-    state = _Memory(model.init(clip.frames[0:1], first), memory)
-    masks = [clip.masks[0].gt(0).numpy().astype(np.uint8)]
-    for t in range(1, len(clip.frames)):
-        out = model.step(clip.frames[t:t + 1], *state.stacked())
-        state.push({"key": out["key"], "value": out["value"]})
-        masks.append(F.softmax(out["logits"], 1).argmax(1)[0].numpy().astype(np.uint8))
-    return masks
+    logits = run_sequence(model, list(clip.frames[:, None]), clip.masks[0:1, None].gt(0).float(),
+                          memory)
+    first = clip.masks[0].gt(0).numpy().astype(np.uint8)
+    return [first] + [out.argmax(1)[0].numpy().astype(np.uint8) for out in logits]
