@@ -222,15 +222,16 @@ def comparisons(rows: list[dict], arms: list[str]) -> list[dict]:
     against float16 values on the same rows (same selection: the coding's own effect); each
     ``scope=phase`` arm against the same arm sending every residual (same training)."""
     out = [paired(rows, arms[0], a) for a in arms[1:]]
-    for arm in arms:
-        kind, _, rest = arm.partition(":")
-        fields = dict(kv.split("=") for kv in rest.split(",") if kv)
-        same_rows = f"ams_f16:g={fields.get('g')},sel=rows"
-        if kind == "qdelta" and fields.get("sel") == "rows" and same_rows in arms:
-            out.append(paired(rows, same_rows, arm))
-        every = arm.replace(",scope=phase", "")
-        if kind == "qdelta" and every != arm and every in arms:
-            out.append(paired(rows, every, arm))
+    for name in arms:
+        arm = Arm.parse(name)
+        if arm.quantizer is None:
+            continue
+        same_rows = f"ams_f16:g={arm.gamma:g},sel=rows"
+        if arm.rows and same_rows in arms:
+            out.append(paired(rows, same_rows, name))
+        every = name.replace(",scope=phase", "")
+        if arm.quantizer.scope == "phase" and every != name and every in arms:
+            out.append(paired(rows, every, name))
     return out
 
 
