@@ -10,13 +10,14 @@ frames; the next `segment` adopts it.
 
 Frames are "updating" from the one that sees the packet arrive (received_frame) to the first one
 on the new model (swapped_frame, its first Invoke), "steady" otherwise (same session, same
-conditions). Reported per γ: invoke p99 updating / steady (target <= 1.10), frames from arrival
-to swap (p99 target <= 5 at 30 fps), the apply stages, and the same with the engine's
-`update_build_priority` "normal" (builds at frame priority), side by side in interleaved
-rounds. The host load (os.getloadavg) is recorded around every session.
+conditions). Reported per γ: invoke p99 updating / steady (target <= 1.10; 95 % bootstrap
+interval over updates), frames from arrival to swap (p99 target <= 5 at 30 fps), the apply
+stages, and the same with the engine's `update_build_priority` "normal" (builds at frame
+priority), side by side in interleaved rounds (`--variants` for one). The host load (os.getloadavg) is recorded around every session.
 
     python benchmarks/update_apply.py [--cache /tmp/mobdistill-bench] [--num_threads 2]
-           [--fps 30] [--period 30] [--updates 10] [--rounds 3]
+           [--fps 30] [--period 30] [--updates 10] [--rounds 3] [--variants idle normal]
+    python benchmarks/update_apply.py --summarize benchmarks/results/update_apply.json
 
 Writes benchmarks/results/update_apply.json and update_apply.png (`--name` for another stem).
 """
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from provenance import provenance
+from provenance import commit, provenance
 
 from mobdistill.contract import wire
 from mobdistill.export.manifest import load as load_manifest
@@ -160,6 +161,39 @@ def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def update_blocks(sessions: list[dict], key: str) -> list[tuple[list[float], list[float]]]:
+    """Per update: the ``key`` values of its updating frames and of the steady frames after them
+    until the next arrival (the first block also takes the steady frames after warm-up)."""
+    blocks = []
+    for s in sessions:
+        records = sorted(s["records"], key=lambda r: r["received_frame"])
+        starts = [r["received_frame"] for r in records] + [len(s["frames"])]
+        for i, r in enumerate(records):
+            end = r["swapped_frame"] + 1 if r["swapped_frame"] is not None else starts[i + 1]
+            lo = s["warmup_frames"] if i == 0 else starts[i]
+            frames = s["frames"][lo:starts[i + 1]]
+            blocks.append(([f[key] for f in frames if r["received_frame"] <= f["frame"] < end],
+                           [f[key] for f in frames if not r["received_frame"] <= f["frame"] < end]))
+    return blocks
+
+
+def p99_ratio_ci(blocks: list[tuple[list[float], list[float]]], resamples: int = 2000,
+                 seed: int = 0) -> list[float] | None:
+    """95 % percentile-bootstrap interval of p99(updating) / p99(steady), resampling whole
+    updates (a frame's latency depends on its neighbours', so frames are not independent)."""
+    if len(blocks) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for _ in range(resamples):
+        pick = [blocks[i] for i in rng.integers(0, len(blocks), len(blocks))]
+        up = [v for b in pick for v in b[0]]
+        st = [v for b in pick for v in b[1]]
+        if up and st:
+            ratios.append(np.percentile(up, 99) / np.percentile(st, 99))
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
 def summarize(sessions: list[dict]) -> dict:
     """Pooled over the rounds of one (variant, γ): updating vs steady frames of each session."""
     during: dict[str, list[float]] = {"invoke_ms": [], "segment_ms": []}
@@ -195,6 +229,7 @@ def summarize(sessions: list[dict]) -> dict:
                                "p99": pct(steady[key], 99)}}
         up, st = row[key]["updating"]["p99"], row[key]["steady"]["p99"]
         row[key]["p99_ratio"] = up / st if up is not None and st is not None else None
+        row[key]["p99_ratio_ci95"] = p99_ratio_ci(update_blocks(sessions, key))
     return row
 
 
@@ -208,13 +243,18 @@ def plot(rows: dict[str, dict[str, dict]], gammas: tuple[float, ...], path: Path
     labels = [f"{g * 100:g}%" for g in gammas]
     x = np.arange(len(gammas))
     for off, variant in ((-0.2, "idle"), (0.2, "normal")):
+        if variant not in rows:
+            continue
         cells = [rows[variant][str(g)] for g in gammas]
-        a.bar(x + off, [c["invoke_ms"]["p99_ratio"] or 0 for c in cells], 0.4,
-              label=f"build at {variant} priority")
+        ratios = [c["invoke_ms"]["p99_ratio"] or 0 for c in cells]
+        cis = [c["invoke_ms"].get("p99_ratio_ci95") or [r, r] for c, r in zip(cells, ratios)]
+        a.bar(x + off, ratios, 0.4, label=f"build at {variant} priority",
+              yerr=np.array([[r - lo, hi - r] for r, (lo, hi) in zip(ratios, cis)]).T,
+              capsize=3)
         b.bar(x + off, [c["frames_to_swap_p99"] or 0 for c in cells], 0.4,
               label=f"build at {variant} priority")
     a.axhline(1.10, color="k", ls="--", lw=1, label="target 1.10")
-    a.set_ylabel("invoke p99, updating / steady")
+    a.set_ylabel("invoke p99, updating / steady (95 % CI)")
     b.axhline(5, color="k", ls="--", lw=1, label="target 5")
     b.set_ylabel("frames from arrival to swap, p99")
     for ax in (a, b):
@@ -224,6 +264,17 @@ def plot(rows: dict[str, dict[str, dict]], gammas: tuple[float, ...], path: Path
     fig.suptitle("DeepLab 256x512, frames paced at 30 fps, one update per second")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def resummarize(path: Path) -> None:
+    """`summarize` again over a saved run's sessions (for fields added after it ran)."""
+    saved = json.loads(path.read_text())
+    gammas = tuple(saved["settings"]["gammas"])
+    rows = {v: {str(g): summarize(saved["sessions"][f"{v}/{g}"]) for g in gammas}
+            for v in saved["settings"]["variants"]}
+    saved.update(results=rows, summarized_by_commit=commit())
+    path.write_text(json.dumps(saved, indent=1) + "\n")
+    plot(rows, gammas, path.with_suffix(".png"))
 
 
 def main() -> None:
@@ -239,7 +290,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="update_apply",
                         help="result file stem: NAME.json and NAME.png in --out")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="build priorities to run (default: both, interleaved)")
+    parser.add_argument("--summarize", type=Path, metavar="JSON",
+                        help="recompute a saved run's results and plot from its sessions "
+                             "(records the summarizing commit); runs nothing")
     args = parser.parse_args()
+    if args.summarize:
+        resummarize(args.summarize)
+        return
     t0 = time.monotonic()
     manifest = export_deeplab(args.cache)
     raw = decode_to_raw(None, args.cache / "bikes_256x512.rgb", resolution=RESOLUTION,
@@ -250,18 +309,18 @@ def main() -> None:
     sessions: dict[tuple[str, float], list[dict]] = {}
     for r in range(args.rounds):  # interleaved: every (variant, γ) once per round
         for g in gammas:
-            for variant in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
+            for variant in (args.variants if r % 2 == 0 else args.variants[::-1]):
                 s = run_session(manifest, frames, packets[g], variant, args)
                 sessions.setdefault((variant, g), []).append(s)
                 print(f"round {r} γ={g * 100:g}% {variant}: load {s['load_before'][0]:.1f}",
                       flush=True)
-    rows = {v: {str(g): summarize(sessions[(v, g)]) for g in gammas} for v in VARIANTS}
+    rows = {v: {str(g): summarize(sessions[(v, g)]) for g in gammas} for v in args.variants}
     loads = [s["load_before"][0] for ss in sessions.values() for s in ss]
     settings = {"model": "deeplab", "resolution": list(RESOLUTION),
                 "num_threads": args.num_threads, "fps": args.fps, "period_frames": args.period,
                 "updates_per_session": args.updates, "rounds": args.rounds,
                 "warmup_frames": args.warmup, "gammas": list(gammas), "seed": SEED,
-                "variants": list(VARIANTS),
+                "variants": list(args.variants),
                 "packets": "base-relative, F16 values, zlib, HMAC + device id; a γ share of "
                            "every mapped tensor",
                 "path": "C facade (md_engine_segment / md_engine_apply_update), in-process"}
@@ -273,7 +332,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(rows, gammas, args.out / f"{args.name}.png")
-    for v in VARIANTS:
+    for v in args.variants:
         for g in gammas:
             c = rows[v][str(g)]
             inv = c["invoke_ms"]

@@ -4,11 +4,12 @@ with server-side error feedback (wire value coding QDELTA), as a PAIRED comparis
 Per seed, every arm starts from the same cached pretrained student (experiments' starting point
 for that seed), sees the same real-clip stream (experiments' clips, teacher labels), samples the
 same frames and trains with the same seed; arms differ in how the update is chosen and coded:
-γ, the selection (``sel=paper``: AMS's top-γ coordinates; ``sel=rows``: whole output channels,
-server/structured.py) and the value coding (float16 values, or QDELTA with ``l`` levels, step
-rule ``r``, send threshold ``t`` and ``scope``: every residual, or only those inside the
-phase's trained coordinates, server/error_feedback.py). Every T_update of video the
-server trains one phase and sends one packet; the device decodes it with `wire.decode_update`,
+γ, the selection (``sel=paper``: AMS's top-γ coordinates; ``sel=rows``: whole output channels
+by mean |update|; ``sel=ams-rows``: the rows that cover most of AMS's own top-γ coordinates per
+coordinate spent; server/structured.py) and the value coding (float16 values, or QDELTA with
+``l`` levels, step rule ``r``, send threshold ``t`` and ``scope``: every residual, or only
+those inside the phase's trained coordinates, server/error_feedback.py). Every T_update of video
+the server trains one phase and sends one packet; the device decodes it with `wire.decode_update`,
 patches its ``.tflite`` bytes with `wire.apply_update` and runs the patched model with LiteRT on
 the following frames (packets arrive at their boundary: no link, so packet size does not feed
 back into arrival time). mIoU is against the teacher, every frame of the stream. The baseline
@@ -47,7 +48,7 @@ from mobdistill.experiments.student import prepare_student
 from mobdistill.export.manifest import load as load_manifest
 from mobdistill.server.error_feedback import DeltaQuantizer, ErrorFeedbackEncoder
 from mobdistill.server.session import LabelledFrame, ServerConfig, Session, UpdateCredentials
-from mobdistill.server.structured import RowDescent
+from mobdistill.server.structured import coordinate_descent
 from mobdistill.server.teachers import load_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results" / "update_coding.json"
@@ -67,7 +68,7 @@ class Arm:
     gamma: float
     quantizer: DeltaQuantizer | None  # None: float16 values (the AMS format's)
     trains: bool = True  # False: the "none" reference, the starting student never updated
-    rows: bool = False  # structured selection: whole rows (output channels)
+    selection: str = "paper"  # AMS's coordinates, or whole rows: `structured.SELECTIONS`
 
     @classmethod
     def parse(cls, spec: str) -> "Arm":
@@ -79,16 +80,16 @@ class Arm:
             return cls(spec, 1.0, None, trains=False)  # gamma unused: never trains
         fields = dict(kv.split("=") for kv in rest.split(",") if kv)
         gamma = float(fields.get("g", 0.05))
-        rows = fields.get("sel", "paper") == "rows"
+        selection = fields.get("sel", "paper")
         if kind == "ams_f16":
-            return cls(spec, gamma, None, rows=rows)
+            return cls(spec, gamma, None, selection=selection)
         default = DeltaQuantizer()
         return cls(spec, gamma, DeltaQuantizer(int(fields.get("l", default.levels)),
                                                 float(fields.get("s", default.step_scale)),
                                                 fields.get("r", default.rule),
                                                 float(fields.get("t", default.send_at)),
                                                 fields.get("scope", default.scope)),
-                   rows=rows)
+                   selection=selection)
 
 
 def section_sizes(patches: list[wire.TensorPatch]) -> dict[str, float]:
@@ -151,9 +152,11 @@ def run_arm(arm: Arm, seed: int, iterations: int, stream, labels: np.ndarray, te
     if arm.quantizer is not None:
         session.encoder = ErrorFeedbackEncoder.for_model(session.space, session.credentials,
                                                          base, arm.quantizer)
-    if arm.rows:
-        session.optimizer = RowDescent(session.trainable, gamma=arm.gamma,
-                                       rule=session.optimizer.rule, generator=session.generator)
+    if arm.selection != "paper":
+        session.optimizer = coordinate_descent(session.trainable, gamma=arm.gamma,
+                                               selection=arm.selection,
+                                               rule=session.optimizer.rule,
+                                               generator=session.generator)
     limits = wire.DecodeLimits.for_table(session.space.table)
     device, guard = base, wire.SequenceGuard()
     samples = np.arange(0.0, stream.duration_s, 1.0 / SAMPLE_FPS)
@@ -226,8 +229,8 @@ def comparisons(rows: list[dict], arms: list[str]) -> list[dict]:
         arm = Arm.parse(name)
         if arm.quantizer is None:
             continue
-        same_rows = f"ams_f16:g={arm.gamma:g},sel=rows"
-        if arm.rows and same_rows in arms:
+        same_rows = f"ams_f16:g={arm.gamma:g},sel={arm.selection}"
+        if arm.selection != "paper" and same_rows in arms:
             out.append(paired(rows, same_rows, name))
         every = name.replace(",scope=phase", "")
         if arm.quantizer.scope == "phase" and every != name and every in arms:

@@ -43,7 +43,7 @@ class MomentumConfig:
     momentum: float = 0.9
 
 
-def _top_fraction(scores: Sequence[torch.Tensor], gamma: float) -> list[torch.Tensor]:
+def top_fraction(scores: Sequence[torch.Tensor], gamma: float) -> list[torch.Tensor]:
     """Boolean masks (one per tensor) selecting the ceil(γ·N) largest scores over all tensors."""
     flat = torch.cat([s.reshape(-1) for s in scores])
     k = max(1, math.ceil(gamma * flat.numel()))
@@ -88,9 +88,9 @@ class CoordinateDescent:
             self.masks = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
         elif self.variant == "random" or self.last_update is None:
             scores = [torch.rand(p.shape, generator=self.generator) for p in self.params]
-            self.masks = _top_fraction(scores, self.gamma)
+            self.masks = top_fraction(scores, self.gamma)
         else:
-            self.masks = _top_fraction([u.abs() for u in self.last_update], self.gamma)
+            self.masks = top_fraction([u.abs() for u in self.last_update], self.gamma)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -123,7 +123,7 @@ class CoordinateDescent:
             raise UsageError("call begin_phase() before end_phase()")
         if self.variant == "code":
             deltas = [(p - s).abs() for p, s in zip(self.params, self._phase_start)]
-            self.masks = _top_fraction(deltas, self.gamma)
+            self.masks = top_fraction(deltas, self.gamma)
             for p, start, mask in zip(self.params, self._phase_start, self.masks):
                 p.copy_(torch.where(mask, p, start))
         masks, self.masks = self.masks, None

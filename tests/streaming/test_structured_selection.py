@@ -35,6 +35,27 @@ def test_rows_with_the_largest_mean_update_within_gamma() -> None:
     assert masks[1].tolist() == [True, False, False, False]
 
 
+def test_ams_rows_cover_ams_coordinates_not_the_largest_mean() -> None:
+    weight = torch.nn.Parameter(torch.zeros(4, 5))
+    bias = torch.nn.Parameter(torch.zeros(4))
+    last = [torch.tensor([[100.0, 0, 0, 0, 0], [5.0] * 5, [0.0] * 5, [4.0] * 5]),
+            torch.tensor([0.1, 0.0, 0.0, 0.0])]
+    picked = {}
+    for selection in ("rows", "ams-rows"):
+        descent = coordinate_descent([weight, bias], gamma=0.5, selection=selection,
+                                     rule=AdamConfig(), generator=torch.Generator().manual_seed(0))
+        descent.begin_phase()
+        descent.end_phase()
+        descent.last_update = last
+        descent.begin_phase()
+        masks = descent.end_phase()
+        picked[selection] = (masks[0].all(dim=1).tolist(), masks[1].tolist())
+    # AMS's top 12 of 24: the 100, rows 1 and 3, bias 0. The mean score spends the budget on
+    # row 0 (mean 20) for one of them; coverage takes the three fully covered rows first.
+    assert picked["rows"] == ([True, True, False, False], [False] * 4)
+    assert picked["ams-rows"] == ([False, True, False, True], [True, False, False, False])
+
+
 def test_row_selection_sends_contiguous_runs() -> None:
     cfg = ServerConfig(iterations=3, batch_size=2, lr=1e-2, gamma=0.3, selection="rows")
     model = _student()
