@@ -13,7 +13,8 @@ on the new model (swapped_frame, its first Invoke), "steady" otherwise (same ses
 conditions). Reported per γ: invoke p99 updating / steady (target <= 1.10; 95 % bootstrap
 interval over updates), frames from arrival to swap (p99 target <= 5 at 30 fps), the apply
 stages, and the same with the engine's `update_build_priority` "normal" (builds at frame
-priority), side by side in interleaved rounds (`--variants` for one). The host load (os.getloadavg) is recorded around every session.
+priority), side by side in interleaved rounds (`--variants` for one). The host load
+(os.getloadavg) is recorded around every session.
 
     python benchmarks/update_apply.py [--cache /tmp/mobdistill-bench] [--num_threads 2]
            [--fps 30] [--period 30] [--updates 10] [--rounds 3] [--variants idle normal]

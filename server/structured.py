@@ -18,8 +18,7 @@ from typing import Sequence
 import torch
 
 from mobdistill.errors import UsageError
-from mobdistill.server.selection import (AdamConfig, CoordinateDescent, MomentumConfig,
-                                         top_fraction)
+from mobdistill.server.selection import AdamConfig, CoordinateDescent, MomentumConfig, top_fraction
 
 SELECTIONS = ("paper", "code", "random", "rows", "ams-rows")
 ROW_SCORES = {"rows": "mean", "ams-rows": "ams"}
