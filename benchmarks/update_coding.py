@@ -238,6 +238,30 @@ def comparisons(rows: list[dict], arms: list[str]) -> list[dict]:
     return out
 
 
+def pooled(result: dict, other_path: Path) -> list[dict]:
+    """Comparisons present in both results with the pairs of both pooled: each pair stays within
+    its own run (own starting students), so two runs are two samples of paired differences."""
+    other = json.loads(other_path.read_text())
+    theirs = {(c["baseline"], c["ours"]): c for c in other["comparisons"]}
+    out = []
+    for mine in result["comparisons"]:
+        match = theirs.get((mine["baseline"], mine["ours"]))
+        if match is None:
+            continue
+        diff = np.array(mine["miou_diff_points"] + match["miou_diff_points"])
+        ratio = np.array(mine["bytes_ratio"] + match["bytes_ratio"])
+        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        out.append({"baseline": mine["baseline"], "ours": mine["ours"], "with": other_path.name,
+                    "pairs": len(diff), "mean_miou_diff_points": float(diff.mean()),
+                    "miou_diff_ci95_points": [float(diff.mean() - half),
+                                              float(diff.mean() + half)],
+                    "mean_bytes_ratio": float(ratio.mean()),
+                    "equal_within_0.5": bool(-0.5 <= diff.mean() - half
+                                             and diff.mean() + half <= 0.5),
+                    "mean_within_0.5": bool(abs(diff.mean()) <= 0.5)})
+    return out
+
+
 def _part(path: Path) -> dict:
     """A result file, or the row lines a stopped run printed (no per-update details)."""
     if path.suffix == ".json":
@@ -248,7 +272,8 @@ def _part(path: Path) -> dict:
             "note": f"rows recovered from {path.name}: the run was stopped after these rows"}
 
 
-def merge(paths: list[Path], out: Path, notes: list[str] | None = None) -> None:
+def merge(paths: list[Path], out: Path, notes: list[str] | None = None,
+          pool_with: Path | None = None) -> None:
     """One result from several runs (seeds split over processes; arms may differ): the same
     settings apart from seeds and arms; comparisons recomputed over all rows. A part that is
     itself a merge keeps its runs and notes."""
@@ -289,6 +314,8 @@ def merge(paths: list[Path], out: Path, notes: list[str] | None = None) -> None:
                     + "; ".join(repeated))
     if kept:
         result["notes"] = kept
+    if pool_with is not None:
+        result["pooled"] = pooled(result, pool_with)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["comparisons"], indent=1))
 
@@ -305,9 +332,11 @@ def main() -> None:
                         "files (runs of the same arms on different seeds) into --out")
     parser.add_argument("--note", action="append", help="with --merge: a note kept in the "
                         "result (repeatable)")
+    parser.add_argument("--pool-with", type=Path, help="with --merge: also pool each comparison "
+                        "with the same one in this result (another run's own pairs)")
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, args.out, args.note)
+        merge(args.merge, args.out, args.note, args.pool_with)
         return
     torch.set_num_threads(1)
     arms = [Arm.parse(a) for a in (args.arm or DEFAULT_ARMS)]
