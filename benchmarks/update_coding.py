@@ -22,6 +22,8 @@ entropy (what a range/ANS coder without context could reach) and the subset boun
 indices, to decide whether a second entropy coder in both decoders would be worth it.
 
     .venv/bin/python benchmarks/update_coding.py   # the default arms on seeds 0-23
+    .venv/bin/python benchmarks/update_coding.py --merge PARTS.json --out OUT.json \
+        --pool-with benchmarks/results/update_coding.json   # seeds split over processes
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ from mobdistill.server.session import LabelledFrame, ServerConfig, Session, Upda
 from mobdistill.server.structured import coordinate_descent
 from mobdistill.server.teachers import load_teacher
 
-RESULTS = Path(__file__).resolve().parent / "results" / "update_coding.json"
+# The second run's file (the first, other arms on another machine's students: update_coding.json)
+RESULTS = Path(__file__).resolve().parent / "results" / "update_coding_rows.json"
 # The AMS baseline; the chosen coding (rows, ±3 levels); rows at γ = 8 % with residuals sent only
 # inside the phase's rows; float16 values on the same rows as ours (the selection's own effect).
-DEFAULT_ARMS = ["ams_f16:g=0.05", "qdelta:g=0.05,l=3,r=max,t=0.5,sel=rows",
-                "qdelta:g=0.08,l=3,r=max,t=0.5,sel=rows,scope=phase", "ams_f16:g=0.05,sel=rows"]
+DEFAULT_ARMS = ["ams_f16:g=0.05", "qdelta:g=0.1,l=3,r=max,t=0.5,sel=rows,scope=phase",
+                "qdelta:g=0.08,l=3,r=max,t=0.5,sel=ams-rows,scope=phase",
+                "qdelta:g=0.08,l=3,r=max,t=0.5,sel=rows,scope=phase"]
 DEVICE, KEY = bytes(range(16)), b"bench-key"
 # The experiments' small starting point (cached per seed): 64x128, ASPP 16, 30 pretrain steps.
 RESOLUTION, ASPP, PRETRAIN = (64, 128), 16, 30

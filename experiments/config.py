@@ -43,6 +43,7 @@ class StreamConfig:
     lr: float = 1e-3
     selection: str = "paper"
     value_coding: str = "f16"
+    delta_scope: str = "all"
     jit_threshold: float = 0.8
     # JITNet's loss weight inside the teacher's boxes (dilated 15 %); 1: plain cross-entropy
     jit_box_weight: float = 1.0

@@ -107,7 +107,8 @@ def server_config(config: StreamConfig) -> ServerConfig:
                         asr_interval_s=config.asr_interval_s, iterations=config.iterations,
                         batch_size=config.batch_size, lr=config.lr, gamma=config.gamma,
                         selection=config.selection,
-                        value_coding=ValueCoding[config.value_coding.upper()], seed=config.seed)
+                        value_coding=ValueCoding[config.value_coding.upper()],
+                        delta_scope=config.delta_scope, seed=config.seed)
 
 
 def simulate(stream: Stream, student: torch.nn.Module,

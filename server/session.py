@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from mobdistill.contract import wire
 from mobdistill.contract.wire import Mode, TensorLocation, TensorPatch, ValueCoding
 from mobdistill.errors import UpdateError, UsageError
-from mobdistill.server.error_feedback import ErrorFeedbackEncoder
+from mobdistill.server.error_feedback import DeltaQuantizer, ErrorFeedbackEncoder
 from mobdistill.server.rates import AdaptiveRates
 from mobdistill.server.selection import AdamConfig
 from mobdistill.server.structured import coordinate_descent
@@ -48,8 +48,9 @@ class ServerConfig:
     batch_size: int = 8
     lr: float = 1e-3
     gamma: float = 0.05
-    selection: str = "paper"
+    selection: str = "paper"  # `structured.SELECTIONS`: AMS's coordinates, or whole rows
     value_coding: ValueCoding = ValueCoding.F16
+    delta_scope: str = "all"  # QDELTA: `DeltaQuantizer.scope` ("phase": the phase's rows only)
     seed: int = 0
 
 
@@ -274,7 +275,8 @@ class Session:
             self.trainable, gamma=config.gamma, selection=config.selection,
             rule=AdamConfig(lr=config.lr), generator=self.generator)
         self.encoder: PacketEncoder | ErrorFeedbackEncoder = (  # QDELTA: quantized deltas
-            ErrorFeedbackEncoder.for_session(self.space, self.credentials, manifest, self.params)
+            ErrorFeedbackEncoder.for_session(self.space, self.credentials, manifest, self.params,
+                                             DeltaQuantizer(scope=config.delta_scope))
             if config.value_coding == ValueCoding.QDELTA
             else PacketEncoder(self.space, self.credentials, config.value_coding))
         self.buffer = FrameBuffer(config.horizon_s)

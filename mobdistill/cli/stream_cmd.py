@@ -60,6 +60,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="the server's Adam learning rate (the paper's "
                         "1e-3)")
     parser.add_argument("--value-coding", choices=("f16", "q8", "f32", "qdelta"))
+    add_update_coding_options(parser)
     parser.add_argument("--uplink", choices=("h264", "jpeg"), help="uplink frame coding")
     parser.add_argument("--link-mbps", type=float,
                         help="cap the downlink at this rate (default: no cap, as the papers "
@@ -108,11 +109,29 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 _MAP = {"gamma": "gamma", "t_update": "t_update_s", "t_horizon": "t_horizon_s",
         "time_scale": "time_scale", "iterations": "iterations", "batch_size": "batch_size",
         "lr": "lr",
-        "value_coding": "value_coding", "uplink": "uplink_codec", "link_mbps": "link_mbps",
+        "value_coding": "value_coding", "selection": "selection", "delta_scope": "delta_scope",
+        "uplink": "uplink_codec", "link_mbps": "link_mbps",
         "server_speedup": "server_speedup", "max_frames": "max_frames_per_clip",
         "pretrain_iterations": "pretrain_iterations", "seed": "seed",
         "jit_threshold": "jit_threshold", "jit_box_weight": "jit_box_weight",
         "teacher_activation": "teacher_activation"}
+
+
+# server/structured.SELECTIONS, spelled out so that building the parser does not import torch
+SELECTIONS = ("paper", "code", "random", "rows", "ams-rows")
+
+
+def add_update_coding_options(parser: argparse.ArgumentParser) -> None:
+    """What an AMS update trains and sends beyond γ (shared with `mobdistill serve`)."""
+    parser.add_argument("--selection", choices=SELECTIONS,
+                        help="which parameters a phase trains: paper (AMS's top-γ coordinates, "
+                             "default), code, random, rows (whole output channels: indices "
+                             "cost almost nothing), ams-rows (rows covering AMS's choice)")
+    parser.add_argument("--delta-scope", choices=("all", "phase"),
+                        help="with --value-coding qdelta: send every residual (all, default) "
+                             "or only the phase's trained coordinates' (phase); with "
+                             "--selection rows and --gamma 0.08 the smallest measured updates "
+                             "(benchmarks/README.md)")
 
 
 def config_from_args(args: argparse.Namespace):

@@ -23,10 +23,10 @@ from mobdistill.server.live_session import LiveSession
 from mobdistill.server.session import ServerConfig, Session
 
 
-def _session() -> Session:
+def _session(**config) -> Session:
     student = _student()
     cfg = ServerConfig(iterations=4, batch_size=2, lr=1e-2, gamma=0.3,
-                       value_coding=ValueCoding.QDELTA)
+                       value_coding=ValueCoding.QDELTA, **config)
     session = Session("phone-1", student, _manifest(student), _teacher(), cfg)
     rng = np.random.default_rng(0)
     for t in range(6):
@@ -247,3 +247,27 @@ def test_phase_scope_sends_residuals_only_where_the_phase_trained() -> None:
             assert np.abs(left[inside]).max() <= patches[0].step / 2 * (1 + 1e-5)
             assert encoder.target[head][3] - encoder.held[head][3] == pytest.approx(0.5)
     assert 3 in sent["all"][head]
+
+
+def test_session_with_rows_and_phase_scope_sends_only_whole_trained_rows() -> None:
+    """`ServerConfig(selection="rows", delta_scope="phase")` (`--selection rows --delta-scope
+    phase`): after the second phase every packet index lies in a row that phase trained."""
+    session = _session(selection="rows", delta_scope="phase")
+    assert session.encoder.quantizer.scope == "phase"
+    phases: list[list[torch.Tensor]] = []
+    end_phase = session.optimizer.end_phase
+    session.optimizer.end_phase = lambda: phases.append(end_phase()) or phases[-1]
+    session.train_phase(10.0)
+    result = session.train_phase(20.0)
+    trained = {name: torch.flatnonzero(m.reshape(-1)) for name, m in
+               zip(session.space.mappings, phases[-1])}
+    packet = wire.decode_update(result.packet, expected_base_sha256=session.space.base_sha256,
+                                expected_device_id=session.credentials.device_id,
+                                hmac_key=session.credentials.hmac_key)
+    allowed = {}
+    for name, mapping in session.space.mappings.items():
+        if name in trained:
+            allowed[mapping.tensor_index] = set(mapping.to_deployed[trained[name]].tolist())
+    assert packet.tensors
+    for patch in packet.tensors:
+        assert set(patch.indices.tolist()) <= allowed.get(patch.tensor_index, set())

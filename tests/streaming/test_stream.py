@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobdistill.cli import build_parser, main
+from mobdistill.cli import build_parser, main, stream_cmd
 from mobdistill.cli.stream_cmd import config_from_args
 from mobdistill.contract import uplink, wire
 from mobdistill.experiments import pretrain, replay, student
@@ -170,6 +170,20 @@ def test_stream_cli_defaults_are_the_papers():
     assert config("--insecure-updates").insecure_updates
     assert config("--link-mbps", "10").link_mbps == 10.0
     assert default.asr_interval_s == pytest.approx(2.0) == default.update_interval_s
+    assert (default.selection, default.delta_scope) == ("paper", "all")  # AMS's own
+
+
+def test_update_coding_flags_reach_the_server_session():
+    from mobdistill.experiments.simulate import server_config
+    from mobdistill.server import structured
+
+    assert stream_cmd.SELECTIONS == structured.SELECTIONS  # the parser's copy of the list
+    args = ["stream", "--value-coding", "qdelta", "--selection", "rows", "--delta-scope", "phase",
+            "--gamma", "0.08"]
+    server = server_config(config_from_args(build_parser(["stream"]).parse_args(args)))
+    assert (server.selection, server.delta_scope, server.gamma) == ("rows", "phase", 0.08)
+    with pytest.raises(SystemExit):
+        build_parser(["stream"]).parse_args(["stream", "--delta-scope", "rows"])
 
 
 def test_key_file_is_private_and_removed():
