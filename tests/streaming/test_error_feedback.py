@@ -259,7 +259,7 @@ def test_session_with_rows_and_phase_scope_sends_only_whole_trained_rows() -> No
     session.optimizer.end_phase = lambda: phases.append(end_phase()) or phases[-1]
     session.train_phase(10.0)
     result = session.train_phase(20.0)
-    trained = {name: torch.flatnonzero(m.reshape(-1)) for name, m in
+    trained = {name: torch.nonzero(m.reshape(-1)).reshape(-1) for name, m in
                zip(session.space.mappings, phases[-1])}
     packet = wire.decode_update(result.packet, expected_base_sha256=session.space.base_sha256,
                                 expected_device_id=session.credentials.device_id,
