@@ -1,11 +1,13 @@
 """What every benchmark JSON records beside its numbers: the commit that measured them, the
-settings they were measured with, and the host."""
+settings they were measured with, the host and the versions of the packages that shape the
+numbers."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,24 @@ def commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+# What converts, trains and runs the models: results from two machines differ when these do
+# (update_coding's starting students came out different per seed on a fresh machine).
+PACKAGES = ("torch", "litert-torch", "ai-edge-litert", "litert-lm-api", "numpy", "onnxruntime",
+            "av")
+
+
+def packages() -> dict[str, str | None]:
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {name: version(name) for name in PACKAGES}
+
+
 def provenance(settings: dict[str, Any]) -> dict[str, Any]:
     return {"commit": commit(), "settings": settings,
             "host": {"machine": platform.machine(), "processor": platform.processor(),
-                     "node": platform.node(), "cpu_count": os.cpu_count()}}
+                     "node": platform.node(), "cpu_count": os.cpu_count()},
+            "packages": packages()}

@@ -27,11 +27,23 @@ def selfie_teacher() -> teachers.Teacher:
     return teachers.selfie_teacher()
 
 
-def test_teacher_fitted_student_exports_with_argmax_agreement(tmp_path, selfie_teacher):
+@pytest.fixture()
+def one_torch_thread():
+    """Training's floating-point sums depend on the thread count, and 80 Adam steps from a random
+    init amplify that (at 40 steps seed 0 gave 17 % person with 2 threads, 0 % with 1), so the
+    test fixes it instead of inheriting whatever an earlier test in its worker set."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_teacher_fitted_student_exports_with_argmax_agreement(tmp_path, selfie_teacher,
+                                                               one_torch_thread):
     """Pretrained as the stream pretrains (`student.pretrain`), verified on frames of its own
     pretraining clip, where the teacher sees a person (bikes.mp4's first frames have none)."""
     config = StreamConfig(model="deeplab", resolution=(64, 128), aspp_channels=16,
-                          pretrain_iterations=40, seed=0)
+                          pretrain_iterations=80, seed=0)
     entry = registry.get("deeplab")
     model_config = entry.config_type(num_classes=2, aspp_channels=16)
     torch.manual_seed(config.seed)
@@ -47,7 +59,7 @@ def test_teacher_fitted_student_exports_with_argmax_agreement(tmp_path, selfie_t
     assert all(c["passed"] and c["argmax_agreement"] >= 0.99 for c in logits)
 
     # The agreement above can fail only if the student's masks on those frames hold more than
-    # 1 % of the minority class (measured at seed 0: 3.0 % person, the teacher 17.7 %).
+    # 1 % of the minority class (measured at seed 0, 1 thread: 8.0 % person, the teacher 17.7 %).
     frames = read_frames(config.pretrain_clip, verification["frames"], size=config.resolution)
     with torch.no_grad():
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
