@@ -224,11 +224,14 @@ def paired(rows: list[dict], base: str, ours: str) -> dict:
     return out
 
 
-def comparisons(rows: list[dict], arms: list[str]) -> list[dict]:
+def comparisons(rows: list[dict], arms: list[str],
+                extra: list[tuple[str, str]] | None = None) -> list[dict]:
     """Every arm against the first (the AMS baseline); each QDELTA arm with row selection
     against float16 values on the same rows (same selection: the coding's own effect); each
-    ``scope=phase`` arm against the same arm sending every residual (same training)."""
+    ``scope=phase`` arm against the same arm sending every residual (same training); then the
+    ``extra`` (baseline, ours) pairs asked for with ``--compare``."""
     out = [paired(rows, arms[0], a) for a in arms[1:]]
+    out += [paired(rows, base, ours) for base, ours in extra or []]
     for name in arms:
         arm = Arm.parse(name)
         if arm.quantizer is None:
@@ -277,7 +280,7 @@ def _part(path: Path) -> dict:
 
 
 def merge(paths: list[Path], out: Path, notes: list[str] | None = None,
-          pool_with: Path | None = None) -> None:
+          pool_with: Path | None = None, extra: list[tuple[str, str]] | None = None) -> None:
     """One result from several runs (seeds split over processes; arms may differ): the same
     settings apart from seeds and arms; comparisons recomputed over all rows. A part that is
     itself a merge keeps its runs and notes."""
@@ -311,7 +314,7 @@ def merge(paths: list[Path], out: Path, notes: list[str] | None = None,
                         **({"runs": part["runs"]} if "runs" in part else {})}
                        for path, part in zip(paths, parts)],
               "frames": complete[0]["frames"],
-              "comparisons": comparisons(rows, arms), "rows": rows}
+              "comparisons": comparisons(rows, arms, extra), "rows": rows}
     kept = [n for part in parts for n in part.get("notes", [])] + list(notes or [])
     if repeated:
         kept.append("Ran again with identical mIoU and bytes (the first kept): "
@@ -336,11 +339,15 @@ def main() -> None:
                         "files (runs of the same arms on different seeds) into --out")
     parser.add_argument("--note", action="append", help="with --merge: a note kept in the "
                         "result (repeatable)")
+    parser.add_argument("--compare", nargs=2, action="append", default=[],
+                        metavar=("BASELINE", "OURS"), help="also compare these two arms, paired "
+                        "(repeatable)")
     parser.add_argument("--pool-with", type=Path, help="with --merge: also pool each comparison "
                         "with the same one in this result (another run's own pairs)")
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, args.out, args.note, args.pool_with)
+        merge(args.merge, args.out, args.note, args.pool_with,
+              [tuple(pair) for pair in args.compare])
         return
     torch.set_num_threads(1)
     arms = [Arm.parse(a) for a in (args.arm or DEFAULT_ARMS)]
@@ -361,7 +368,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "updates"}), flush=True)
             result = {**provenance(settings), "frames": len(stream.frames),
-                      "comparisons": comparisons(rows, [a.name for a in arms]),
+                      "comparisons": comparisons(rows, [a.name for a in arms],
+                                                 [tuple(pair) for pair in args.compare]),
                       "rows": rows}
             args.out.write_text(json.dumps(result, indent=1) + "\n")  # after every row
     print(json.dumps(result["comparisons"], indent=1))
