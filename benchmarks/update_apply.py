@@ -162,19 +162,30 @@ def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def updating_frames(session: dict) -> set[int]:
+    """Frames from each packet's arrival to the first frame on its model (that frame's first
+    Invoke is part of applying it), or to the session's end when it never swapped."""
+    updating: set[int] = set()
+    for r in session["records"]:
+        swapped = r["swapped_frame"]
+        updating.update(range(r["received_frame"],
+                              swapped + 1 if swapped is not None else len(session["frames"])))
+    return updating
+
+
 def update_blocks(sessions: list[dict], key: str) -> list[tuple[list[float], list[float]]]:
-    """Per update: the ``key`` values of its updating frames and of the steady frames after them
-    until the next arrival (the first block also takes the steady frames after warm-up)."""
+    """Per update: the ``key`` values of the frames from its arrival to the next one's, split into
+    updating and steady (`updating_frames`; the first block also takes the frames after
+    warm-up). Together the blocks hold every frame after warm-up once."""
     blocks = []
     for s in sessions:
-        records = sorted(s["records"], key=lambda r: r["received_frame"])
-        starts = [r["received_frame"] for r in records] + [len(s["frames"])]
-        for i, r in enumerate(records):
-            end = r["swapped_frame"] + 1 if r["swapped_frame"] is not None else starts[i + 1]
-            lo = s["warmup_frames"] if i == 0 else starts[i]
-            frames = s["frames"][lo:starts[i + 1]]
-            blocks.append(([f[key] for f in frames if r["received_frame"] <= f["frame"] < end],
-                           [f[key] for f in frames if not r["received_frame"] <= f["frame"] < end]))
+        updating = updating_frames(s)
+        arrivals = sorted(r["received_frame"] for r in s["records"])
+        bounds = [s["warmup_frames"], *arrivals[1:], len(s["frames"])]
+        for lo, hi in zip(bounds, bounds[1:]):
+            frames = s["frames"][lo:hi]
+            blocks.append(([f[key] for f in frames if f["frame"] in updating],
+                           [f[key] for f in frames if f["frame"] not in updating]))
     return blocks
 
 
@@ -197,25 +208,18 @@ def p99_ratio_ci(blocks: list[tuple[list[float], list[float]]], resamples: int =
 
 def summarize(sessions: list[dict]) -> dict:
     """Pooled over the rounds of one (variant, γ): updating vs steady frames of each session."""
-    during: dict[str, list[float]] = {"invoke_ms": [], "segment_ms": []}
-    steady: dict[str, list[float]] = {"invoke_ms": [], "segment_ms": []}
+    blocks = {key: update_blocks(sessions, key) for key in ("invoke_ms", "segment_ms")}
+    during = {key: [v for up, _ in b for v in up] for key, b in blocks.items()}
+    steady = {key: [v for _, st in b for v in st] for key, b in blocks.items()}
     to_swap, stages = [], {k: [] for k in ("decode_us", "patch_us", "build_us", "warm_us")}
     priorities = set()
     for s in sessions:
-        updating: set[int] = set()
         for r in s["records"]:
             swapped = r["swapped_frame"]
-            # The first frame on the new model is part of applying it (its first Invoke).
-            end = swapped + 1 if swapped is not None else len(s["frames"])
-            updating.update(range(r["received_frame"], end))
             to_swap.append(None if swapped is None else swapped - r["received_frame"])
             for key in stages:
                 stages[key].append(r[key])
             priorities.add(r["build_priority"])
-        for f in s["frames"][s["warmup_frames"]:]:
-            side = during if f["frame"] in updating else steady
-            for key in side:
-                side[key].append(f[key])
     swaps = [n for n in to_swap if n is not None]
     row = {"updates": len(to_swap), "never_swapped": to_swap.count(None),
            "build_priority": sorted(priorities),
@@ -230,7 +234,7 @@ def summarize(sessions: list[dict]) -> dict:
                                "p99": pct(steady[key], 99)}}
         up, st = row[key]["updating"]["p99"], row[key]["steady"]["p99"]
         row[key]["p99_ratio"] = up / st if up is not None and st is not None else None
-        row[key]["p99_ratio_ci95"] = p99_ratio_ci(update_blocks(sessions, key))
+        row[key]["p99_ratio_ci95"] = p99_ratio_ci(blocks[key])
     return row
 
 

@@ -55,8 +55,8 @@ from mobdistill.server.teachers import load_teacher
 
 # The second run's file (the first, other arms on another machine's students: update_coding.json)
 RESULTS = Path(__file__).resolve().parent / "results" / "update_coding_rows.json"
-# The AMS baseline; the chosen coding (rows, ±3 levels); rows at γ = 8 % with residuals sent only
-# inside the phase's rows; float16 values on the same rows as ours (the selection's own effect).
+# The AMS baseline; rows at γ = 10 %; rows covering AMS's choice (ams-rows) at γ = 8 %; the chosen
+# coding: rows at γ = 8 %. All ±3 levels with residuals sent only inside the phase's rows.
 DEFAULT_ARMS = ["ams_f16:g=0.05", "qdelta:g=0.1,l=3,r=max,t=0.5,sel=rows,scope=phase",
                 "qdelta:g=0.08,l=3,r=max,t=0.5,sel=ams-rows,scope=phase",
                 "qdelta:g=0.08,l=3,r=max,t=0.5,sel=rows,scope=phase"]
@@ -211,16 +211,21 @@ def paired(rows: list[dict], base: str, ours: str) -> dict:
     diff = np.array([by[(ours, s)]["miou"] - by[(base, s)]["miou"] for s in seeds]) * 100
     ratio = np.array([by[(ours, s)]["bytes_per_update"] / by[(base, s)]["bytes_per_update"]
                       for s in seeds])
-    out = {"baseline": base, "ours": ours, "seeds": seeds,
-           "miou_diff_points": diff.tolist(), "bytes_ratio": ratio.tolist(),
-           "mean_miou_diff_points": float(diff.mean()) if len(seeds) else None,
-           "mean_bytes_ratio": float(ratio.mean()) if len(seeds) else None}
-    if len(seeds) >= 2:
-        half = stats.t.ppf(0.975, len(seeds) - 1) * diff.std(ddof=1) / math.sqrt(len(seeds))
+    return {"baseline": base, "ours": ours, "seeds": seeds, "miou_diff_points": diff.tolist(),
+            "bytes_ratio": ratio.tolist(), **verdict(diff, ratio)}
+
+
+def verdict(diff: np.ndarray, ratio: np.ndarray) -> dict:
+    """Means of the paired mIoU differences (points) and byte ratios, the differences' 95 %
+    t-interval (two or more pairs) and whether the mean, or the whole interval, is within ±0.5."""
+    if not len(diff):
+        return {"mean_miou_diff_points": None, "mean_bytes_ratio": None}
+    out = {"mean_miou_diff_points": float(diff.mean()), "mean_bytes_ratio": float(ratio.mean())}
+    if len(diff) >= 2:
+        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
         out["miou_diff_ci95_points"] = [float(diff.mean() - half), float(diff.mean() + half)]
         out["equal_within_0.5"] = bool(-0.5 <= diff.mean() - half and diff.mean() + half <= 0.5)
-    if len(seeds):
-        out["mean_within_0.5"] = bool(abs(diff.mean()) <= 0.5)
+    out["mean_within_0.5"] = bool(abs(diff.mean()) <= 0.5)
     return out
 
 
@@ -257,15 +262,8 @@ def pooled(result: dict, other_path: Path) -> list[dict]:
             continue
         diff = np.array(mine["miou_diff_points"] + match["miou_diff_points"])
         ratio = np.array(mine["bytes_ratio"] + match["bytes_ratio"])
-        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
         out.append({"baseline": mine["baseline"], "ours": mine["ours"], "with": other_path.name,
-                    "pairs": len(diff), "mean_miou_diff_points": float(diff.mean()),
-                    "miou_diff_ci95_points": [float(diff.mean() - half),
-                                              float(diff.mean() + half)],
-                    "mean_bytes_ratio": float(ratio.mean()),
-                    "equal_within_0.5": bool(-0.5 <= diff.mean() - half
-                                             and diff.mean() + half <= 0.5),
-                    "mean_within_0.5": bool(abs(diff.mean()) <= 0.5)})
+                    "pairs": len(diff), **verdict(diff, ratio)})
     return out
 
 
@@ -345,9 +343,9 @@ def main() -> None:
     parser.add_argument("--pool-with", type=Path, help="with --merge: also pool each comparison "
                         "with the same one in this result (another run's own pairs)")
     args = parser.parse_args()
+    extra = [(base, ours) for base, ours in args.compare]
     if args.merge:
-        merge(args.merge, args.out, args.note, args.pool_with,
-              [tuple(pair) for pair in args.compare])
+        merge(args.merge, args.out, args.note, args.pool_with, extra)
         return
     torch.set_num_threads(1)
     arms = [Arm.parse(a) for a in (args.arm or DEFAULT_ARMS)]
@@ -368,8 +366,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "updates"}), flush=True)
             result = {**provenance(settings), "frames": len(stream.frames),
-                      "comparisons": comparisons(rows, [a.name for a in arms],
-                                                 [tuple(pair) for pair in args.compare]),
+                      "comparisons": comparisons(rows, [a.name for a in arms], extra),
                       "rows": rows}
             args.out.write_text(json.dumps(result, indent=1) + "\n")  # after every row
     print(json.dumps(result["comparisons"], indent=1))

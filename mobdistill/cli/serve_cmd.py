@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from mobdistill.cli.stream_cmd import add_update_coding_options
+from mobdistill.cli import stream_cmd
 from mobdistill.errors import UsageError
 
 _STREAM_DEFAULTS = {"model": "deeplab", "video": None, "scheme": "ams", "realtime": True,
@@ -69,7 +69,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--gamma", type=float)
     parser.add_argument("--value-coding", choices=("f16", "q8", "f32", "qdelta"))
-    add_update_coding_options(parser)
+    stream_cmd.add_update_coding_options(parser)
     parser.add_argument("--num-threads", type=int, default=2, help="torch threads (2)")
     parser.add_argument("--student-cache", type=Path,
                         help="folder of pretrained, exported starting points (default "
@@ -80,7 +80,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.enroll:
         return _enroll(args)
-    from mobdistill.cli import stream_cmd
     from mobdistill.server.live import ServeOptions, serve
 
     stream_parser = argparse.ArgumentParser()
