@@ -252,6 +252,7 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
 }
 
 void UpdateManager::WorkerLoop() {
+  if (config_.build_in_background) IdleBuildsRestorable();  // its one-time probe: not under mu_
   std::unique_lock<std::mutex> lock(mu_);
   worker_tid_ = CurrentThreadId();
   threads_at_worker_start_ = ProcessThreadIds();
@@ -278,8 +279,10 @@ void UpdateManager::WorkerLoop() {
     busy_ = true;
     processing_received_frame_ = p.received_frame;
     raised_ = false;
-    lock.unlock();
+    // Idle before unlocking: a raise (the frame thread, under mu_) must come after it, else the
+    // worker would lower itself again and the sweep below would run at idle and raise nothing.
     const std::string priority = config_.build_in_background ? BuildInBackground() : "normal";
+    lock.unlock();
     UpdateRecord r = Process(&p);
     lock.lock();
     processing_received_frame_ = -1;
