@@ -10,7 +10,7 @@ SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev adb openjdk-17-jdk-headless curl \
+DEBS   := cmake ninja-build g++ make nlohmann-json3-dev zlib1g-dev libssl-dev adb openjdk-17-jdk-headless curl \
           unzip clang libusb-1.0-0 chromium
 KOTLINC := .cache/npm/node_modules/kotlin-compiler/bin/kotlinc
 OUT    ?= out

@@ -127,11 +127,11 @@ std::string ModelSlot::TakeErrors() {
 
 Status ModelSlot::Create(const TfLiteApi* api, const SlotConfig& config,
                          std::vector<uint8_t> bytes, int64_t version,
-                         std::unique_ptr<ModelSlot>* out) {
+                         std::unique_ptr<ModelSlot>* out, const Pace& before_stage) {
   std::unique_ptr<ModelSlot> slot(new ModelSlot(api));
   slot->bytes_ = std::move(bytes);
   slot->version_ = version;
-  MD_RETURN_IF_ERROR(slot->Build(config));
+  MD_RETURN_IF_ERROR(slot->Build(config, before_stage));
   *out = std::move(slot);
   return Status::Ok();
 }
@@ -145,23 +145,33 @@ void ModelSlot::DestroyInterpreter() {
   options_ = nullptr;
 }
 
-ModelSlot::~ModelSlot() {
+ModelSlot::~ModelSlot() { Dismantle(); }
+
+std::vector<uint8_t> ModelSlot::Dismantle() {
   DestroyInterpreter();  // interpreter before the delegate it uses
   if (delegate_ && delegate_delete_) delegate_delete_(delegate_);
-  if (model_) api_->ModelDelete(model_);
+  delegate_ = nullptr;
+  if (model_) api_->ModelDelete(model_);  // the model before the bytes it reads
+  model_ = nullptr;
+  return std::move(bytes_);
 }
 
 Status ModelSlot::BuildInterpreter(const SlotConfig& config, TfLiteDelegate* delegate,
-                                   bool* delegated) {
+                                   bool* delegated, const Pace& before_stage) {
+  const auto stage = [&before_stage] {
+    if (before_stage) before_stage();
+  };
   options_ = api_->OptionsCreate();
   if (!options_) return Status::Error("TfLiteInterpreterOptionsCreate failed");
   api_->OptionsSetNumThreads(options_, config.num_threads);
   api_->OptionsSetErrorReporter(options_, &ModelSlot::Report, this);
   if (config.use_nnapi && api_->OptionsSetUseNNAPI) api_->OptionsSetUseNNAPI(options_, true);
+  stage();
   interpreter_ = api_->InterpreterCreate(model_, options_);
   if (!interpreter_) return Status::Error("TfLiteInterpreterCreate failed" + TakeErrors());
   *delegated = false;
   if (delegate != nullptr) {
+    stage();  // XNNPACK packs the weights here
     *delegated = api_->InterpreterModifyGraphWithDelegate(interpreter_, delegate) == kTfLiteOk;
   }
   for (const std::string& sig : config.signatures) {
@@ -175,6 +185,7 @@ Status ModelSlot::BuildInterpreter(const SlotConfig& config, TfLiteDelegate* del
       return Status::Error("model has no signature '" + sig + "' (it has: " + have + ")");
     }
     runners_[sig] = r;
+    stage();  // the arena and XNNPACK's workspace
     if (api_->RunnerAllocateTensors(r) != kTfLiteOk) {
       return Status::Error("AllocateTensors failed for signature '" + sig + "'" + TakeErrors());
     }
@@ -206,7 +217,7 @@ Status ModelSlot::BuildInterpreter(const SlotConfig& config, TfLiteDelegate* del
   return Status::Ok();
 }
 
-Status ModelSlot::Build(const SlotConfig& config) {
+Status ModelSlot::Build(const SlotConfig& config, const Pace& before_stage) {
   model_ = api_->ModelCreate(bytes_.data(), bytes_.size());
   if (!model_) {
     return Status::Error("TfLiteModelCreate rejected the model (" +
@@ -236,12 +247,12 @@ Status ModelSlot::Build(const SlotConfig& config) {
     requested = "nnapi";
   }
   bool delegated = false;
-  MD_RETURN_IF_ERROR(BuildInterpreter(config, delegate_, &delegated));
+  MD_RETURN_IF_ERROR(BuildInterpreter(config, delegate_, &delegated, before_stage));
   if (delegate_ && !delegated) {
     warnings_.push_back(requested + " delegate refused the graph" + TakeErrors() +
                         "; fell back to CPU");
     DestroyInterpreter();  // a failed ModifyGraph may leave the interpreter unusable: rebuild
-    MD_RETURN_IF_ERROR(BuildInterpreter(config, nullptr, &delegated));
+    MD_RETURN_IF_ERROR(BuildInterpreter(config, nullptr, &delegated, before_stage));
   }
   if (delegated) {
     delegate_used_ = requested;
@@ -272,11 +283,21 @@ Status ModelSlot::Warm() {
   return Status::Ok();
 }
 
-void ModelSlot::TouchTensors() {
+namespace {
+constexpr size_t kTouchSlice = 1 << 20;  // bytes zeroed between two calls of `pace`
+}  // namespace
+
+void ModelSlot::TouchTensors(const Pace& pace) {
   for (const std::string& sig : signature_order_) {
     TfLiteSignatureRunner* r = runners_.at(sig);
-    const auto touch = [this](const TfLiteTensor* t) {
-      if (t && api_->TensorData(t)) std::memset(api_->TensorData(t), 0, api_->TensorByteSize(t));
+    const auto touch = [this, &pace](const TfLiteTensor* t) {
+      if (!t || !api_->TensorData(t)) return;
+      auto* data = static_cast<uint8_t*>(api_->TensorData(t));
+      const size_t size = api_->TensorByteSize(t);
+      for (size_t done = 0; done < size; done += kTouchSlice) {
+        if (pace) pace();
+        std::memset(data + done, 0, std::min(kTouchSlice, size - done));
+      }
     };
     for (const auto& ref : input_refs_) {
       if (ref.first == sig) touch(api_->RunnerGetInputTensor(r, ref.second.c_str()));
@@ -337,26 +358,89 @@ void Engine::WaitForFrameGap() {
   frame_cv_.wait_for(lock, stopped, [this, ended] { return frames_ended_ != ended; });
 }
 
+Engine::StageClock::StageClock(Engine* waits, std::vector<double>* stage_us)
+    : waits_(waits), stage_us_(stage_us) {}
+
+Pace Engine::StageClock::before_stage() {
+  return [this] {
+    End();
+    if (waits_) waits_->WaitForRoom(stage_ < stage_us_->size() ? (*stage_us_)[stage_]
+                                                               : kUnknownStageUs);
+    began_ = std::chrono::steady_clock::now();
+    ++stage_;
+  };
+}
+
+void Engine::StageClock::End() {
+  if (stage_ == 0) return;
+  if (stage_us_->size() < stage_) stage_us_->resize(stage_);
+  (*stage_us_)[stage_ - 1] =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began_)
+          .count();
+}
+
+void Engine::SetPacing(bool on) {
+  {
+    std::lock_guard<std::mutex> lock(frame_mu_);
+    pacing_ = on;
+  }
+  frame_cv_.notify_all();  // a paced wait in progress ends now
+}
+
+void Engine::WaitForRoom(double need_us) {
+  const auto stopped = std::chrono::milliseconds(kFramesStoppedMs);
+  std::unique_lock<std::mutex> lock(frame_mu_);
+  while (true) {
+    if (!pacing_ || (frames_ended_ == 0 && !in_frame_)) return;
+    const double gap_us = period_us_ - busy_us_;
+    if (!in_frame_) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - frame_ended_ > stopped) return;
+      const double idle_us = std::chrono::duration<double, std::micro>(now - frame_ended_).count();
+      if (gap_us - idle_us >= need_us) return;
+    }
+    const uint64_t ended = frames_ended_;
+    if (!frame_cv_.wait_for(lock, stopped,
+                            [this, ended] { return frames_ended_ != ended || !pacing_; })) {
+      return;  // frames stopped
+    }
+    if (!pacing_) return;
+    if (need_us >= gap_us) return;  // no gap holds it: the start of one is the best there is
+  }
+}
+
+void Engine::YieldToFrames() {
+  std::unique_lock<std::mutex> lock(frame_mu_);
+  if (!pacing_ || !in_frame_ || period_us_ - busy_us_ < kMinPacedGapUs) return;
+  const uint64_t ended = frames_ended_;
+  frame_cv_.wait_for(lock, std::chrono::milliseconds(kFramesStoppedMs),
+                     [this, ended] { return frames_ended_ != ended || !pacing_; });
+}
+
 void Engine::WaitForBuilder() {
   if (builder_.joinable()) builder_.join();
 }
 
-void Engine::ReleaseRetired() {
+std::vector<uint8_t> Engine::ReleaseRetired() {
   std::unique_ptr<ModelSlot> retired;
   {
     std::lock_guard<std::mutex> lock(mu_);
     retired = std::move(retired_);
   }
-}  // destroyed here, outside the lock
+  return retired ? retired->Dismantle() : std::vector<uint8_t>();  // outside the lock
+}
 
 Status Engine::Load(std::vector<uint8_t> bytes, int64_t version) {
-  MD_RETURN_IF_ERROR(ModelSlot::Create(api_, config_, std::move(bytes), version, &active_));
+  StageClock clock(nullptr, &stage_us_);  // how long each stage takes, for paced builds
+  MD_RETURN_IF_ERROR(ModelSlot::Create(api_, config_, std::move(bytes), version, &active_,
+                                       clock.before_stage()));
+  clock.End();
   io_sizes_ = active_->IoByteSizes();
   return Status::Ok();
 }
 
 Status Engine::BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
-                         FirstRun first_run, std::unique_ptr<ModelSlot>* slot,
+                         FirstRun first_run, bool paced, std::unique_ptr<ModelSlot>* slot,
                          SwapEvent* event) {
   using Clock = std::chrono::steady_clock;
   WaitForFrameGap();
@@ -368,14 +452,19 @@ Status Engine::BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
   const std::vector<pid_t> threads_before = idle ? ProcessThreadIds() : std::vector<pid_t>();
   if (hash) event->sha256 = Sha256Hex(bytes.data(), bytes.size());
   const auto t1 = Clock::now();
-  Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, slot);
+  // A stage cannot pause: it starts where what is left of a gap holds it, as long as it took
+  // last time (Load timed the first build).
+  StageClock clock(paced ? this : nullptr, &stage_us_);
+  Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, slot,
+                               paced ? clock.before_stage() : Pace());
+  clock.End();
   const auto t2 = Clock::now();
   auto t3 = t2;
   if (s.ok() && first_run == FirstRun::kInvoke) {
     s = (*slot)->Warm();
     t3 = Clock::now();
   } else if (s.ok()) {
-    (*slot)->TouchTensors();  // a few ms: in the same gap as the build
+    (*slot)->TouchTensors(paced ? Pace([this] { YieldToFrames(); }) : Pace());
     t3 = Clock::now();
   }
   if (s.ok() && idle) (*slot)->build_threads_ = NewIdleThreads(threads_before);
@@ -406,8 +495,8 @@ Status Engine::PrepareSwap(std::vector<uint8_t> new_model_bytes) {
     SwapEvent event;
     std::unique_ptr<ModelSlot> slot;
     // --swap_graph may bring any graph: one zero-input Invoke proves it runs before a frame does.
-    Status s = BuildSlot(std::move(bytes), version, /*hash=*/true, FirstRun::kInvoke, &slot,
-                         &event);
+    Status s = BuildSlot(std::move(bytes), version, /*hash=*/true, FirstRun::kInvoke,
+                         /*paced=*/false, &slot, &event);
     {
       std::lock_guard<std::mutex> lock(mu_);
       pending_status_ = s;
@@ -428,13 +517,13 @@ void Engine::RaiseSwapBuilder() {
 }
 
 Status Engine::BuildPending(std::vector<uint8_t> new_model_bytes, int64_t version,
-                            SwapEvent* event) {
+                            SwapEvent* event, bool paced) {
   if (building_.load() || pending()) {
     return Status::Error("a model swap is already pending; apply it between frames first");
   }
   std::unique_ptr<ModelSlot> slot;
   MD_RETURN_IF_ERROR(BuildSlot(std::move(new_model_bytes), version, /*hash=*/false,
-                               FirstRun::kTouch, &slot, event));
+                               FirstRun::kTouch, paced, &slot, event));
   std::lock_guard<std::mutex> lock(mu_);
   pending_status_ = Status::Ok();
   pending_ = std::move(slot);

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,11 @@ void RaiseIdleThreads(pid_t tid, const std::vector<pid_t>& spared);
 // Frames a background build (an update, or --swap_graph) may run idle, counted from the first
 // frame that could have adopted it, before RaiseIdleThreads moves it to frame priority.
 constexpr int64_t kRaiseIdleBuildAfterFrames = 3;
+// A paced update (Engine::YieldToFrames) still running this many frames after its packet arrived
+// stops waiting for gaps: frames left it too few (a slow or busy device), and the swap matters
+// more than one frame (measured, DeepLab 256x512 at 30 fps on 2 threads: paced γ = 20 % updates
+// need 3-4 gaps, so 3 would unpace most of them).
+constexpr int64_t kUnpaceBuildAfterFrames = 4;
 pid_t CurrentThreadId();
 std::vector<pid_t> ProcessThreadIds();  // sorted
 
@@ -68,11 +74,15 @@ struct SlotConfig {
   std::vector<std::pair<std::string, std::string>> inputs, outputs;
 };
 
+// Called before each stage of a build (interpreter, delegate, tensor allocation) and between
+// slices of work: the update worker waits there for a gap between frames. Empty: never called.
+using Pace = std::function<void()>;
+
 class ModelSlot {
  public:
   static Status Create(const TfLiteApi* api, const SlotConfig& config,
                        std::vector<uint8_t> bytes, int64_t version,
-                       std::unique_ptr<ModelSlot>* out);
+                       std::unique_ptr<ModelSlot>* out, const Pace& before_stage = {});
   ~ModelSlot();
   ModelSlot(const ModelSlot&) = delete;
   ModelSlot& operator=(const ModelSlot&) = delete;
@@ -86,7 +96,7 @@ class ModelSlot {
   // (~2800, the 11 MB logits) are what made a new interpreter's first Invoke slower than the
   // next; XNNPACK maps its workspace when the interpreter is built. A patched model has the
   // graph of one that already ran, so an update needs no zero-input Invoke (a full frame of CPU).
-  void TouchTensors();
+  void TouchTensors(const Pace& pace = {});
   // Byte sizes of SlotConfig's inputs then outputs, in order.
   std::vector<size_t> IoByteSizes() const { return io_sizes_; }
 
@@ -94,6 +104,8 @@ class ModelSlot {
   const std::string& delegate_used() const { return delegate_used_; }
   const std::vector<std::string>& warnings() const { return warnings_; }
   const std::vector<uint8_t>& bytes() const { return bytes_; }
+  // Tears the interpreter down and hands the model bytes back (the slot is then unusable).
+  std::vector<uint8_t> Dismantle();
   // Threads created while this slot was built at idle priority (XNNPACK's pool, kernels' pools):
   // given the frame thread's scheduling when the slot is adopted.
   const std::vector<pid_t>& build_threads() const { return build_threads_; }
@@ -101,8 +113,9 @@ class ModelSlot {
  private:
   friend class Engine;
   explicit ModelSlot(const TfLiteApi* api) : api_(api) {}
-  Status Build(const SlotConfig& config);
-  Status BuildInterpreter(const SlotConfig& config, TfLiteDelegate* delegate, bool* delegated);
+  Status Build(const SlotConfig& config, const Pace& before_stage);
+  Status BuildInterpreter(const SlotConfig& config, TfLiteDelegate* delegate, bool* delegated,
+                          const Pace& before_stage);
   void DestroyInterpreter();
   std::string TakeErrors();
   static void Report(void* self, const char* format, va_list args);
@@ -152,7 +165,10 @@ class Engine {
   // (WaitForFrameGap), maps its tensors (TouchTensors: the bytes are a patched copy of the
   // running graph) and, on success, leaves it pending for ApplyPendingSwap. Fails (nothing
   // pending) if a swap is already pending.
-  Status BuildPending(std::vector<uint8_t> new_model_bytes, int64_t version, SwapEvent* event);
+  // With `paced`, the build's stages also start in gaps (WaitForFrameGap) and mapping the
+  // tensors pauses while a frame runs (YieldToFrames).
+  Status BuildPending(std::vector<uint8_t> new_model_bytes, int64_t version, SwapEvent* event,
+                      bool paced = false);
   bool pending() {
     std::lock_guard<std::mutex> lock(mu_);
     return pending_ready_;
@@ -162,8 +178,9 @@ class Engine {
   // build threads get the calling thread's scheduling; the old slot is kept for
   // ReleaseRetired, so the frame thread never pays for tearing an interpreter down.
   bool ApplyPendingSwap(SwapEvent* event, Status* failure);
-  // Destroys the slot the last swap retired (off the frame thread: the update worker).
-  void ReleaseRetired();
+  // Destroys the slot the last swap retired (off the frame thread: the update worker) and
+  // returns its model bytes, for the next update to patch into: their pages are mapped already.
+  std::vector<uint8_t> ReleaseRetired();
   // Blocks until the builder thread (if any) is done.
   void WaitForBuilder();
   bool swap_in_flight() const { return building_.load(); }
@@ -182,13 +199,29 @@ class Engine {
   // gap between frames, when no frame has run for kFramesStoppedMs, or before any frame; else
   // waits for the running or next frame to end (at most kFramesStoppedMs).
   void WaitForFrameGap();
+  // For work that cannot pause: returns once what is left of the expected gap between frames
+  // holds `need_us`, or at the start of a gap when none would (then it overlaps the next frame
+  // least); at once before any frame and when frames stopped.
+  void WaitForRoom(double need_us);
+  // Whether WaitForRoom and YieldToFrames wait at all (on at first). The update worker turns it
+  // off for an update that frames have left too few gaps to finish (kUnpaceBuildAfterFrames):
+  // it then finishes beside them rather than frames late.
+  void SetPacing(bool on);
+  // Between slices of update work (each well under a millisecond): while a frame runs, waits for
+  // it to end (at most kFramesStoppedMs), so a stage that outlasts its gap pauses under the next
+  // frame instead of competing with it. Returns at once between frames, and when frames leave
+  // no gap worth waiting for (back to back: the work would never finish).
+  void YieldToFrames();
   static constexpr int64_t kFramesStoppedMs = 500;
+  static constexpr double kMinPacedGapUs = 2000;
+  // A paced build stage not timed yet: start it at the start of a gap.
+  static constexpr double kUnknownStageUs = 1e9;
 
  private:
   // Create + Warm + I/O check of a new slot (no locks held). Fills the event's timings.
   enum class FirstRun { kInvoke, kTouch };
   Status BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash, FirstRun first_run,
-                   std::unique_ptr<ModelSlot>* slot, SwapEvent* event);
+                   bool paced, std::unique_ptr<ModelSlot>* slot, SwapEvent* event);
 
   const TfLiteApi* api_;
   SlotConfig config_;
@@ -210,9 +243,26 @@ class Engine {
   std::mutex frame_mu_;
   std::condition_variable frame_cv_;
   bool in_frame_ = false;
+  bool pacing_ = true;
   uint64_t frames_ended_ = 0;
   std::chrono::steady_clock::time_point frame_began_, frame_ended_;
   double period_us_ = 0, busy_us_ = 0;  // moving averages: frame start to start, frame length
+  // How long each stage of the last build took (Load, then the update worker's paced builds).
+  std::vector<double> stage_us_;
+  // Times a build's stages (ModelSlot::Create calls before_stage() before each) into *stage_us;
+  // with `waits`, each first waits there for room in a gap as long as it took last time.
+  class StageClock {
+   public:
+    StageClock(Engine* waits, std::vector<double>* stage_us);
+    Pace before_stage();
+    void End();  // after the last stage
+
+   private:
+    Engine* waits_;
+    std::vector<double>* stage_us_;
+    size_t stage_ = 0;
+    std::chrono::steady_clock::time_point began_;
+  };
 };
 
 // RAII: marks one frame's timed stages for Engine::WaitForFrameGap.

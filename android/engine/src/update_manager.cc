@@ -44,6 +44,19 @@ UpdateRecord RunEnded(const IncomingPacket& p) {
   return r;
 }
 
+// Copies `from` into *to (reusing its capacity) in slices, calling `pace` before each: a model
+// is megabytes, milliseconds to copy.
+void PacedCopy(const std::vector<uint8_t>& from, const Pace& pace, std::vector<uint8_t>* to) {
+  constexpr size_t kSlice = 1 << 20;
+  to->clear();
+  to->reserve(from.size());
+  for (size_t done = 0; done < from.size(); done += kSlice) {
+    if (pace) pace();
+    to->insert(to->end(), from.begin() + long(done),
+               from.begin() + long(std::min(from.size(), done + kSlice)));
+  }
+}
+
 bool WriteAll(int fd, const std::string& text) {
   size_t done = 0;
   while (done < text.size()) {
@@ -181,7 +194,15 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
     return r;
   }
   update::UpdatePacket packet;
-  engine_->WaitForFrameGap();  // decode, patch and build each start between two frames
+  // In the background every stage runs in slices between frames, pausing under them (pace);
+  // otherwise each stage starts between two frames.
+  const bool paced = config_.build_in_background;
+  const Pace pace = paced ? Pace([this] { engine_->YieldToFrames(); }) : Pace();
+  if (paced) {
+    engine_->YieldToFrames();
+  } else {
+    engine_->WaitForFrameGap();
+  }
   const auto t0 = Clock::now();
   update::DecodeOptions options;
   options.expected_base_sha256 = config_.base_sha256.data();
@@ -191,6 +212,7 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   options.allow_unauthenticated = config_.insecure;
   options.last_sequence = last_sequence_;
   options.limits = limits_;
+  options.pace = pace;
   Status s = FromUpdateLibrary(
       update::DecodeUpdatePacket(p->bytes.data(), p->bytes.size(), options, &packet));
   const auto t1 = Clock::now();
@@ -220,21 +242,21 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   for (const update::TensorPatch& t : packet.tensors) r.num_values += t.values.size();
   // Base-relative values replace elements of the pristine base; cumulative ones build on the
   // currently deployed bytes (docs/wire-format.md, "Modes").
-  engine_->WaitForFrameGap();  // a long decode may have used up this gap
+  if (!paced) engine_->WaitForFrameGap();  // a long decode may have used up this gap
   const auto patch_began = Clock::now();
-  std::vector<uint8_t> next =
-      packet.mode == update::Mode::kCumulative ? current_ : config_.base;
-  s = FromUpdateLibrary(update::ApplyPatches(&next, config_.table, packet));
+  std::vector<uint8_t> next = std::move(spare_);
+  PacedCopy(packet.mode == update::Mode::kCumulative ? current_ : config_.base, pace, &next);
+  s = FromUpdateLibrary(update::ApplyPatches(&next, config_.table, packet, pace));
   r.patch_us = Us(patch_began, Clock::now());
   if (!s.ok()) {
     r.reason = s.reason();
     r.message = s.message();
     return r;
   }
-  std::vector<uint8_t> keep = next;  // the deployed bytes if this build succeeds (untimed)
+  PacedCopy(next, pace, &staged_);  // the deployed bytes if this build succeeds (untimed)
   SwapEvent event;
   Status built = engine_->BuildPending(std::move(next), static_cast<int64_t>(packet.sequence),
-                                       &event);
+                                       &event, paced);
   r.build_us = event.create_us;
   r.warm_us = event.warm_us;
   r.build_priority = event.priority;
@@ -247,12 +269,17 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   r.applied = true;  // provisional: final when the frame thread adopts the slot
   last_sequence_ = packet.sequence;
   needs_rebase_ = false;
-  current_ = std::move(keep);
+  std::swap(current_, staged_);
   return r;
 }
 
 void UpdateManager::WorkerLoop() {
   if (config_.build_in_background) IdleBuildsRestorable();  // its one-time probe: not under mu_
+  // The buffers updates patch into, mapped now rather than under the first update's frames.
+  const Pace pace = config_.build_in_background ? Pace([this] { engine_->YieldToFrames(); })
+                                                : Pace();
+  PacedCopy(config_.base, pace, &staged_);
+  PacedCopy(config_.base, pace, &spare_);
   std::unique_lock<std::mutex> lock(mu_);
   worker_tid_ = CurrentThreadId();
   threads_at_worker_start_ = ProcessThreadIds();
@@ -264,7 +291,9 @@ void UpdateManager::WorkerLoop() {
     if (release_retired_) {  // tearing down an interpreter takes milliseconds: not on frames
       release_retired_ = false;
       lock.unlock();
-      engine_->ReleaseRetired();
+      if (config_.build_in_background) engine_->WaitForFrameGap();
+      std::vector<uint8_t> bytes = engine_->ReleaseRetired();
+      if (!bytes.empty()) spare_ = std::move(bytes);
       lock.lock();
       continue;
     }
@@ -279,9 +308,11 @@ void UpdateManager::WorkerLoop() {
     busy_ = true;
     processing_received_frame_ = p.received_frame;
     raised_ = false;
+    unpaced_ = false;
     // Idle before unlocking: a raise (the frame thread, under mu_) must come after it, else the
     // worker would lower itself again and the sweep below would run at idle and raise nothing.
     const std::string priority = config_.build_in_background ? BuildInBackground() : "normal";
+    engine_->SetPacing(true);
     lock.unlock();
     UpdateRecord r = Process(&p);
     lock.lock();
@@ -321,6 +352,11 @@ void UpdateManager::BetweenFrames(int64_t run, bool wait, std::vector<UpdateReco
         run - processing_received_frame_ >= config_.raise_build_after_frames) {
       RaiseIdleThreads(worker_tid_, threads_at_worker_start_);
       raised_ = true;
+    }
+    if (config_.build_in_background && processing_received_frame_ >= 0 && !unpaced_ &&
+        run - processing_received_frame_ >= config_.unpace_build_after_frames) {
+      engine_->SetPacing(false);  // frames left too few gaps: finish beside them now
+      unpaced_ = true;
     }
     while (true) {
       if (awaiting_) {

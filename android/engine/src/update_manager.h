@@ -64,6 +64,8 @@ struct UpdateConfig {
   // arrived is raised to the frame thread's priority (other work on the device may leave an
   // idle thread no CPU time at all), so the swap still lands a few frames later.
   int64_t raise_build_after_frames = kRaiseIdleBuildAfterFrames;
+  // ... and one still waiting for gaps between frames this many frames after it stops waiting.
+  int64_t unpace_build_after_frames = kUnpaceBuildAfterFrames;
 };
 
 // The persisted high-water mark: one JSON line {"base_sha256": hex, "last_sequence": N},
@@ -128,6 +130,9 @@ class UpdateManager {
   // Worker state (committed when a slot is built): sequence guard and deployed bytes.
   uint64_t last_sequence_ = 0;
   std::vector<uint8_t> current_;
+  // Buffers kept between updates so their pages stay mapped (a 9 MB model is ~2300 page faults,
+  // milliseconds): the next copy of current_, and the model bytes of the last retired slot.
+  std::vector<uint8_t> staged_, spare_;
   bool needs_rebase_ = false;      // restarted after a persisted sequence: base-relative first
   uint64_t adopted_sequence_ = 0;  // last sequence a frame adopted ...
   bool persist_pending_ = false;   // ... not yet written to config_.state_file
@@ -137,6 +142,7 @@ class UpdateManager {
   std::vector<pid_t> threads_at_worker_start_;  // never raised: not the worker's creations
   int64_t processing_received_frame_ = -1;  // the packet the worker is on (-1: none)
   bool raised_ = false;                     // ... was raised to frame priority
+  bool unpaced_ = false;                    // ... no longer waits for gaps between frames
 };
 
 }  // namespace mobdistill

@@ -1,14 +1,39 @@
-// SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), written for this library so the decoder
-// needs nothing beyond zlib on Android. Round constants were generated from their definition
-// (fractional parts of cube / square roots of the first primes).
+// SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104). The hashing is OpenSSL's where the build has
+// it (MOBDISTILL_UPDATE_OPENSSL: the host; it uses the CPU's SHA instructions, ~10x faster), else
+// written for this library, so the decoder needs nothing beyond zlib on Android. Round constants
+// were generated from their definition (fractional parts of cube / square roots of the first
+// primes).
 #include <algorithm>
 #include <cstring>
 
 #include "mobdistill_update/update.h"
 
+#ifdef MOBDISTILL_UPDATE_OPENSSL
+#include <openssl/evp.h>
+#endif
+
 namespace mobdistill {
 namespace update {
 namespace {
+
+#ifdef MOBDISTILL_UPDATE_OPENSSL
+class Sha256Stream {
+ public:
+  Sha256Stream() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256Stream() { EVP_MD_CTX_free(ctx_); }
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void Update(const uint8_t* data, size_t size) { EVP_DigestUpdate(ctx_, data, size); }
+  std::array<uint8_t, kSha256Bytes> Finish() {
+    std::array<uint8_t, kSha256Bytes> digest{};
+    EVP_DigestFinal_ex(ctx_, digest.data(), nullptr);
+    return digest;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+#else
 
 constexpr uint32_t kRound[64] = {
     0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u,
@@ -87,6 +112,7 @@ class Sha256Stream {
   size_t used_ = 0;
   uint64_t total_bytes_ = 0;
 };
+#endif  // MOBDISTILL_UPDATE_OPENSSL
 
 }  // namespace
 
@@ -97,7 +123,7 @@ std::array<uint8_t, kSha256Bytes> Sha256(const uint8_t* data, size_t size) {
 }
 
 std::array<uint8_t, kSha256Bytes> HmacSha256(const uint8_t* key, size_t key_size,
-                                             const uint8_t* data, size_t size) {
+                                             const uint8_t* data, size_t size, const Pace& pace) {
   uint8_t block_key[64] = {0};
   if (key_size > sizeof(block_key)) {
     const auto hashed = Sha256(key, key_size);
@@ -109,7 +135,12 @@ std::array<uint8_t, kSha256Bytes> HmacSha256(const uint8_t* key, size_t key_size
   for (int i = 0; i < 64; ++i) pad[i] = block_key[i] ^ 0x36;
   Sha256Stream inner;
   inner.Update(pad, sizeof(pad));
-  inner.Update(data, size);
+  for (size_t done = 0; done < size;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(size - done, kPaceBytes));
+    inner.Update(data + done, n);
+    done += n;
+    if (pace && done < size) pace();
+  }
   const auto inner_digest = inner.Finish();
   for (int i = 0; i < 64; ++i) pad[i] = block_key[i] ^ 0x5c;
   Sha256Stream outer;

@@ -37,6 +37,23 @@ enum ValueCoding : uint8_t { kF32 = 0, kF16 = 1, kQ8 = 2, kQDelta = 3 };
 
 Status Error(StatusCode code, std::string message) { return Status{code, std::move(message)}; }
 
+// Counts work and calls the caller's Pace after every `slice` units of it.
+class Pacer {
+ public:
+  Pacer(const Pace& pace, uint64_t slice) : pace_(pace), slice_(slice) {}
+  void Did(uint64_t work) {
+    done_ += work;
+    if (done_ < slice_) return;
+    done_ = 0;
+    if (pace_) pace_();
+  }
+
+ private:
+  const Pace& pace_;
+  const uint64_t slice_;
+  uint64_t done_ = 0;
+};
+
 uint32_t LoadU32(const uint8_t* p) {
   return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
 }
@@ -95,6 +112,28 @@ class Reader {
   size_t pos_ = 0;
 };
 
+// Reader::Varint on a bare cursor, for the hot loop of index decoding (most gaps are one byte).
+// False: malformed or running past `end`.
+inline bool NextVarint(const uint8_t** at, const uint8_t* end, uint64_t* value) {
+  const uint8_t* q = *at;
+  if (q < end && *q < 0x80u) {
+    *value = *q;
+    *at = q + 1;
+    return true;
+  }
+  uint64_t v = 0;
+  for (int i = 0; i < kMaxVarintBytes; ++i, ++q) {
+    if (q == end || (i == kMaxVarintBytes - 1 && *q > 1)) return false;
+    v |= uint64_t{*q & 0x7Fu} << (7 * i);
+    if (!(*q & 0x80u)) {
+      *value = v;
+      *at = q + 1;
+      return true;
+    }
+  }
+  return false;
+}
+
 struct Record {
   uint64_t tensor_index = 0, numel = 0, count = 0;
   uint8_t index_coding = 0, value_coding = 0;
@@ -117,7 +156,7 @@ Status CheckHmac(const uint8_t* data, uint8_t flags, size_t mac_at, const Decode
     return Error(StatusCode::kBadHmac, "packet carries an HMAC but no key was given");
   }
   if (has_mac) {
-    const auto want = HmacSha256(o.hmac_key, o.hmac_key_size, data, mac_at);
+    const auto want = HmacSha256(o.hmac_key, o.hmac_key_size, data, mac_at, o.pace);
     uint8_t diff = 0;  // constant time
     for (size_t i = 0; i < kHmacBytes; ++i) diff |= want[i] ^ data[mac_at + i];
     if (diff) return Error(StatusCode::kBadHmac, "bad HMAC: not made with this device's key");
@@ -147,7 +186,15 @@ Status CheckEnvelope(const uint8_t* data, size_t size, const DecodeOptions& o) {
                                          "padded; re-send it");
   }
   const size_t crc_at = kHeaderBytes + static_cast<size_t>(stored);
-  if (crc32(0L, data, static_cast<uInt>(crc_at)) != LoadU32(data + crc_at)) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  Pacer pacer(o.pace, kPaceBytes);
+  for (size_t done = 0; done < crc_at;) {
+    const size_t n = std::min<size_t>(crc_at - done, 4 * kPaceBytes);  // crc32 is ~4x sha256
+    crc = crc32(crc, data + done, static_cast<uInt>(n));
+    done += n;
+    pacer.Did(n / 4);
+  }
+  if (crc != LoadU32(data + crc_at)) {
     return Error(StatusCode::kBadChecksum, "bad checksum: corrupted in transit; re-send it");
   }
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(CheckHmac(data, flags, crc_at + kCrcBytes, o));
@@ -178,7 +225,7 @@ Status CheckSequence(const UpdatePacket& packet, uint64_t last_sequence) {
 // Inflates into *raw, growing it as output is produced and never past raw_size + 1 bytes (the
 // extra byte detects a stream longer than its header says). raw_size is already within limits.
 Status Inflate(const uint8_t* stored, size_t stored_size, uint64_t raw_size,
-               std::vector<uint8_t>* raw) {
+               std::vector<uint8_t>* raw, const Pace& pace) {
   z_stream zs;
   std::memset(&zs, 0, sizeof(zs));
   if (inflateInit(&zs) != Z_OK) return Error(StatusCode::kMalformed, "zlib init failed");
@@ -193,7 +240,17 @@ Status Inflate(const uint8_t* stored, size_t stored_size, uint64_t raw_size,
     raw->resize(produced + grow);
     zs.next_out = raw->data() + produced;
     zs.avail_out = static_cast<uInt>(grow);
-    rc = inflate(&zs, Z_NO_FLUSH);  // Z_BUF_ERROR: the input ended before the stream did
+    // In slices of kPaceBytes output, pacing between them.
+    while (rc == Z_OK && zs.avail_out > 0) {
+      const uInt room = zs.avail_out;
+      const uInt slice = static_cast<uInt>(std::min<uint64_t>(room, kPaceBytes));
+      zs.avail_out = slice;
+      rc = inflate(&zs, Z_NO_FLUSH);  // Z_BUF_ERROR: the input ended before the stream did
+      const uInt made = slice - zs.avail_out;
+      zs.avail_out = room - made;
+      if (made < slice) break;  // the stream ended or stalled
+      if (pace) pace();
+    }
     raw->resize(produced + grow - zs.avail_out);
   }
   const bool ok = rc == Z_STREAM_END && zs.avail_in == 0 && raw->size() == raw_size;
@@ -269,17 +326,21 @@ Status ReadRecord(Reader* reader, const DecodeLimits& limits, uint64_t declared,
   return Status::Ok();
 }
 
-Status ReadIndices(const uint8_t* p, const Record& r, TensorPatch* patch) {
+Status ReadIndices(const uint8_t* p, const Record& r, TensorPatch* patch, Pacer* pacer) {
   patch->indices.clear();
   patch->dense = r.index_coding == kDense;
   if (patch->dense) return Status::Ok();
   const std::string name = "tensor " + std::to_string(r.tensor_index);
   patch->indices.reserve(static_cast<size_t>(r.count));  // count <= limits.max_elements
   if (r.index_coding == kBitmap) {
-    for (uint64_t b = 0; b < r.index_bytes; ++b) {
-      for (unsigned j = 0; p[b] >> j; ++j) {
-        if (!((p[b] >> j) & 1u)) continue;
-        const uint64_t i = 8 * b + j;
+    // Set bits in order, a 64-bit word at a time (LSB first within each byte, bytes in order).
+    for (uint64_t b = 0; b < r.index_bytes; b += 8) {
+      const uint64_t n = std::min<uint64_t>(8, r.index_bytes - b);
+      uint64_t word = 0;
+      for (uint64_t k = 0; k < n; ++k) word |= uint64_t{p[b + k]} << (8 * k);
+      pacer->Did(8 * n);
+      for (; word != 0; word &= word - 1) {
+        const uint64_t i = 8 * b + static_cast<uint64_t>(__builtin_ctzll(word));
         if (i >= r.numel || patch->indices.size() == r.count) {  // stop at the first excess bit
           return Error(StatusCode::kMalformed, name + ": bitmap does not hold count indices");
         }
@@ -292,13 +353,14 @@ Status ReadIndices(const uint8_t* p, const Record& r, TensorPatch* patch) {
     return Status::Ok();
   }
   // Structure first (exactly `count` varints filling the section: malformed), then range.
-  Reader reader(p, static_cast<size_t>(r.index_bytes));
+  const uint8_t* at = p;
+  const uint8_t* const end = p + r.index_bytes;
   uint64_t next = 0;  // smallest admissible index
   bool out_of_range = false;
   for (uint64_t k = 0; k < r.count; ++k) {
+    pacer->Did(1);
     uint64_t gap;
-    Status s = reader.Varint(&gap);
-    if (!s.ok()) {
+    if (!NextVarint(&at, end, &gap)) {
       return Error(StatusCode::kMalformed, name + ": index bytes do not hold count varints");
     }
     if (out_of_range || gap >= r.numel || next + gap >= r.numel) {
@@ -308,31 +370,36 @@ Status ReadIndices(const uint8_t* p, const Record& r, TensorPatch* patch) {
     patch->indices.push_back(next + gap);
     next += gap + 1;
   }
-  if (reader.remaining() != 0) {
+  if (at != end) {
     return Error(StatusCode::kMalformed, name + ": index bytes do not hold count varints");
   }
   if (out_of_range) return Error(StatusCode::kOutOfRange, name + ": index out of range");
   return Status::Ok();
 }
 
-Status ReadValues(const uint8_t* p, const Record& r, std::vector<float>* values) {
+Status ReadValues(const uint8_t* p, const Record& r, std::vector<float>* values, Pacer* pacer) {
   const size_t n = static_cast<size_t>(r.count);
   values->resize(n);  // count <= limits.max_elements
-  if (r.value_coding == kF32) {
-    for (size_t i = 0; i < n; ++i) (*values)[i] = BitsToFloat(LoadU32(p + 4 * i));
-  } else if (r.value_coding == kF16) {
-    for (size_t i = 0; i < n; ++i) {
-      (*values)[i] = HalfToFloat(static_cast<uint16_t>(p[i] | (p[n + i] << 8)));
+  float* out = values->data();
+  for (size_t lo = 0; lo < n; lo += kPaceElements) {
+    const size_t hi = std::min<size_t>(n, lo + kPaceElements);
+    if (r.value_coding == kF32) {
+      for (size_t i = lo; i < hi; ++i) out[i] = BitsToFloat(LoadU32(p + 4 * i));
+    } else if (r.value_coding == kF16) {
+      for (size_t i = lo; i < hi; ++i) {
+        out[i] = HalfToFloat(static_cast<uint16_t>(p[i] | (p[n + i] << 8)));
+      }
+    } else if (r.value_coding == kQ8) {
+      for (size_t i = lo; i < hi; ++i) {
+        const float product = r.scale * static_cast<float>(p[i]);  // two roundings, never an FMA
+        out[i] = r.offset + product;
+      }
+    } else {
+      for (size_t i = lo; i < hi; ++i) {
+        out[i] = r.step * static_cast<float>(static_cast<int8_t>(p[i]));
+      }
     }
-  } else if (r.value_coding == kQ8) {
-    for (size_t i = 0; i < n; ++i) {
-      const float product = r.scale * static_cast<float>(p[i]);  // two roundings, never an FMA
-      (*values)[i] = r.offset + product;
-    }
-  } else {
-    for (size_t i = 0; i < n; ++i) {
-      (*values)[i] = r.step * static_cast<float>(static_cast<int8_t>(p[i]));
-    }
+    pacer->Did(hi - lo);
   }
   for (float v : *values) {
     if (!std::isfinite(v)) {
@@ -344,7 +411,8 @@ Status ReadValues(const uint8_t* p, const Record& r, std::vector<float>* values)
 }
 
 Status DecodePayload(const uint8_t* raw, size_t raw_size, uint32_t n_tensors,
-                     const DecodeLimits& limits, UpdatePacket* packet) {
+                     const DecodeLimits& limits, const Pace& pace, UpdatePacket* packet) {
+  Pacer pacer(pace, kPaceElements);
   Reader reader(raw, raw_size);
   std::vector<Record> records;
   records.reserve(std::min<size_t>(n_tensors, raw_size / 8 + 1));  // a record is >= 8 bytes
@@ -371,12 +439,13 @@ Status DecodePayload(const uint8_t* raw, size_t raw_size, uint32_t n_tensors,
     packet->tensors[i].tensor_index = static_cast<uint32_t>(records[i].tensor_index);
     packet->tensors[i].numel = records[i].numel;
     packet->tensors[i].additive = records[i].value_coding == kQDelta;
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadIndices(p, records[i], &packet->tensors[i]));
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadIndices(p, records[i], &packet->tensors[i], &pacer));
   }
   for (size_t i = 0; i < n_tensors; ++i) {
     const uint8_t* p;
     MOBDISTILL_UPDATE_RETURN_IF_ERROR(reader.Take(records[i].value_bytes, &p));
-    MOBDISTILL_UPDATE_RETURN_IF_ERROR(ReadValues(p, records[i], &packet->tensors[i].values));
+    MOBDISTILL_UPDATE_RETURN_IF_ERROR(
+        ReadValues(p, records[i], &packet->tensors[i].values, &pacer));
   }
   return Status::Ok();
 }
@@ -500,7 +569,7 @@ Status DecodeUpdatePacket(const uint8_t* data, size_t size, const DecodeOptions&
   const uint8_t* raw = stored;
   if (data[5] & kFlagCompressed) {
     MOBDISTILL_UPDATE_RETURN_IF_ERROR(
-        Inflate(stored, static_cast<size_t>(stored_size), raw_size, &inflated));
+        Inflate(stored, static_cast<size_t>(stored_size), raw_size, &inflated, options.pace));
     raw = inflated.data();
   } else if (stored_size != raw_size) {
     return Error(StatusCode::kMalformed, "payload size mismatch");
@@ -513,15 +582,17 @@ Status DecodeUpdatePacket(const uint8_t* data, size_t size, const DecodeOptions&
   std::memcpy(decoded.device_id.data(), data + kAtDevice, kDeviceIdBytes);
   decoded.authenticated = data[5] & kFlagHmac;
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(
-      DecodePayload(raw, static_cast<size_t>(raw_size), n_tensors, options.limits, &decoded));
+      DecodePayload(raw, static_cast<size_t>(raw_size), n_tensors, options.limits, options.pace,
+                    &decoded));
   MOBDISTILL_UPDATE_RETURN_IF_ERROR(CheckSequence(decoded, options.last_sequence));
   *packet = std::move(decoded);
   return Status::Ok();
 }
 
 Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
-                    const UpdatePacket& packet) {
+                    const UpdatePacket& packet, const Pace& pace) {
   if (model_bytes == nullptr) return Error(StatusCode::kInvalidArgument, "null model bytes");
+  Pacer pacer(pace, kPaceElements);
   for (const TensorPatch& patch : packet.tensors) {  // validate everything, write nothing
     const std::string name = "tensor " + std::to_string(patch.tensor_index);
     const auto it = table.find(patch.tensor_index);
@@ -546,8 +617,10 @@ Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
     for (uint64_t index : patch.indices) {
       if (index >= patch.numel) return Error(StatusCode::kOutOfRange, name + ": index out of range");
     }
+    pacer.Did(patch.indices.size());
     const uint8_t* base = model_bytes->data() + loc.buffer_offset;
     for (size_t i = 0; i < patch.values.size(); ++i) {
+      pacer.Did(1);
       uint32_t bits;
       const uint64_t at = width * (patch.dense ? i : patch.indices[i]);
       if (!NewElement(base + at, loc.dtype, patch.values[i], patch.additive, &bits)) {
@@ -560,6 +633,7 @@ Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
     const uint64_t width = ElementBytes(loc.dtype);
     uint8_t* base = model_bytes->data() + loc.buffer_offset;
     for (size_t i = 0; i < patch.values.size(); ++i) {
+      pacer.Did(1);
       uint32_t bits;
       uint8_t* p = base + width * (patch.dense ? i : patch.indices[i]);
       NewElement(p, loc.dtype, patch.values[i], patch.additive, &bits);

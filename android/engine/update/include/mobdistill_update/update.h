@@ -18,6 +18,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -58,6 +59,13 @@ struct Status {
 // Stable name of a code ("ok", "bad_magic", ...), as used by the test vectors and by Python's
 // UpdateError.status.
 const char* StatusCodeName(StatusCode code);
+
+// Called between bounded slices of decoding and patching work (kPaceBytes hashed or inflated,
+// kPaceElements indices or values): the engine's update worker pauses there while a frame runs,
+// so the work fills the gaps between frames instead of running beside them. Empty: never called.
+using Pace = std::function<void()>;
+inline constexpr uint64_t kPaceBytes = 64 << 10;
+inline constexpr uint64_t kPaceElements = 32 << 10;
 
 #define MOBDISTILL_UPDATE_RETURN_IF_ERROR(expr)      \
   do {                                               \
@@ -127,6 +135,7 @@ struct DecodeOptions {
   // sequence > last_sequence; cumulative packets need sequence == last_sequence + 1.
   uint64_t last_sequence = 0;
   DecodeLimits limits;
+  Pace pace;
 };
 
 // Validates and decodes one packet. On error *packet is left cleared.
@@ -140,12 +149,13 @@ Status DecodeUpdatePacket(const uint8_t* data, size_t size, const DecodeOptions&
 // element is finite in its own type (non_finite), is checked before the first write, so on
 // error *model_bytes is unchanged.
 Status ApplyPatches(std::vector<uint8_t>* model_bytes, const TensorTable& table,
-                    const UpdatePacket& packet);
+                    const UpdatePacket& packet, const Pace& pace = {});
 
 // Building blocks, exposed for tests.
 std::array<uint8_t, kSha256Bytes> Sha256(const uint8_t* data, size_t size);
 std::array<uint8_t, kSha256Bytes> HmacSha256(const uint8_t* key, size_t key_size,
-                                             const uint8_t* data, size_t size);
+                                             const uint8_t* data, size_t size,
+                                             const Pace& pace = {});
 float HalfToFloat(uint16_t half);
 uint16_t FloatToHalf(float value);  // round to nearest even; overflow gives inf (as numpy)
 
