@@ -5,8 +5,9 @@ one thread hands a bikes.mp4 frame to `segment` every 1/FPS s (a late frame runs
 camera's keep-latest analyzer does), another applies an update packet (F16 values, zlib,
 base-relative, keyed and bound to the device) every PERIOD frames, the stream's arrival pattern
 (one packet per training phase, T_update = 1 s). `apply_update` decodes, patches, builds the new
-interpreter and maps its tensors on the engine's update worker, each stage started between two
-frames; the next `segment` adopts it.
+interpreter and maps its tensors on the engine's update worker: with idle builds (the default)
+paced into the gaps between frames (docs/engine.md), with normal ones each stage started between
+two frames; the next `segment` adopts it.
 
 Frames are "updating" from the one that sees the packet arrive (received_frame) to the first one
 on the new model (swapped_frame, its first Invoke), "steady" otherwise (same session, same
@@ -47,6 +48,7 @@ from mobdistill.runtime.frames import decode_to_raw
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GAMMAS = (0.01, 0.05, 0.10, 0.20)
 VARIANTS = ("idle", "normal")  # the update worker's priority (the engine's default: idle)
+VARIANT_LABELS = {"idle": "idle, paced between frames", "normal": "normal priority, unpaced"}
 DEVICE, KEY = bytes(range(16)), b"bench-device-key"  # packets as deployed: bound and MACed
 RESOLUTION = (256, 512)
 SEED = 0
@@ -253,11 +255,11 @@ def plot(rows: dict[str, dict[str, dict]], gammas: tuple[float, ...], path: Path
         cells = [rows[variant][str(g)] for g in gammas]
         ratios = [c["invoke_ms"]["p99_ratio"] or 0 for c in cells]
         cis = [c["invoke_ms"].get("p99_ratio_ci95") or [r, r] for c, r in zip(cells, ratios)]
-        a.bar(x + off, ratios, 0.4, label=f"build at {variant} priority",
+        a.bar(x + off, ratios, 0.4, label=VARIANT_LABELS[variant],
               yerr=np.array([[r - lo, hi - r] for r, (lo, hi) in zip(ratios, cis)]).T,
               capsize=3)
         b.bar(x + off, [c["frames_to_swap_p99"] or 0 for c in cells], 0.4,
-              label=f"build at {variant} priority")
+              label=VARIANT_LABELS[variant])
     a.axhline(1.10, color="k", ls="--", lw=1, label="target 1.10")
     a.set_ylabel("invoke p99, updating / steady (95 % CI)")
     b.axhline(5, color="k", ls="--", lw=1, label="target 5")

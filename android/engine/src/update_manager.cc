@@ -273,13 +273,26 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   return r;
 }
 
+void UpdateManager::WarmBuffers() {
+  constexpr size_t kSlice = 1 << 20;
+  const std::vector<uint8_t>& base = config_.base;
+  for (std::vector<uint8_t>* buffer : {&staged_, &spare_}) {
+    buffer->reserve(base.size());
+    for (size_t done = 0; done < base.size(); done += kSlice) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_ || !queue_.empty() || !inbox_.empty()) return;  // a packet goes first
+      }
+      engine_->YieldToFrames();
+      buffer->insert(buffer->end(), base.begin() + long(done),
+                     base.begin() + long(std::min(base.size(), done + kSlice)));
+    }
+  }
+}
+
 void UpdateManager::WorkerLoop() {
   if (config_.build_in_background) IdleBuildsRestorable();  // its one-time probe: not under mu_
-  // The buffers updates patch into, mapped now rather than under the first update's frames.
-  const Pace pace = config_.build_in_background ? Pace([this] { engine_->YieldToFrames(); })
-                                                : Pace();
-  PacedCopy(config_.base, pace, &staged_);
-  PacedCopy(config_.base, pace, &spare_);
+  WarmBuffers();
   std::unique_lock<std::mutex> lock(mu_);
   worker_tid_ = CurrentThreadId();
   threads_at_worker_start_ = ProcessThreadIds();

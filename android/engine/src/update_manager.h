@@ -113,6 +113,9 @@ class UpdateManager {
   void WorkerLoop();
   UpdateRecord Process(IncomingPacket* packet);  // worker: decode, patch, build
   void PersistAdopted();  // worker: writes the state file for the last adopted sequence
+  // Worker, at start: maps staged_ and spare_ (copies of the base), so the first update does
+  // not pay their page faults under frames; stops as soon as a packet waits.
+  void WarmBuffers();
 
   Engine* engine_;
   UpdateConfig config_;
