@@ -454,7 +454,7 @@ Status Engine::BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
   const auto t1 = Clock::now();
   // A stage cannot pause: it starts where what is left of a gap holds it, as long as it took
   // last time (Load timed the first build).
-  StageClock clock(paced ? this : nullptr, &stage_us_);
+  StageClock clock(this, &stage_us_);  // unpaced builds do not call it: not timed either
   Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, slot,
                                paced ? clock.before_stage() : Pace());
   clock.End();

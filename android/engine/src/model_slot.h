@@ -161,11 +161,11 @@ class Engine {
   // Fails if another swap is still being prepared. The new slot gets version active+1.
   Status PrepareSwap(std::vector<uint8_t> new_model_bytes);
   // Synchronous variant for a caller that is already off the frame thread (the update worker):
-  // builds a slot with `version` on the calling thread, each stage started between two frames
+  // builds a slot with `version` on the calling thread, started between two frames
   // (WaitForFrameGap), maps its tensors (TouchTensors: the bytes are a patched copy of the
   // running graph) and, on success, leaves it pending for ApplyPendingSwap. Fails (nothing
   // pending) if a swap is already pending.
-  // With `paced`, the build's stages also start in gaps (WaitForFrameGap) and mapping the
+  // With `paced`, each build stage waits for room in a gap (WaitForRoom) and mapping the
   // tensors pauses while a frame runs (YieldToFrames).
   Status BuildPending(std::vector<uint8_t> new_model_bytes, int64_t version, SwapEvent* event,
                       bool paced = false);

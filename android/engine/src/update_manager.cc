@@ -45,16 +45,20 @@ UpdateRecord RunEnded(const IncomingPacket& p) {
 }
 
 // Copies `from` into *to (reusing its capacity) in slices, calling `pace` before each: a model
-// is megabytes, milliseconds to copy.
-void PacedCopy(const std::vector<uint8_t>& from, const Pace& pace, std::vector<uint8_t>* to) {
+// is megabytes, milliseconds to copy. With `stop`, gives up before a slice when it says so
+// (false: *to holds a prefix).
+bool PacedCopy(const std::vector<uint8_t>& from, const Pace& pace, std::vector<uint8_t>* to,
+               const std::function<bool()>& stop = {}) {
   constexpr size_t kSlice = 1 << 20;
   to->clear();
   to->reserve(from.size());
   for (size_t done = 0; done < from.size(); done += kSlice) {
+    if (stop && stop()) return false;
     if (pace) pace();
     to->insert(to->end(), from.begin() + long(done),
                from.begin() + long(std::min(from.size(), done + kSlice)));
   }
+  return true;
 }
 
 bool WriteAll(int fd, const std::string& text) {
@@ -274,19 +278,13 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
 }
 
 void UpdateManager::WarmBuffers() {
-  constexpr size_t kSlice = 1 << 20;
-  const std::vector<uint8_t>& base = config_.base;
+  const Pace yield = [this] { engine_->YieldToFrames(); };
+  const auto packet_waits = [this] {  // a packet goes first
+    std::lock_guard<std::mutex> lock(mu_);
+    return stopping_ || !queue_.empty() || !inbox_.empty();
+  };
   for (std::vector<uint8_t>* buffer : {&staged_, &spare_}) {
-    buffer->reserve(base.size());
-    for (size_t done = 0; done < base.size(); done += kSlice) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_ || !queue_.empty() || !inbox_.empty()) return;  // a packet goes first
-      }
-      engine_->YieldToFrames();
-      buffer->insert(buffer->end(), base.begin() + long(done),
-                     base.begin() + long(std::min(base.size(), done + kSlice)));
-    }
+    if (!PacedCopy(config_.base, yield, buffer, packet_waits)) return;
   }
 }
 

@@ -76,6 +76,38 @@ std::string Hex(const uint8_t* p, size_t n) {
   return s;
 }
 
+enum class VarintEnd { kOk, kPastEnd, kMalformed };
+
+// LEB128, at most 10 bytes, value < 2^64: the 10th byte must be 0 or 1 (no continuation), so a
+// 10-byte varint ending in 0x81 is malformed wherever it stands, as in Python. Advances *at past
+// the bytes read, also on failure. Bare cursors, because index decoding runs it per index (most
+// index gaps are one byte: the first test).
+inline VarintEnd ReadVarint(const uint8_t** at, const uint8_t* end, uint64_t* value) {
+  const uint8_t* q = *at;
+  if (q < end && *q < 0x80u) {
+    *value = *q;
+    *at = q + 1;
+    return VarintEnd::kOk;
+  }
+  uint64_t v = 0;
+  for (int i = 0; i < kMaxVarintBytes; ++i) {
+    if (q == end) {
+      *at = q;
+      return VarintEnd::kPastEnd;
+    }
+    const uint8_t byte = *q++;
+    if (i == kMaxVarintBytes - 1 && byte > 1) break;
+    v |= uint64_t{byte & 0x7Fu} << (7 * i);
+    if (!(byte & 0x80u)) {
+      *value = v;
+      *at = q;
+      return VarintEnd::kOk;
+    }
+  }
+  *at = q;
+  return VarintEnd::kMalformed;
+}
+
 // Bounds-checked cursor over a byte range.
 class Reader {
  public:
@@ -92,18 +124,15 @@ class Reader {
     return Status::Ok();
   }
 
-  // LEB128, at most 10 bytes, value < 2^64: the 10th byte must be 0 or 1 (no continuation), so a
-  // 10-byte varint ending in 0x81 is malformed wherever it stands, as in Python.
   Status Varint(uint64_t* value) {
-    *value = 0;
-    for (int i = 0; i < kMaxVarintBytes; ++i) {
-      const uint8_t* byte = nullptr;
-      MOBDISTILL_UPDATE_RETURN_IF_ERROR(Take(1, &byte));
-      if (i == kMaxVarintBytes - 1 && *byte > 1) break;
-      *value |= uint64_t{*byte & 0x7Fu} << (7 * i);
-      if (!(*byte & 0x80u)) return Status::Ok();
+    const uint8_t* at = data_ + pos_;
+    const VarintEnd end = ReadVarint(&at, data_ + size_, value);
+    pos_ = static_cast<size_t>(at - data_);
+    if (end == VarintEnd::kPastEnd) return Take(1, &at);  // the truncation error of any read
+    if (end == VarintEnd::kMalformed) {
+      return Error(StatusCode::kMalformed, "malformed varint at offset " + std::to_string(pos_));
     }
-    return Error(StatusCode::kMalformed, "malformed varint at offset " + std::to_string(pos_));
+    return Status::Ok();
   }
 
  private:
@@ -111,28 +140,6 @@ class Reader {
   size_t size_;
   size_t pos_ = 0;
 };
-
-// Reader::Varint on a bare cursor, for the hot loop of index decoding (most gaps are one byte).
-// False: malformed or running past `end`.
-inline bool NextVarint(const uint8_t** at, const uint8_t* end, uint64_t* value) {
-  const uint8_t* q = *at;
-  if (q < end && *q < 0x80u) {
-    *value = *q;
-    *at = q + 1;
-    return true;
-  }
-  uint64_t v = 0;
-  for (int i = 0; i < kMaxVarintBytes; ++i, ++q) {
-    if (q == end || (i == kMaxVarintBytes - 1 && *q > 1)) return false;
-    v |= uint64_t{*q & 0x7Fu} << (7 * i);
-    if (!(*q & 0x80u)) {
-      *value = v;
-      *at = q + 1;
-      return true;
-    }
-  }
-  return false;
-}
 
 struct Record {
   uint64_t tensor_index = 0, numel = 0, count = 0;
@@ -360,7 +367,7 @@ Status ReadIndices(const uint8_t* p, const Record& r, TensorPatch* patch, Pacer*
   for (uint64_t k = 0; k < r.count; ++k) {
     pacer->Did(1);
     uint64_t gap;
-    if (!NextVarint(&at, end, &gap)) {
+    if (ReadVarint(&at, end, &gap) != VarintEnd::kOk) {
       return Error(StatusCode::kMalformed, name + ": index bytes do not hold count varints");
     }
     if (out_of_range || gap >= r.numel || next + gap >= r.numel) {
