@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,12 @@ def run_session(manifest: Path, frames: np.ndarray, packets: list[bytes], varian
             "load_after": list(os.getloadavg())}
 
 
+def median_ms(values_us: list[float | None]) -> float | None:
+    """Median of the non-null values, in ms (older engines' records lack the field)."""
+    present = [v for v in values_us if v is not None]
+    return float(np.median(present)) / 1000 if present else None
+
+
 def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -207,7 +214,7 @@ def p99_ratio_ci(blocks: list[tuple[list[float], list[float]]], resamples: int =
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
-def summarize(sessions: list[dict]) -> dict:
+def summarize(sessions: list[dict], fps: float) -> dict:
     """Pooled over the rounds of one (variant, γ): updating vs steady frames of each session."""
     blocks = {key: update_blocks(sessions, key) for key in ("invoke_ms", "segment_ms")}
     during = {key: [v for up, _ in b for v in up] for key, b in blocks.items()}
@@ -221,13 +228,18 @@ def summarize(sessions: list[dict]) -> dict:
             for key in stages:
                 stages[key].append(r[key])
             priorities.add(r["build_priority"])
+    records = [r for s in sessions for r in s["records"]]
+    pacing = Counter(str(r.get("pacing")) for r in records)
     swaps = [n for n in to_swap if n is not None]
     row = {"updates": len(to_swap), "never_swapped": to_swap.count(None),
            "build_priority": sorted(priorities),
            "frames_to_swap": to_swap,
            "frames_to_swap_p50": pct(swaps, 50), "frames_to_swap_p99": pct(swaps, 99),
            "frames_to_swap_max": max(swaps) if swaps else None,
-           "apply_median_ms": {k[:-3]: float(np.median(v)) / 1000 for k, v in stages.items()}}
+           "apply_median_ms": {k[:-3]: float(np.median(v)) / 1000 for k, v in stages.items()},
+           "pacing": dict(sorted(pacing.items())),
+           "work_cpu_ms_median": median_ms([r.get("work_cpu_us") for r in records]),
+           "frame_gap_ms_median": median_ms([r.get("frame_gap_us") for r in records])}
     for key in ("invoke_ms", "segment_ms"):
         row[key] = {"updating": {"n": len(during[key]), "p50": pct(during[key], 50),
                                  "p99": pct(during[key], 99)},
@@ -236,6 +248,10 @@ def summarize(sessions: list[dict]) -> dict:
         up, st = row[key]["updating"]["p99"], row[key]["steady"]["p99"]
         row[key]["p99_ratio"] = up / st if up is not None and st is not None else None
         row[key]["p99_ratio_ci95"] = p99_ratio_ci(blocks[key])
+    # How much of the frame period the frame path itself takes when no update runs: the gaps
+    # that pacing can use are the rest.
+    steady_ms = row["segment_ms"]["steady"]["p50"]
+    row["steady_busy_share"] = steady_ms * fps / 1000 if steady_ms is not None else None
     return row
 
 
@@ -276,7 +292,8 @@ def resummarize(path: Path) -> None:
     """`summarize` again over a saved run's sessions (for fields added after it ran)."""
     saved = json.loads(path.read_text())
     gammas = tuple(saved["settings"]["gammas"])
-    rows = {v: {str(g): summarize(saved["sessions"][f"{v}/{g}"]) for g in gammas}
+    fps = saved["settings"]["fps"]
+    rows = {v: {str(g): summarize(saved["sessions"][f"{v}/{g}"], fps) for g in gammas}
             for v in saved["settings"]["variants"]}
     saved.update(results=rows, summarized_by_commit=commit())
     path.write_text(json.dumps(saved, indent=1) + "\n")
@@ -320,7 +337,8 @@ def main() -> None:
                 sessions.setdefault((variant, g), []).append(s)
                 print(f"round {r} γ={g * 100:g}% {variant}: load {s['load_before'][0]:.1f}",
                       flush=True)
-    rows = {v: {str(g): summarize(sessions[(v, g)]) for g in gammas} for v in args.variants}
+    rows = {v: {str(g): summarize(sessions[(v, g)], args.fps) for g in gammas}
+            for v in args.variants}
     loads = [s["load_before"][0] for ss in sessions.values() for s in ss]
     settings = {"model": "deeplab", "resolution": list(RESOLUTION),
                 "num_threads": args.num_threads, "fps": args.fps, "period_frames": args.period,
@@ -346,7 +364,9 @@ def main() -> None:
                   f"updating {inv['updating']['p99']:.2f} ms "
                   f"(x{c['invoke_ms']['p99_ratio']}); frames to swap p50/p99/max "
                   f"{c['frames_to_swap_p50']}/{c['frames_to_swap_p99']}/{c['frames_to_swap_max']}"
-                  f"  apply {c['apply_median_ms']}")
+                  f"  apply {c['apply_median_ms']}; pacing {c['pacing']}, work "
+                  f"{c['work_cpu_ms_median']} ms CPU, gap {c['frame_gap_ms_median']} ms, frame "
+                  f"path {c['steady_busy_share'] or 0:.0%} of the period")
 
 
 if __name__ == "__main__":

@@ -358,6 +358,14 @@ void Engine::WaitForFrameGap() {
   frame_cv_.wait_for(lock, stopped, [this, ended] { return frames_ended_ != ended; });
 }
 
+double Engine::FrameGapUs() {
+  std::lock_guard<std::mutex> lock(frame_mu_);
+  const bool running =
+      in_frame_ || (frames_ended_ > 0 && std::chrono::steady_clock::now() - frame_ended_ <=
+                                             std::chrono::milliseconds(kFramesStoppedMs));
+  return running ? std::max(0.0, period_us_ - busy_us_) : -1;
+}
+
 Engine::StageClock::StageClock(Engine* waits, std::vector<double>* stage_us)
     : waits_(waits), stage_us_(stage_us) {}
 
@@ -379,6 +387,12 @@ void Engine::StageClock::End() {
           .count();
 }
 
+double Engine::LastBuildUs() const {
+  double total = 0;
+  for (double us : stage_us_) total += us;
+  return total;
+}
+
 void Engine::SetPacing(bool on) {
   {
     std::lock_guard<std::mutex> lock(frame_mu_);
@@ -391,7 +405,7 @@ void Engine::WaitForRoom(double need_us) {
   const auto stopped = std::chrono::milliseconds(kFramesStoppedMs);
   std::unique_lock<std::mutex> lock(frame_mu_);
   while (true) {
-    if (!pacing_ || (frames_ended_ == 0 && !in_frame_)) return;
+    if (!pacing_ || (frames_ended_ == 0 && !in_frame_) || !GapWorthWaitingFor()) return;
     const double gap_us = period_us_ - busy_us_;
     if (!in_frame_) {
       const auto now = std::chrono::steady_clock::now();
@@ -411,7 +425,7 @@ void Engine::WaitForRoom(double need_us) {
 
 void Engine::YieldToFrames() {
   std::unique_lock<std::mutex> lock(frame_mu_);
-  if (!pacing_ || !in_frame_ || period_us_ - busy_us_ < kMinPacedGapUs) return;
+  if (!pacing_ || !in_frame_ || !GapWorthWaitingFor()) return;
   const uint64_t ended = frames_ended_;
   frame_cv_.wait_for(lock, std::chrono::milliseconds(kFramesStoppedMs),
                      [this, ended] { return frames_ended_ != ended || !pacing_; });

@@ -201,7 +201,8 @@ class Engine {
   void WaitForFrameGap();
   // For work that cannot pause: returns once what is left of the expected gap between frames
   // holds `need_us`, or at the start of a gap when none would (then it overlaps the next frame
-  // least); at once before any frame and when frames stopped.
+  // least); at once before any frame, when frames stopped and when they leave no gap worth
+  // waiting for (as YieldToFrames).
   void WaitForRoom(double need_us);
   // Whether WaitForRoom and YieldToFrames wait at all (on at first). The update worker turns it
   // off for an update that frames have left too few gaps to finish (kUnpaceBuildAfterFrames):
@@ -212,6 +213,12 @@ class Engine {
   // frame instead of competing with it. Returns at once between frames, and when frames leave
   // no gap worth waiting for (back to back: the work would never finish).
   void YieldToFrames();
+  // The moving-average idle time between two frames, in microseconds; negative while no frames
+  // run (none yet, or none for kFramesStoppedMs): then nothing waits for them.
+  double FrameGapUs();
+  // How long the stages of the last timed build took together (Load's, then the last paced
+  // build's); 0 before Load. Not thread-safe against a paced build: the update worker's.
+  double LastBuildUs() const;
   static constexpr int64_t kFramesStoppedMs = 500;
   static constexpr double kMinPacedGapUs = 2000;
   // A paced build stage not timed yet: start it at the start of a gap.
@@ -247,6 +254,8 @@ class Engine {
   uint64_t frames_ended_ = 0;
   std::chrono::steady_clock::time_point frame_began_, frame_ended_;
   double period_us_ = 0, busy_us_ = 0;  // moving averages: frame start to start, frame length
+  // Whether frames leave a gap worth waiting for (kMinPacedGapUs); under frame_mu_.
+  bool GapWorthWaitingFor() const { return period_us_ - busy_us_ >= kMinPacedGapUs; }
   // How long each stage of the last build took (Load, then the update worker's paced builds).
   std::vector<double> stage_us_;
   // Times a build's stages (ModelSlot::Create calls before_stage() before each) into *stage_us;

@@ -280,6 +280,9 @@ std::string UpdateRecord::ToJson() const {
                                                : nlohmann::json(build_priority);
   j["build_threads"] = build_priority.empty() ? nlohmann::json(nullptr)
                                               : nlohmann::json(build_threads);
+  j["pacing"] = pacing.empty() ? nlohmann::json(nullptr) : nlohmann::json(pacing);
+  j["work_cpu_us"] = us(work_cpu_us);
+  j["frame_gap_us"] = us(frame_gap_us);
   j["packet_bytes"] = packet_bytes;
   j["values"] = num_values;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

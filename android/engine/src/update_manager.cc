@@ -1,6 +1,7 @@
 #include "update_manager.h"
 
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +17,13 @@ namespace mobdistill {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CPU time of the calling thread: an update's work, whatever it waited for or was preempted by.
+double ThreadCpuUs() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) * 1e6 + double(t.tv_nsec) / 1e3;
+}
 
 double Us(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
@@ -277,6 +285,13 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   return r;
 }
 
+bool UpdateManager::GapsHoldWork(double gap_us) const {
+  if (gap_us < 0) return true;  // no frames: nothing to wait for
+  // Before the first update, its build alone (as Engine::Load timed it) is the least it takes.
+  const double work_us = last_work_us_ > 0 ? last_work_us_ : engine_->LastBuildUs();
+  return gap_us * double(config_.unpace_build_after_frames) >= work_us;
+}
+
 void UpdateManager::WarmBuffers() {
   const Pace yield = [this] { engine_->YieldToFrames(); };
   const auto packet_waits = [this] {  // a packet goes first
@@ -323,10 +338,20 @@ void UpdateManager::WorkerLoop() {
     // Idle before unlocking: a raise (the frame thread, under mu_) must come after it, else the
     // worker would lower itself again and the sweep below would run at idle and raise nothing.
     const std::string priority = config_.build_in_background ? BuildInBackground() : "normal";
-    engine_->SetPacing(true);
+    const double gap_us = engine_->FrameGapUs();
+    const bool paced = config_.build_in_background && GapsHoldWork(gap_us);
+    engine_->SetPacing(paced);
+    unpaced_ = !paced;
     lock.unlock();
+    const double cpu_began = ThreadCpuUs();
     UpdateRecord r = Process(&p);
+    r.work_cpu_us = ThreadCpuUs() - cpu_began;
+    r.frame_gap_us = gap_us;
+    if (r.applied) last_work_us_ = r.work_cpu_us;
     lock.lock();
+    if (config_.build_in_background) {
+      r.pacing = !paced ? "no_room" : unpaced_ ? "stopped" : "gaps";
+    }
     processing_received_frame_ = -1;
     // A thread the worker was cloning while the frame thread raised it inherited SCHED_IDLE
     // after that sweep: sweep again now that the worker creates nothing more.

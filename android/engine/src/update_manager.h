@@ -116,6 +116,12 @@ class UpdateManager {
   // Worker, at start: maps staged_ and spare_ (copies of the base), so the first update does
   // not pay their page faults under frames; stops as soon as a packet waits.
   void WarmBuffers();
+  // Worker, before a packet: whether unpace_build_after_frames gaps of `gap_us`
+  // (Engine::FrameGapUs) hold as much work as the last applied update took (its work_cpu_us;
+  // before the first, the build Engine::Load timed).
+  // If not, pacing would only delay the update until it stops waiting anyway and then pile the
+  // rest onto one frame: it runs beside the frames from the start (`pacing: "no_room"`).
+  bool GapsHoldWork(double gap_us) const;
 
   Engine* engine_;
   UpdateConfig config_;
@@ -146,6 +152,7 @@ class UpdateManager {
   int64_t processing_received_frame_ = -1;  // the packet the worker is on (-1: none)
   bool raised_ = false;                     // ... was raised to frame priority
   bool unpaced_ = false;                    // ... no longer waits for gaps between frames
+  double last_work_us_ = 0;  // the worker's CPU time for the last applied update (worker only)
 };
 
 }  // namespace mobdistill

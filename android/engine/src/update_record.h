@@ -33,6 +33,15 @@ struct UpdateRecord {
   // model runs frames with.
   std::string build_priority;  // "" when no build was reached (JSON null)
   int32_t build_threads = 0;
+  // Background updates (Engine::SetPacing): "gaps" (the work waited for gaps between frames
+  // until done), "stopped" (it stopped waiting after unpace_build_after_frames frames),
+  // "no_room" (the gaps could not hold it: it ran beside the frames from the start); "" for
+  // normal-priority updates, which are not paced (JSON null).
+  std::string pacing;
+  // The update worker's CPU time for this packet (decode to build: the work, not its waits),
+  // and the moving-average idle time between frames when it started (< 0: no frames running,
+  // JSON null). Pacing needs unpace_build_after_frames such gaps to hold the work.
+  double work_cpu_us = -1, frame_gap_us = -1;
 
   // One JSON object, no newline: {"event":"update","sequence":...,"status":...,...}
   std::string ToJson() const;

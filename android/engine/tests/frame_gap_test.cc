@@ -41,8 +41,9 @@ std::thread PacedFrames(mobdistill::Engine* engine, milliseconds period, millise
 
 int main() {
   mobdistill::Engine engine(nullptr, mobdistill::SlotConfig());
-  // No frame yet (an update before the camera starts): no waiting.
+  // No frame yet (an update before the camera starts): no waiting, and no gap to judge by.
   CHECK(WaitMs(&engine) < 5);
+  CHECK(engine.FrameGapUs() < 0);
 
   // A stage asked for during a frame starts only when that frame ends.
   std::atomic<bool> started{false};
@@ -79,6 +80,7 @@ int main() {
   {
     std::thread paced = PacedFrames(&engine, milliseconds(40), milliseconds(20), 10);
     std::this_thread::sleep_for(milliseconds(130));  // averages settled: 20 ms gaps
+    CHECK(engine.FrameGapUs() > 12000 && engine.FrameGapUs() < 25000);
     int waited_under_frames = 0, immediate_between = 0;
     for (int i = 0; i < 5; ++i) {
       engine.WaitForFrameGap();  // early in a gap
@@ -120,18 +122,23 @@ int main() {
     paced.join();
   }
 
-  // Back-to-back frames leave no gap: YieldToFrames does not wait (the work would never end).
+  // Back-to-back frames leave no gap: neither YieldToFrames nor WaitForRoom waits (the work
+  // would never end, or a stage would wait for a gap that never comes).
   {
     std::thread busy = PacedFrames(&engine, milliseconds(20), milliseconds(20), 40);
     std::this_thread::sleep_for(milliseconds(400));  // the averages forget the 40 ms period
+    CHECK(engine.FrameGapUs() >= 0 && engine.FrameGapUs() < mobdistill::Engine::kMinPacedGapUs);
     int waited = 0;
     for (int i = 0; i < 5; ++i) {
-      const auto began = Clock::now();
+      auto began = Clock::now();
       engine.YieldToFrames();
       waited += Ms(began) > 3 ? 1 : 0;
       std::this_thread::sleep_for(milliseconds(7));
+      began = Clock::now();
+      engine.WaitForRoom(5000);
+      waited += Ms(began) > 3 ? 1 : 0;
     }
-    CHECK(waited <= 1);
+    CHECK(waited <= 2);
     busy.join();
   }
 
@@ -157,5 +164,6 @@ int main() {
   // Frames stopped (camera paused): a stage waits at most kFramesStoppedMs, then not at all.
   std::this_thread::sleep_for(milliseconds(mobdistill::Engine::kFramesStoppedMs + 50));
   CHECK(WaitMs(&engine) < 5);
+  CHECK(engine.FrameGapUs() < 0);
   TEST_MAIN_RETURN();
 }
