@@ -586,3 +586,54 @@ def test_the_facade_takes_the_build_priority(model, tmp_path):
         assert (record["status"], record["build_priority"], record["build_threads"]) == (
             "applied", priority, 2), record
     assert "idle or normal" in out["high"], out
+
+
+_FACADE_PACING = """
+import json, sys, threading, time
+from pathlib import Path
+import numpy as np
+from mobdistill.runtime.facade import FacadeEngine, facade_library
+manifest, key, device, *packets = sys.argv[1:]
+records = {}
+with FacadeEngine(Path(manifest), update_key=Path(key).read_bytes(),
+                  device_id=bytes.fromhex(device), num_threads=2,
+                  library=facade_library(build=True)) as engine:
+    frame = np.zeros((engine.info.height, engine.info.width, 3), np.uint8)
+    for phase, pause_s, batch in (("back_to_back", 0.0, packets[:3]), ("gaps", 0.1, packets[3:])):
+        stop = threading.Event()
+        def frames():
+            while not stop.is_set():
+                engine.segment(frame)
+                time.sleep(pause_s)
+        thread = threading.Thread(target=frames)
+        thread.start()
+        time.sleep(max(0.3, 10 * pause_s))  # the engine's frame averages settle
+        records[phase] = [engine.apply_update(Path(p).read_bytes()).record for p in batch]
+        stop.set()
+        thread.join()
+print(json.dumps(records))
+"""
+
+
+def test_updates_wait_for_gaps_only_where_the_gaps_hold_them(model, tmp_path):
+    """The app's path (frames marked, in a child process): with frames back to back the update
+    worker does not wait for gaps that cannot hold its work (pacing "no_room"); with 100 ms
+    between frames it works in the gaps ("gaps"). Each record's decision follows its own
+    figures: 4 gaps (unpace_build_after_frames) against the last update's CPU time."""
+    rng = np.random.default_rng(12)
+    entry = model.biggest()
+    packets = [_write(tmp_path / f"{s}.mdup", model.packet([model.patch(entry, rng)], s))
+               for s in range(1, 7)]
+    done = subprocess.run([sys.executable, "-c", _FACADE_PACING, str(model.manifest_path),
+                           str(model.key_file), DEVICE.hex(), *map(str, packets)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert [r["pacing"] for r in out["back_to_back"]] == ["no_room"] * 3, out
+    assert [r["pacing"] for r in out["gaps"]] == ["gaps"] * 3, out
+    records = out["back_to_back"] + out["gaps"]
+    assert all(r["status"] == "applied" and r["work_cpu_us"] > 0 for r in records), records
+    for before, record in zip(records, records[1:]):
+        room_us = 4 * record["frame_gap_us"]
+        assert (record["pacing"] == "no_room") == (room_us < before["work_cpu_us"]), (before,
+                                                                                      record)
