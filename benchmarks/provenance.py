@@ -15,13 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def commit() -> str:
-    """HEAD's hash, with "+dirty" when tracked files differ from it."""
+    """HEAD's hash, with "+dirty" when tracked files differ from it (results excepted: a chain of
+    runs rewrites them, and they are outputs, not what ran)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
                               check=False).stdout.strip()
 
     head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)benchmarks/results")
+    return head + ("+dirty" if changed else "")
 
 
 # What converts, trains and runs the models: results from two machines differ when these do

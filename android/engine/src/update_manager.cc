@@ -287,9 +287,10 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
 
 bool UpdateManager::GapsHoldWork(double gap_us) const {
   if (gap_us < 0) return true;  // no frames: nothing to wait for
-  // Before the first update, its build alone (as Engine::Load timed it) is the least it takes.
-  const double work_us = last_work_us_ > 0 ? last_work_us_ : engine_->LastBuildUs();
-  return gap_us * double(config_.unpace_build_after_frames) >= work_us;
+  const double work_us =
+      last_work_us_ > 0 ? last_work_us_ : engine_->LastBuildUs() / kBuildShareOfUpdate;
+  // One gap to spare: stages that cannot pause leave the ends of gaps unused.
+  return gap_us * double(config_.unpace_build_after_frames - 1) >= work_us;
 }
 
 void UpdateManager::WarmBuffers() {

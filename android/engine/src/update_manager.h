@@ -116,12 +116,16 @@ class UpdateManager {
   // Worker, at start: maps staged_ and spare_ (copies of the base), so the first update does
   // not pay their page faults under frames; stops as soon as a packet waits.
   void WarmBuffers();
-  // Worker, before a packet: whether unpace_build_after_frames gaps of `gap_us`
-  // (Engine::FrameGapUs) hold as much work as the last applied update took (its work_cpu_us;
-  // before the first, the build Engine::Load timed).
-  // If not, pacing would only delay the update until it stops waiting anyway and then pile the
-  // rest onto one frame: it runs beside the frames from the start (`pacing: "no_room"`).
+  // Worker, before a packet: whether the gaps of `gap_us` (Engine::FrameGapUs) before
+  // unpace_build_after_frames, less one, hold as much work as the last applied update took
+  // (its work_cpu_us; before the first, the build Engine::Load timed over
+  // kBuildShareOfUpdate). If not, pacing would only delay the update until it stops waiting
+  // anyway and then pile the rest onto one frame: it runs beside the frames from the start
+  // (`pacing: "no_room"`).
   bool GapsHoldWork(double gap_us) const;
+  // The build's share of an update's CPU time, for the first update's estimate (measured:
+  // 10-13 of 18-38 ms, DeepLab 256x512, γ 1-20 %; benchmarks/update_apply.py).
+  static constexpr double kBuildShareOfUpdate = 0.5;
 
   Engine* engine_;
   UpdateConfig config_;
