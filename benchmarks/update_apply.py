@@ -219,16 +219,15 @@ def summarize(sessions: list[dict], fps: float) -> dict:
     blocks = {key: update_blocks(sessions, key) for key in ("invoke_ms", "segment_ms")}
     during = {key: [v for up, _ in b for v in up] for key, b in blocks.items()}
     steady = {key: [v for _, st in b for v in st] for key, b in blocks.items()}
+    records = [r for s in sessions for r in s["records"]]
     to_swap, stages = [], {k: [] for k in ("decode_us", "patch_us", "build_us", "warm_us")}
     priorities = set()
-    for s in sessions:
-        for r in s["records"]:
-            swapped = r["swapped_frame"]
-            to_swap.append(None if swapped is None else swapped - r["received_frame"])
-            for key in stages:
-                stages[key].append(r[key])
-            priorities.add(r["build_priority"])
-    records = [r for s in sessions for r in s["records"]]
+    for r in records:
+        swapped = r["swapped_frame"]
+        to_swap.append(None if swapped is None else swapped - r["received_frame"])
+        for key in stages:
+            stages[key].append(r[key])
+        priorities.add(r["build_priority"])
     pacing = Counter(str(r.get("pacing")) for r in records)
     swaps = [n for n in to_swap if n is not None]
     row = {"updates": len(to_swap), "never_swapped": to_swap.count(None),

@@ -342,15 +342,19 @@ void Engine::EndFrame() {
   frame_cv_.notify_all();
 }
 
+bool Engine::FramesRunning(std::chrono::steady_clock::time_point now) const {
+  return in_frame_ ||
+         (frames_ended_ > 0 && now - frame_ended_ <= std::chrono::milliseconds(kFramesStoppedMs));
+}
+
 void Engine::WaitForFrameGap() {
   const auto stopped = std::chrono::milliseconds(kFramesStoppedMs);
   std::unique_lock<std::mutex> lock(frame_mu_);
-  if (frames_ended_ == 0 && !in_frame_) return;
   const auto now = std::chrono::steady_clock::now();
+  if (!FramesRunning(now)) return;
   if (!in_frame_) {
-    if (now - frame_ended_ > stopped) return;
     // Early in the gap: at most half of the expected idle time between two frames has passed.
-    const double gap_us = period_us_ - busy_us_;
+    const double gap_us = GapUs();
     const double idle_us = std::chrono::duration<double, std::micro>(now - frame_ended_).count();
     if (gap_us > 0 && idle_us <= gap_us / 2) return;
   }
@@ -360,10 +364,7 @@ void Engine::WaitForFrameGap() {
 
 double Engine::FrameGapUs() {
   std::lock_guard<std::mutex> lock(frame_mu_);
-  const bool running =
-      in_frame_ || (frames_ended_ > 0 && std::chrono::steady_clock::now() - frame_ended_ <=
-                                             std::chrono::milliseconds(kFramesStoppedMs));
-  return running ? std::max(0.0, period_us_ - busy_us_) : -1;
+  return FramesRunning(std::chrono::steady_clock::now()) ? std::max(0.0, GapUs()) : -1;
 }
 
 Engine::StageClock::StageClock(Engine* waits, std::vector<double>* stage_us)
@@ -405,11 +406,10 @@ void Engine::WaitForRoom(double need_us) {
   const auto stopped = std::chrono::milliseconds(kFramesStoppedMs);
   std::unique_lock<std::mutex> lock(frame_mu_);
   while (true) {
-    if (!pacing_ || (frames_ended_ == 0 && !in_frame_) || !GapWorthWaitingFor()) return;
-    const double gap_us = period_us_ - busy_us_;
+    const auto now = std::chrono::steady_clock::now();
+    if (!pacing_ || !FramesRunning(now) || !GapWorthWaitingFor()) return;
+    const double gap_us = GapUs();
     if (!in_frame_) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - frame_ended_ > stopped) return;
       const double idle_us = std::chrono::duration<double, std::micro>(now - frame_ended_).count();
       if (gap_us - idle_us >= need_us) return;
     }

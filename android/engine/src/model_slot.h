@@ -254,8 +254,12 @@ class Engine {
   uint64_t frames_ended_ = 0;
   std::chrono::steady_clock::time_point frame_began_, frame_ended_;
   double period_us_ = 0, busy_us_ = 0;  // moving averages: frame start to start, frame length
-  // Whether frames leave a gap worth waiting for (kMinPacedGapUs); under frame_mu_.
-  bool GapWorthWaitingFor() const { return period_us_ - busy_us_ >= kMinPacedGapUs; }
+  // Under frame_mu_: whether a frame runs or one ended within kFramesStoppedMs of `now` (else
+  // nothing waits for frames); the expected idle time between two frames; whether it is worth
+  // waiting for (kMinPacedGapUs).
+  bool FramesRunning(std::chrono::steady_clock::time_point now) const;
+  double GapUs() const { return period_us_ - busy_us_; }
+  bool GapWorthWaitingFor() const { return GapUs() >= kMinPacedGapUs; }
   // How long each stage of the last build took (Load, then the update worker's paced builds).
   std::vector<double> stage_us_;
   // Times a build's stages (ModelSlot::Create calls before_stage() before each) into *stage_us;
