@@ -188,6 +188,9 @@ class UpdateEvent:
     packet_bytes: int
     values: int
     packet: str | None = None
+    # XNNPACK packings the build reused from the running model / made anew (None: no cache)
+    packed_reused: int | None = None
+    packed_new: int | None = None
 
     @property
     def applied(self) -> bool:

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "packed_weight_cache.h"
 #include "status.h"
 #include "tflite_c_api.h"
 
@@ -80,9 +81,11 @@ using Pace = std::function<void()>;
 
 class ModelSlot {
  public:
+  // `weights`: where XNNPACK looks up and keeps packed weights (null: packs privately).
   static Status Create(const TfLiteApi* api, const SlotConfig& config,
                        std::vector<uint8_t> bytes, int64_t version,
-                       std::unique_ptr<ModelSlot>* out, const Pace& before_stage = {});
+                       std::unique_ptr<ModelSlot>* out, const Pace& before_stage = {},
+                       std::unique_ptr<PackedWeightCache::Session> weights = nullptr);
   ~ModelSlot();
   ModelSlot(const ModelSlot&) = delete;
   ModelSlot& operator=(const ModelSlot&) = delete;
@@ -104,6 +107,7 @@ class ModelSlot {
   const std::string& delegate_used() const { return delegate_used_; }
   const std::vector<std::string>& warnings() const { return warnings_; }
   const std::vector<uint8_t>& bytes() const { return bytes_; }
+  PackedWeightCache::Session* weights() const { return weights_.get(); }
   // Tears the interpreter down and hands the model bytes back (the slot is then unusable).
   std::vector<uint8_t> Dismantle();
   // Threads created while this slot was built at idle priority (XNNPACK's pool, kernels' pools):
@@ -128,6 +132,7 @@ class ModelSlot {
   TfLiteInterpreter* interpreter_ = nullptr;
   TfLiteDelegate* delegate_ = nullptr;
   void (*delegate_delete_)(TfLiteDelegate*) = nullptr;
+  std::unique_ptr<PackedWeightCache::Session> weights_;  // outlives delegate_
   std::map<std::string, TfLiteSignatureRunner*> runners_;
   std::vector<std::string> signature_order_;
   std::vector<size_t> io_sizes_;
@@ -146,15 +151,21 @@ struct SwapEvent {
   double warm_us = 0;      // first-run setup: Warm (--swap_graph) or TouchTensors (updates)
   std::string sha256;      // of the new bytes (empty for streamed updates: not computed)
   std::string priority;    // the building thread's: "idle" or "normal"
+  // XNNPACK packings the build took from the packed-weight cache / made anew (-1: no cache).
+  int64_t packed_reused = -1, packed_new = -1;
   int32_t threads = 0;     // threads the new slot runs frames with (SlotConfig::num_threads)
 };
 
 class Engine {
  public:
-  Engine(const TfLiteApi* api, SlotConfig config) : api_(api), config_(std::move(config)) {}
+  Engine(const TfLiteApi* api, SlotConfig config);
   ~Engine();
 
   Status Load(std::vector<uint8_t> bytes, int64_t version);  // synchronous, first slot
+  // The byte ranges an update may change (the manifest's updatable tensors): BuildPending
+  // compares them with the running slot's bytes, so only the packed weights of tensors that
+  // changed are packed anew (PackedWeightCache). None set: every build packs everything.
+  void SetPatchableRanges(std::vector<ByteRange> ranges) { patchable_ = std::move(ranges); }
   ModelSlot& active() { return *active_; }
 
   // Builds and warms a slot from `new_model_bytes` on a builder thread; returns at once.
@@ -228,10 +239,18 @@ class Engine {
   // Create + Warm + I/O check of a new slot (no locks held). Fills the event's timings.
   enum class FirstRun { kInvoke, kTouch };
   Status BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash, FirstRun first_run,
-                   bool paced, std::unique_ptr<ModelSlot>* slot, SwapEvent* event);
+                   bool paced, std::unique_ptr<ModelSlot>* slot, SwapEvent* event,
+                   std::unique_ptr<PackedWeightCache::Session> weights = nullptr);
+
+  // A session for building from `bytes`: keyed against the active slot's bytes when those are
+  // what the cache describes, else starting afresh. Null without a cache.
+  std::unique_ptr<PackedWeightCache::Session> BeginWeights(const std::vector<uint8_t>& bytes);
 
   const TfLiteApi* api_;
   SlotConfig config_;
+  // Declared before the slots: destroyed after every delegate that reads from it.
+  std::unique_ptr<PackedWeightCache> weights_cache_;
+  std::vector<ByteRange> patchable_;
   std::unique_ptr<ModelSlot> active_;
   std::vector<size_t> io_sizes_;
   std::vector<std::pair<std::string, std::string>> input_refs_;

@@ -165,5 +165,5 @@ int main() {
   std::this_thread::sleep_for(milliseconds(mobdistill::Engine::kFramesStoppedMs + 50));
   CHECK(WaitMs(&engine) < 5);
   CHECK(engine.FrameGapUs() < 0);
-  TEST_MAIN_RETURN();
+  return TEST_MAIN_RETURN();
 }
