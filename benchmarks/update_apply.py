@@ -160,10 +160,15 @@ def run_session(manifest: Path, frames: np.ndarray, packets: list[bytes], varian
             "load_after": list(os.getloadavg())}
 
 
+def median_of(values: list[float | None]) -> float | None:
+    """Median of the non-null values (older engines' records lack the field)."""
+    present = [v for v in values if v is not None]
+    return float(np.median(present)) if present else None
+
+
 def median_ms(values_us: list[float | None]) -> float | None:
-    """Median of the non-null values, in ms (older engines' records lack the field)."""
-    present = [v for v in values_us if v is not None]
-    return float(np.median(present)) / 1000 if present else None
+    median = median_of(values_us)
+    return median / 1000 if median is not None else None
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -238,7 +243,11 @@ def summarize(sessions: list[dict], fps: float) -> dict:
            "apply_median_ms": {k[:-3]: float(np.median(v)) / 1000 for k, v in stages.items()},
            "pacing": dict(sorted(pacing.items())),
            "work_cpu_ms_median": median_ms([r.get("work_cpu_us") for r in records]),
-           "frame_gap_ms_median": median_ms([r.get("frame_gap_us") for r in records])}
+           "frame_gap_ms_median": median_ms([r.get("frame_gap_us") for r in records]),
+           # XNNPACK packings per build taken from the running model / made anew (engine's
+           # packed-weight cache; absent in runs before it)
+           "packed_reused_median": median_of([r.get("packed_reused") for r in records]),
+           "packed_new_median": median_of([r.get("packed_new") for r in records])}
     for key in ("invoke_ms", "segment_ms"):
         row[key] = {"updating": {"n": len(during[key]), "p50": pct(during[key], 50),
                                  "p99": pct(during[key], 99)},
