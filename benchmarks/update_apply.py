@@ -64,16 +64,19 @@ def export_deeplab(cache: Path) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def make_packets(manifest_path: Path, gamma: float, count: int, seed: int) -> list[bytes]:
-    """`count` base-relative packets (sequence 1..count) touching a γ share of every tensor."""
+def make_packets(manifest_path: Path, gamma: float, count: int, seed: int,
+                 last: int | None = None) -> list[bytes]:
+    """`count` base-relative packets (sequence 1..count) touching a γ share of every tensor (or
+    of the `last` mapped tensors only: the head)."""
     manifest = load_manifest(manifest_path)
     base = manifest.tflite_path.read_bytes()
     sha = hashlib.sha256(base).digest()
     rng = np.random.default_rng([seed, int(gamma * 1000)])
+    entries = manifest.parameter_entries[-last:] if last else manifest.parameter_entries
     packets = []
     for seq in range(1, count + 1):
         patches = []
-        for e in manifest.parameter_entries:
+        for e in entries:
             numel = e.buffer_size // 4
             k = max(1, int(round(numel * gamma)))
             idx = np.sort(rng.choice(numel, k, replace=False))

@@ -384,10 +384,16 @@ def test_updates_repack_only_what_changed_since_the_running_model(engine_binary,
     assert all(n >= 1 for n in new) and new[1] == new[0] + new[2] and new[0] == new[2], new
     assert all(r > 5 * n for r, n in zip(reused, new)), (reused, new)
     assert len({r + n for r, n in zip(reused, new)}) == 1, "every build packs the same ops"
-    got = _logits(result, model, runs)
-    for i, f in enumerate(result.frames):
-        want = _litert_logits(models[f.model_version], raw_frames[[f.frame]])[0]
-        np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-5)
+    wants = [_litert_logits(models[f.model_version], raw_frames[[f.frame]])[0]
+             for f in result.frames]
+    # the engine without the cache: every build packs every tensor
+    plain = _run(device, model, path, runs, update_schedule=sched, update_blocking=True,
+                 update_reuse_packed_weights=False)
+    assert [u["packed_reused"] for u in plain.updates] == [None] * 3
+    for run in (result, plain):
+        got = _logits(run, model, runs)
+        for i, want in enumerate(wants):
+            np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-5)
     first, second = (_litert_logits(m, raw_frames[[0]])[0] for m in models[1:3])
     assert np.abs(first - second).max() > 1e-3, "the packets must change the outputs"
 

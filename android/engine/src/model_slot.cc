@@ -315,7 +315,7 @@ void ModelSlot::TouchTensors(const Pace& pace) {
 }
 
 Engine::Engine(const TfLiteApi* api, SlotConfig config) : api_(api), config_(std::move(config)) {
-  if (api_ != nullptr && config_.use_xnnpack && !config_.use_gpu &&
+  if (api_ != nullptr && config_.reuse_packed_weights && config_.use_xnnpack && !config_.use_gpu &&
       api_->XNNPackWeightsCacheLayoutSafe()) {
     weights_cache_ = std::make_unique<PackedWeightCache>();
   }

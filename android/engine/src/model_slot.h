@@ -69,6 +69,8 @@ struct SlotConfig {
   bool use_xnnpack = true;
   bool use_gpu = false;
   bool use_nnapi = false;
+  // Engine: slots share XNNPACK's packed weights (PackedWeightCache); --update_reuse_packed_weights
+  bool reuse_packed_weights = true;
   std::vector<std::string> signatures;  // must all exist in the model
   // (signature, tensor name) the engine reads or writes; each must exist. Their byte sizes
   // fingerprint the I/O contract a swapped-in model has to keep.

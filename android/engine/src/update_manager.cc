@@ -1,16 +1,12 @@
 #include "update_manager.h"
 
 #include <fcntl.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <time.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -21,20 +17,6 @@ namespace mobdistill {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Each update builds a slot and frees the one before, tens of MB of arenas and workspaces. glibc
-// serves blocks that large with fresh mmaps and returns freed ones to the kernel, so every build
-// faulted its pages in again (DeepLab 256x512: AllocateTensors 10-15 ms instead of ~5, most of
-// it in the kernel's page-fault path, and a slower first frame). Kept in the heap, the next
-// build reuses pages already mapped. The cost: the process keeps its peak (two slots, which a
-// swap holds anyway). Process-wide, and only where the allocator is glibc's: bionic's (Android)
-// ignores these settings.
-void RetainFreedHeap() {
-#ifdef __GLIBC__
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
-#endif
-}
 
 // CPU time of the calling thread: an update's work, whatever it waited for or was preempted by.
 double ThreadCpuUs() {
@@ -202,7 +184,6 @@ uint64_t UpdateManager::dropped_records() {
 }
 
 void UpdateManager::Start() {
-  RetainFreedHeap();
   if (!worker_.joinable()) worker_ = std::thread([this] { WorkerLoop(); });
 }
 
