@@ -64,19 +64,16 @@ def export_deeplab(cache: Path) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def make_packets(manifest_path: Path, gamma: float, count: int, seed: int,
-                 last: int | None = None) -> list[bytes]:
-    """`count` base-relative packets (sequence 1..count) touching a γ share of every tensor (or
-    of the `last` mapped tensors only: the head)."""
+def make_packets(manifest_path: Path, gamma: float, count: int, seed: int) -> list[bytes]:
+    """`count` base-relative packets (sequence 1..count) touching a γ share of every tensor."""
     manifest = load_manifest(manifest_path)
     base = manifest.tflite_path.read_bytes()
     sha = hashlib.sha256(base).digest()
     rng = np.random.default_rng([seed, int(gamma * 1000)])
-    entries = manifest.parameter_entries[-last:] if last else manifest.parameter_entries
     packets = []
     for seq in range(1, count + 1):
         patches = []
-        for e in entries:
+        for e in manifest.parameter_entries:
             numel = e.buffer_size // 4
             k = max(1, int(round(numel * gamma)))
             idx = np.sort(rng.choice(numel, k, replace=False))
@@ -163,15 +160,10 @@ def run_session(manifest: Path, frames: np.ndarray, packets: list[bytes], varian
             "load_after": list(os.getloadavg())}
 
 
-def median_of(values: list[float | None]) -> float | None:
-    """Median of the non-null values (older engines' records lack the field)."""
-    present = [v for v in values if v is not None]
-    return float(np.median(present)) if present else None
-
-
 def median_ms(values_us: list[float | None]) -> float | None:
-    median = median_of(values_us)
-    return median / 1000 if median is not None else None
+    """Median of the non-null values, in ms (older engines' records lack the field)."""
+    present = [v for v in values_us if v is not None]
+    return float(np.median(present)) / 1000 if present else None
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -246,11 +238,7 @@ def summarize(sessions: list[dict], fps: float) -> dict:
            "apply_median_ms": {k[:-3]: float(np.median(v)) / 1000 for k, v in stages.items()},
            "pacing": dict(sorted(pacing.items())),
            "work_cpu_ms_median": median_ms([r.get("work_cpu_us") for r in records]),
-           "frame_gap_ms_median": median_ms([r.get("frame_gap_us") for r in records]),
-           # XNNPACK packings per build taken from the running model / made anew (engine's
-           # packed-weight cache; absent in runs before it)
-           "packed_reused_median": median_of([r.get("packed_reused") for r in records]),
-           "packed_new_median": median_of([r.get("packed_new") for r in records])}
+           "frame_gap_ms_median": median_ms([r.get("frame_gap_us") for r in records])}
     for key in ("invoke_ms", "segment_ms"):
         row[key] = {"updating": {"n": len(during[key]), "p50": pct(during[key], 50),
                                  "p99": pct(during[key], 99)},

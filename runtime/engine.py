@@ -90,8 +90,6 @@ class EngineOptions:
     # "idle": updates decode, patch and build as SCHED_IDLE between frames; "normal": at frame
     # priority (the engine before issue 14; comparisons only)
     update_build_priority: str = "idle"
-    # an update's build reuses XNNPACK's packed weights of the tensors it left unchanged
-    update_reuse_packed_weights: bool = True
 
     def __post_init__(self) -> None:
         if self.num_threads == 0 or self.num_threads < -1:
@@ -131,8 +129,6 @@ class EngineOptions:
             flags.append("--update_blocking=true")
         if self.update_build_priority != "idle":
             flags.append(f"--update_build_priority={self.update_build_priority}")
-        if not self.update_reuse_packed_weights:
-            flags.append("--update_reuse_packed_weights=false")
         return flags
 
 
@@ -192,10 +188,6 @@ class UpdateEvent:
     packet_bytes: int
     values: int
     packet: str | None = None
-    # XNNPACK packings the build reused from the running model / made anew (None: no cache)
-    packed_reused: int | None = None
-    packed_new: int | None = None
-    work_cpu_us: float | None = None  # the update worker's CPU time for the packet
 
     @property
     def applied(self) -> bool:

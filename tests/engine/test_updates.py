@@ -360,44 +360,6 @@ def test_no_frame_sees_a_half_applied_model(engine_binary, model, frames, device
         np.testing.assert_allclose(got[i], refs[f.model_version][f.frame], rtol=0, atol=1e-5)
 
 
-def test_updates_repack_only_what_changed_since_the_running_model(engine_binary, model, frames,
-                                                                  device, tmp_path):
-    """Packed weights are reused across slots (PackedWeightCache): each build packs anew only
-    the tensors whose bytes differ from the running model's, including a tensor a base-relative
-    packet puts back to the base (changed by the packet before, not named by this one)."""
-    path, raw_frames = frames
-    rng = np.random.default_rng(7)
-    big = sorted(model.entries.values(), key=lambda e: -e["buffer_size"])
-    a, b = big[0], big[1]
-    packets = [model.packet([model.patch(a, rng, 0.1)], sequence=1),
-               model.packet([model.patch(b, rng, 0.1)], sequence=2),  # a back to the base
-               model.packet([model.patch(b, rng, 0.1)], sequence=3)]
-    models = [model.base] + [model.patched(model.base, p) for p in packets]
-    sched = _schedule(tmp_path / "s.jsonl",
-                      [(k + 1, _write(tmp_path / f"p{k}.mdup", p)) for k, p in enumerate(packets)])
-    runs = 5
-    result = _run(device, model, path, runs, update_schedule=sched, update_blocking=True)
-    assert [f.model_version for f in result.frames] == [0, 1, 2, 3, 3]
-    reused = [u["packed_reused"] for u in result.updates]
-    new = [u["packed_new"] for u in result.updates]
-    # the weights XNNPACK packs once per tensor: one changed tensor, then two, then one
-    assert all(n >= 1 for n in new) and new[1] == new[0] + new[2] and new[0] == new[2], new
-    assert all(r > 5 * n for r, n in zip(reused, new)), (reused, new)
-    assert len({r + n for r, n in zip(reused, new)}) == 1, "every build packs the same ops"
-    wants = [_litert_logits(models[f.model_version], raw_frames[[f.frame]])[0]
-             for f in result.frames]
-    # the engine without the cache: every build packs every tensor
-    plain = _run(device, model, path, runs, update_schedule=sched, update_blocking=True,
-                 update_reuse_packed_weights=False)
-    assert [u["packed_reused"] for u in plain.updates] == [None] * 3
-    for run in (result, plain):
-        got = _logits(run, model, runs)
-        for i, want in enumerate(wants):
-            np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-5)
-    first, second = (_litert_logits(m, raw_frames[[0]])[0] for m in models[1:3])
-    assert np.abs(first - second).max() > 1e-3, "the packets must change the outputs"
-
-
 def _engine_cmd(engine_binary, model, tmp_path, runs, *flags):
     return [str(engine_binary), f"--manifest={model.manifest_path}",
             f"--runtime_lib={runtime_library()}", "--warmup_runs=0", f"--num_runs={runs}",

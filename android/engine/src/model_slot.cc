@@ -127,11 +127,9 @@ std::string ModelSlot::TakeErrors() {
 
 Status ModelSlot::Create(const TfLiteApi* api, const SlotConfig& config,
                          std::vector<uint8_t> bytes, int64_t version,
-                         std::unique_ptr<ModelSlot>* out, const Pace& before_stage,
-                         std::unique_ptr<PackedWeightCache::Session> weights) {
+                         std::unique_ptr<ModelSlot>* out, const Pace& before_stage) {
   std::unique_ptr<ModelSlot> slot(new ModelSlot(api));
   slot->bytes_ = std::move(bytes);
-  slot->weights_ = std::move(weights);
   slot->version_ = version;
   MD_RETURN_IF_ERROR(slot->Build(config, before_stage));
   *out = std::move(slot);
@@ -153,7 +151,6 @@ std::vector<uint8_t> ModelSlot::Dismantle() {
   DestroyInterpreter();  // interpreter before the delegate it uses
   if (delegate_ && delegate_delete_) delegate_delete_(delegate_);
   delegate_ = nullptr;
-  weights_.reset();  // frees what only this slot's delegate read
   if (model_) api_->ModelDelete(model_);  // the model before the bytes it reads
   model_ = nullptr;
   return std::move(bytes_);
@@ -242,9 +239,6 @@ Status ModelSlot::Build(const SlotConfig& config, const Pace& before_stage) {
       TfLiteXNNPackDelegateOptions opts = api_->XNNPackOptionsDefault();
       // Same rule as TFLite's own default XNNPACK: no thread pool for a single thread.
       opts.num_threads = config.num_threads > 1 ? config.num_threads : 0;
-      if (weights_ && api_->XNNPackWeightsCacheLayoutSafe()) {
-        opts.weights_cache = weights_->provider();
-      }
       delegate_ = api_->XNNPackCreate(&opts);
       delegate_delete_ = api_->XNNPackDelete;
     }
@@ -311,13 +305,6 @@ void ModelSlot::TouchTensors(const Pace& pace) {
     for (const auto& ref : output_refs_) {
       if (ref.first == sig) touch(api_->RunnerGetOutputTensor(r, ref.second.c_str()));
     }
-  }
-}
-
-Engine::Engine(const TfLiteApi* api, SlotConfig config) : api_(api), config_(std::move(config)) {
-  if (api_ != nullptr && config_.reuse_packed_weights && config_.use_xnnpack && !config_.use_gpu &&
-      api_->XNNPackWeightsCacheLayoutSafe()) {
-    weights_cache_ = std::make_unique<PackedWeightCache>();
   }
 }
 
@@ -459,20 +446,16 @@ std::vector<uint8_t> Engine::ReleaseRetired() {
 
 Status Engine::Load(std::vector<uint8_t> bytes, int64_t version) {
   StageClock clock(nullptr, &stage_us_);  // how long each stage takes, for paced builds
-  std::unique_ptr<PackedWeightCache::Session> weights =
-      weights_cache_ ? weights_cache_->Begin(bytes.data(), bytes.size(), nullptr) : nullptr;
   MD_RETURN_IF_ERROR(ModelSlot::Create(api_, config_, std::move(bytes), version, &active_,
-                                       clock.before_stage(), std::move(weights)));
+                                       clock.before_stage()));
   clock.End();
-  if (active_->weights()) active_->weights()->Commit();
   io_sizes_ = active_->IoByteSizes();
   return Status::Ok();
 }
 
 Status Engine::BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
                          FirstRun first_run, bool paced, std::unique_ptr<ModelSlot>* slot,
-                         SwapEvent* event,
-                         std::unique_ptr<PackedWeightCache::Session> weights) {
+                         SwapEvent* event) {
   using Clock = std::chrono::steady_clock;
   WaitForFrameGap();
   const auto t0 = Clock::now();
@@ -487,12 +470,8 @@ Status Engine::BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash,
   // last time (Load timed the first build).
   StageClock clock(this, &stage_us_);  // unpaced builds do not call it: not timed either
   Status s = ModelSlot::Create(api_, config_, std::move(bytes), version, slot,
-                               paced ? clock.before_stage() : Pace(), std::move(weights));
+                               paced ? clock.before_stage() : Pace());
   clock.End();
-  if (s.ok() && (*slot)->weights()) {
-    event->packed_reused = (*slot)->weights()->hits();
-    event->packed_new = (*slot)->weights()->misses();
-  }
   const auto t2 = Clock::now();
   auto t3 = t2;
   if (s.ok() && first_run == FirstRun::kInvoke) {
@@ -557,37 +536,14 @@ Status Engine::BuildPending(std::vector<uint8_t> new_model_bytes, int64_t versio
     return Status::Error("a model swap is already pending; apply it between frames first");
   }
   std::unique_ptr<ModelSlot> slot;
-  std::unique_ptr<PackedWeightCache::Session> weights = BeginWeights(new_model_bytes);
   MD_RETURN_IF_ERROR(BuildSlot(std::move(new_model_bytes), version, /*hash=*/false,
-                               FirstRun::kTouch, paced, &slot, event, std::move(weights)));
-  if (slot->weights()) slot->weights()->Commit();
+                               FirstRun::kTouch, paced, &slot, event));
   std::lock_guard<std::mutex> lock(mu_);
   pending_status_ = Status::Ok();
   pending_ = std::move(slot);
   pending_event_ = *event;
   pending_ready_ = true;
   return Status::Ok();
-}
-
-std::unique_ptr<PackedWeightCache::Session> Engine::BeginWeights(
-    const std::vector<uint8_t>& bytes) {
-  if (!weights_cache_) return nullptr;
-  // No pending slot exists here (BuildPending refuses), so active_ stays put while we read it.
-  const ModelSlot* running = active_.get();
-  const bool related = running != nullptr && running->weights() != nullptr &&
-                       running->weights()->id() == weights_cache_->reference() &&
-                       running->bytes().size() == bytes.size() && !patchable_.empty();
-  if (!related) return weights_cache_->Begin(bytes.data(), bytes.size(), nullptr);
-  std::vector<ByteRange> changed;
-  for (const ByteRange& r : patchable_) {
-    if (r.offset > bytes.size() || r.size > bytes.size() - r.offset) {
-      return weights_cache_->Begin(bytes.data(), bytes.size(), nullptr);  // not this model's
-    }
-    if (std::memcmp(bytes.data() + r.offset, running->bytes().data() + r.offset, r.size) != 0) {
-      changed.push_back(r);
-    }
-  }
-  return weights_cache_->Begin(bytes.data(), bytes.size(), &changed);
 }
 
 bool Engine::ApplyPendingSwap(SwapEvent* event, Status* failure) {

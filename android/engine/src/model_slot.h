@@ -29,7 +29,6 @@
 #include <thread>
 #include <vector>
 
-#include "packed_weight_cache.h"
 #include "status.h"
 #include "tflite_c_api.h"
 
@@ -69,8 +68,6 @@ struct SlotConfig {
   bool use_xnnpack = true;
   bool use_gpu = false;
   bool use_nnapi = false;
-  // Engine: slots share XNNPACK's packed weights (PackedWeightCache); --update_reuse_packed_weights
-  bool reuse_packed_weights = true;
   std::vector<std::string> signatures;  // must all exist in the model
   // (signature, tensor name) the engine reads or writes; each must exist. Their byte sizes
   // fingerprint the I/O contract a swapped-in model has to keep.
@@ -83,11 +80,9 @@ using Pace = std::function<void()>;
 
 class ModelSlot {
  public:
-  // `weights`: where XNNPACK looks up and keeps packed weights (null: packs privately).
   static Status Create(const TfLiteApi* api, const SlotConfig& config,
                        std::vector<uint8_t> bytes, int64_t version,
-                       std::unique_ptr<ModelSlot>* out, const Pace& before_stage = {},
-                       std::unique_ptr<PackedWeightCache::Session> weights = nullptr);
+                       std::unique_ptr<ModelSlot>* out, const Pace& before_stage = {});
   ~ModelSlot();
   ModelSlot(const ModelSlot&) = delete;
   ModelSlot& operator=(const ModelSlot&) = delete;
@@ -109,7 +104,6 @@ class ModelSlot {
   const std::string& delegate_used() const { return delegate_used_; }
   const std::vector<std::string>& warnings() const { return warnings_; }
   const std::vector<uint8_t>& bytes() const { return bytes_; }
-  PackedWeightCache::Session* weights() const { return weights_.get(); }
   // Tears the interpreter down and hands the model bytes back (the slot is then unusable).
   std::vector<uint8_t> Dismantle();
   // Threads created while this slot was built at idle priority (XNNPACK's pool, kernels' pools):
@@ -134,7 +128,6 @@ class ModelSlot {
   TfLiteInterpreter* interpreter_ = nullptr;
   TfLiteDelegate* delegate_ = nullptr;
   void (*delegate_delete_)(TfLiteDelegate*) = nullptr;
-  std::unique_ptr<PackedWeightCache::Session> weights_;  // outlives delegate_
   std::map<std::string, TfLiteSignatureRunner*> runners_;
   std::vector<std::string> signature_order_;
   std::vector<size_t> io_sizes_;
@@ -153,21 +146,15 @@ struct SwapEvent {
   double warm_us = 0;      // first-run setup: Warm (--swap_graph) or TouchTensors (updates)
   std::string sha256;      // of the new bytes (empty for streamed updates: not computed)
   std::string priority;    // the building thread's: "idle" or "normal"
-  // XNNPACK packings the build took from the packed-weight cache / made anew (-1: no cache).
-  int64_t packed_reused = -1, packed_new = -1;
   int32_t threads = 0;     // threads the new slot runs frames with (SlotConfig::num_threads)
 };
 
 class Engine {
  public:
-  Engine(const TfLiteApi* api, SlotConfig config);
+  Engine(const TfLiteApi* api, SlotConfig config) : api_(api), config_(std::move(config)) {}
   ~Engine();
 
   Status Load(std::vector<uint8_t> bytes, int64_t version);  // synchronous, first slot
-  // The byte ranges an update may change (the manifest's updatable tensors): BuildPending
-  // compares them with the running slot's bytes, so only the packed weights of tensors that
-  // changed are packed anew (PackedWeightCache). None set: every build packs everything.
-  void SetPatchableRanges(std::vector<ByteRange> ranges) { patchable_ = std::move(ranges); }
   ModelSlot& active() { return *active_; }
 
   // Builds and warms a slot from `new_model_bytes` on a builder thread; returns at once.
@@ -241,18 +228,10 @@ class Engine {
   // Create + Warm + I/O check of a new slot (no locks held). Fills the event's timings.
   enum class FirstRun { kInvoke, kTouch };
   Status BuildSlot(std::vector<uint8_t> bytes, int64_t version, bool hash, FirstRun first_run,
-                   bool paced, std::unique_ptr<ModelSlot>* slot, SwapEvent* event,
-                   std::unique_ptr<PackedWeightCache::Session> weights = nullptr);
-
-  // A session for building from `bytes`: keyed against the active slot's bytes when those are
-  // what the cache describes, else starting afresh. Null without a cache.
-  std::unique_ptr<PackedWeightCache::Session> BeginWeights(const std::vector<uint8_t>& bytes);
+                   bool paced, std::unique_ptr<ModelSlot>* slot, SwapEvent* event);
 
   const TfLiteApi* api_;
   SlotConfig config_;
-  // Declared before the slots: destroyed after every delegate that reads from it.
-  std::unique_ptr<PackedWeightCache> weights_cache_;
-  std::vector<ByteRange> patchable_;
   std::unique_ptr<ModelSlot> active_;
   std::vector<size_t> io_sizes_;
   std::vector<std::pair<std::string, std::string>> input_refs_;

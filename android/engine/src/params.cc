@@ -63,9 +63,6 @@ std::vector<Flag> Flags(Params* p) {
       {"update_build_priority", Kind::kString, &p->update_build_priority,
        "idle: updates are decoded, patched and built as SCHED_IDLE, between frames; normal: at "
        "frame priority"},
-      {"update_reuse_packed_weights", Kind::kBool, &p->update_reuse_packed_weights,
-       "an update's build takes XNNPACK's packed weights of unchanged tensors from the running "
-       "model instead of repacking every tensor"},
       {"record_sensors", Kind::kBool, &p->record_sensors,
        "add CPU frequencies and thermal-zone temperatures (sysfs) to every frame record"},
       {"sysfs_root", Kind::kString, &p->sysfs_root, "where --record_sensors looks for sysfs"},

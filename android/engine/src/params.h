@@ -50,7 +50,6 @@ struct Params {
   // "idle": the update worker decodes, patches and builds as SCHED_IDLE (frames preempt it);
   // "normal": at the frame thread's priority (the engine before issue 14, for comparisons).
   std::string update_build_priority = "idle";
-  bool update_reuse_packed_weights = true;  // a build repacks only tensors the update changed
   bool updates_enabled() const {
     return !update_dir.empty() || !update_schedule.empty() || update_port >= 0;
   }

@@ -283,9 +283,6 @@ std::string UpdateRecord::ToJson() const {
   j["pacing"] = pacing.empty() ? nlohmann::json(nullptr) : nlohmann::json(pacing);
   j["work_cpu_us"] = us(work_cpu_us);
   j["frame_gap_us"] = us(frame_gap_us);
-  const auto count = [](int64_t n) { return n < 0 ? nlohmann::json(nullptr) : nlohmann::json(n); };
-  j["packed_reused"] = count(packed_reused);
-  j["packed_new"] = count(packed_new);
   j["packet_bytes"] = packet_bytes;
   j["values"] = num_values;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -21,7 +21,6 @@ SlotConfig SlotConfigFor(const Manifest& manifest, const Params& params) {
   config.use_xnnpack = params.use_xnnpack;
   config.use_gpu = params.use_gpu;
   config.use_nnapi = params.use_nnapi;
-  config.reuse_packed_weights = params.update_reuse_packed_weights;
   if (manifest.has_memory) {
     config.signatures = {manifest.memory.init_signature, manifest.memory.step_signature};
   } else if (manifest.has_schedule) {

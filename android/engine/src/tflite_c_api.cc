@@ -94,15 +94,11 @@ Status TfLiteApi::Load(const std::string& runtime_lib, const std::string& delega
   return Status::Ok();
 }
 
-static bool VersionAtLeast(const char* (*version)(void), int want_major, int want_minor) {
-  if (version == nullptr) return false;
+bool TfLiteApi::XNNPackOptionsLayoutSafe() const {
+  if (Version == nullptr) return false;
   int major = 0, minor = 0;
-  if (std::sscanf(version(), "%d.%d", &major, &minor) != 2) return false;
-  return major > want_major || (major == want_major && minor >= want_minor);
+  if (std::sscanf(Version(), "%d.%d", &major, &minor) != 2) return false;
+  return major > 2 || (major == 2 && minor >= 13);
 }
-
-bool TfLiteApi::XNNPackOptionsLayoutSafe() const { return VersionAtLeast(Version, 2, 13); }
-
-bool TfLiteApi::XNNPackWeightsCacheLayoutSafe() const { return VersionAtLeast(Version, 2, 17); }
 
 }  // namespace mobdistill

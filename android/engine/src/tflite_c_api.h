@@ -11,16 +11,14 @@
 // (tensorflow/lite/core/c/c_api.h, c_api_types.h, delegates/xnnpack/xnnpack_delegate.h,
 // delegates/gpu/delegate.h); only the types and values the engine needs are declared.
 //
-// Struct layouts we depend on: two. TfLiteXNNPackDelegateOptions starts with
+// Struct layout we depend on: exactly one. TfLiteXNNPackDelegateOptions starts with
 // `int32_t num_threads` (first field in every released version). Newer versions append more
 // fields (flags, weights cache, file paths...) and grow the struct beyond 16 bytes, so
 // TfLiteXNNPackDelegateOptionsDefault() returns it through a caller-provided buffer (sret on
 // x86_64 SysV and AArch64). We declare a struct with generous reserved padding so that buffer
-// is always big enough, and otherwise touch only `num_threads`. The loader refuses the explicit
+// is always big enough, and only ever touch `num_threads`. The loader refuses the explicit
 // XNNPACK path for runtimes older than 2.13 (where the struct could be small enough to come
-// back in registers) and falls back to the runtime's default delegate instead. Second, from
-// 2.17 on, `weights_cache` is the fourth field (after runtime_flags and flags, at offset 16):
-// the engine sets it to its own packed-weight cache (packed_weight_cache.h) only there.
+// back in registers) and falls back to the runtime's default delegate instead.
 // The GPU delegate is created with nullptr options (= the delegate's documented defaults), so
 // no GPU options struct layout is assumed.
 #ifndef MOBDISTILL_ENGINE_TFLITE_C_API_H_
@@ -48,15 +46,11 @@ typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
 // TfLiteType values the engine checks (c_api_types.h numbering).
 typedef enum { kTfLiteNoType = 0, kTfLiteFloat32 = 1 } TfLiteType;
 
-// See the header comment: num_threads is written on every version; weights_cache only where
-// XNNPackWeightsCacheLayoutSafe() (its offset moved when runtime_flags came first); the rest is
-// reserved space.
+// See the header comment: only num_threads is read or written; the rest is reserved space.
 typedef struct {
   int32_t num_threads;
-  uint32_t runtime_flags;
-  uint32_t flags;
-  void* weights_cache;  // an xnn_weights_cache_provider* (packed_weight_cache.h)
-  alignas(8) unsigned char reserved[480];
+  uint32_t reserved_flags;
+  alignas(8) unsigned char reserved[496];
 } TfLiteXNNPackDelegateOptions;
 
 typedef void (*TfLiteErrorReporterFn)(void* user_data, const char* format, va_list args);
@@ -142,9 +136,6 @@ struct TfLiteApi {
                      TfLiteApi* api);
   // "2.23.0" → true if major.minor >= (2, 13): the explicit-XNNPACK-options path is safe.
   bool XNNPackOptionsLayoutSafe() const;
-  // Whether weights_cache sits where the struct above has it: {num_threads, runtime_flags,
-  // flags, weights_cache, ...}, the layout of every release from 2.17 on.
-  bool XNNPackWeightsCacheLayoutSafe() const;
 };
 
 }  // namespace mobdistill

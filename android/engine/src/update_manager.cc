@@ -129,13 +129,7 @@ UpdateManager::UpdateManager(Engine* engine, UpdateConfig config)
     : engine_(engine),
       config_(std::move(config)),
       limits_(update::DecodeLimits::ForTable(config_.table)),
-      current_(config_.base) {
-  std::vector<ByteRange> patchable;
-  for (const auto& kv : config_.table) {
-    patchable.push_back({kv.second.buffer_offset, kv.second.buffer_size});
-  }
-  engine_->SetPatchableRanges(std::move(patchable));
-}
+      current_(config_.base) {}
 
 UpdateManager::~UpdateManager() {
   std::vector<UpdateRecord> ignored;
@@ -278,8 +272,6 @@ UpdateRecord UpdateManager::Process(IncomingPacket* p) {
   r.build_us = event.create_us;
   r.warm_us = event.warm_us;
   r.build_priority = event.priority;
-  r.packed_reused = event.packed_reused;
-  r.packed_new = event.packed_new;
   r.build_threads = event.threads;
   if (!built.ok()) {
     r.reason = "build_failed";

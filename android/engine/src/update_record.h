@@ -42,9 +42,6 @@ struct UpdateRecord {
   // and the moving-average idle time between frames when it started (< 0: no frames running,
   // JSON null). Pacing needs unpace_build_after_frames such gaps to hold the work.
   double work_cpu_us = -1, frame_gap_us = -1;
-  // XNNPACK packings the build reused from the running model / made anew (PackedWeightCache;
-  // < 0: no cache, JSON null).
-  int64_t packed_reused = -1, packed_new = -1;
 
   // One JSON object, no newline: {"event":"update","sequence":...,"status":...,...}
   std::string ToJson() const;
