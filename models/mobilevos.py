@@ -114,10 +114,27 @@ def read_memory(qk: Tensor, mk: Tensor, mv: Tensor) -> Tensor:
     n, cv = mv.shape[1], mv.shape[-1]
     q = qk.reshape(h * w, ck)  # hw, Ck
     m = mk.reshape(-1, ck)  # Qhw, Ck
-    logits = (2 * F.linear(q, m) - (m * m).sum(1)) / math.sqrt(ck)  # hw, Qhw
+    logits = (2 * _query_key_products(q, m) - (m * m).sum(1)) / math.sqrt(ck)  # hw, Qhw
     affinity = torch.softmax(logits, dim=1)  # hw, Qhw
     outs = [affinity @ mv[:, i].reshape(-1, cv) for i in range(n)]  # N x (hw, Cv)
     return torch.stack(outs, 0).reshape(n, h, w, cv).permute(0, 3, 1, 2)  # N, Cv, h, w
+
+
+def _query_key_products(q: Tensor, m: Tensor) -> Tensor:
+    """q @ m.T [hw, Qhw], as a batched product over two halves of the queries.
+
+    Why: both operands are computed in the graph, and the converter turns a 2-D product
+    (`F.linear`, `q @ m.T`, a batch of one) into FULLY_CONNECTED, which XNNPACK does not take with
+    computed weights, so TFLite's own kernel ran it (15 ms of a 480x864 step). A batch of two
+    stays BATCH_MATMUL, which XNNPACK runs. Spelled as an einsum: the matmul forms with a
+    transposed operand converted to a TRANSPOSE or, with repeated keys, to wrong products
+    (litert-torch 0.10, checked on the read-out alone). The halves are contiguous rows, so the
+    result reshapes back without a copy. Odd hw keeps the single product."""
+    hw, ck = q.shape
+    if hw % 2:
+        return F.linear(q, m)
+    keys = m.unsqueeze(0).repeat(2, 1, 1)  # 2, Qhw, Ck: the same keys for both halves
+    return torch.einsum("bqc,bmc->bqm", q.reshape(2, hw // 2, ck), keys).reshape(hw, -1)
 
 
 def soft_aggregate(object_logits: Tensor) -> Tensor:

@@ -61,6 +61,16 @@ def test_mobilevos_batchnorm_stays_frozen() -> None:
     assert bns and not any(bn.training for bn in bns)
 
 
+@pytest.mark.parametrize("h, w", [(4, 6), (3, 5)])  # even hw: the batched form; odd: one product
+def test_mobilevos_memory_read_is_the_plain_softmax_readout(h: int, w: int) -> None:
+    torch.manual_seed(0)
+    qk, mk, mv = torch.randn(1, h, w, 8), torch.randn(2, h, w, 8), torch.randn(2, 1, h, w, 4)
+    q, m = qk.reshape(-1, 8), mk.reshape(-1, 8)
+    affinity = torch.softmax((2 * q @ m.T - (m * m).sum(1)) / 8 ** 0.5, dim=1)
+    want = (affinity @ mv[:, 0].reshape(-1, 4)).reshape(1, h, w, 4).permute(0, 3, 1, 2)
+    torch.testing.assert_close(mobilevos.read_memory(qk, mk, mv), want)
+
+
 def test_normalize_maps_raw_rgb() -> None:
     norm = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     x = torch.tensor([0.0, 127.5, 255.0]).view(1, 3, 1, 1)
