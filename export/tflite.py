@@ -15,6 +15,7 @@ import numpy as np
 from mobdistill.errors import ExportError
 from mobdistill.export.deploy import SignatureModule, sample_inputs
 from mobdistill.models.blocks import Normalize
+from mobdistill.models.mobilevos import MobileVOS
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def to_tflite(modules: dict[str, SignatureModule], path: Path) -> None:
     if not modules:
         raise ExportError("nothing to convert: the model declares no signatures")
     try:
-        with _stdout_to_stderr(), row_wide_normalization(modules):
+        with _stdout_to_stderr(), row_wide_normalization(modules), batched_memory_read(modules):
             converter = litert_torch
             for name, module in modules.items():
                 converter = converter.signature(name, module,
@@ -70,6 +71,22 @@ def row_wide_normalization(modules: dict[str, SignatureModule]) -> Iterator[None
     finally:
         for key, n in normalizers.items():
             n.scale, n.shift = saved[key]
+
+
+@contextlib.contextmanager
+def batched_memory_read(modules: dict[str, SignatureModule]) -> Iterator[None]:
+    """While converting: MobileVOS's memory read as a batched product (BATCH_MATMUL, which
+    XNNPACK runs) instead of one that converts to FULLY_CONNECTED with computed weights, which
+    TFLite's own kernel runs (models/mobilevos.py, `_query_key_products`). Restored after."""
+    students = {id(s): s for m in modules.values() for s in m.model.modules()
+                if isinstance(s, MobileVOS)}
+    try:
+        for s in students.values():
+            s.batched_memory_read = True
+        yield
+    finally:
+        for s in students.values():
+            s.batched_memory_read = False
 
 
 def inspect(path: Path) -> FlatBuffer:

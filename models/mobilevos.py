@@ -99,13 +99,15 @@ def _channels_last(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1)
 
 
-def read_memory(qk: Tensor, mk: Tensor, mv: Tensor) -> Tensor:
+def read_memory(qk: Tensor, mk: Tensor, mv: Tensor, batched: bool = False) -> Tensor:
     """Softmax readout of the memory values for the query key.
 
     Args:
         qk: Query key [1, h, w, Ck] (NHWC).
         mk: Memory keys [Q, h, w, Ck].
         mv: Memory values [Q, N, h, w, Cv].
+        batched: the query-key products as a batch of two (`_query_key_products`; the TFLite
+            export's form), else one matrix product.
 
     Returns:
         Readout [N, Cv, h, w].
@@ -114,7 +116,8 @@ def read_memory(qk: Tensor, mk: Tensor, mv: Tensor) -> Tensor:
     n, cv = mv.shape[1], mv.shape[-1]
     q = qk.reshape(h * w, ck)  # hw, Ck
     m = mk.reshape(-1, ck)  # Qhw, Ck
-    logits = (2 * _query_key_products(q, m) - (m * m).sum(1)) / math.sqrt(ck)  # hw, Qhw
+    products = _query_key_products(q, m) if batched else F.linear(q, m)  # hw, Qhw
+    logits = (2 * products - (m * m).sum(1)) / math.sqrt(ck)
     affinity = torch.softmax(logits, dim=1)  # hw, Qhw
     outs = [affinity @ mv[:, i].reshape(-1, cv) for i in range(n)]  # N x (hw, Cv)
     return torch.stack(outs, 0).reshape(n, h, w, cv).permute(0, 3, 1, 2)  # N, Cv, h, w
@@ -129,7 +132,9 @@ def _query_key_products(q: Tensor, m: Tensor) -> Tensor:
     stays BATCH_MATMUL, which XNNPACK runs. Spelled as an einsum: the matmul forms with a
     transposed operand converted to a TRANSPOSE or, with repeated keys, to wrong products
     (litert-torch 0.10, checked on the read-out alone). The halves are contiguous rows, so the
-    result reshapes back without a copy. Odd hw keeps the single product."""
+    result reshapes back without a copy. Odd hw keeps the single product. Only the TFLite export
+    uses it (`MobileVOS.batched_memory_read`): ONNX Runtime runs an Einsum far slower than the
+    MatMul of the plain product (14.4 ms at 480x864)."""
     hw, ck = q.shape
     if hw % 2:
         return F.linear(q, m)
@@ -176,6 +181,9 @@ class MobileVOS(nn.Module):
         self.up_16_8 = UpsampleBlock(channels_at(F8), d16, d8)
         self.up_8_4 = UpsampleBlock(channels_at(F4), d8, d4)
         self.pred = nn.Conv2d(d4, 1, 3, padding=1)
+        # The memory read's query-key products as a batch of two (read_memory): set by the TFLite
+        # export while it converts, the form its runtime runs fastest.
+        self.batched_memory_read = False
 
     def train(self, mode: bool = True) -> MobileVOS:
         """Sets training mode but keeps every BatchNorm frozen (eval), as MobileVOS does."""
@@ -247,7 +255,8 @@ class MobileVOS(nn.Module):
         """`step`, and the decoder's pixel representation before its last conv [N, d4, H/4, W/4]
         (what MobileVOS's representation loss distils; training only)."""
         key, f16, f8, f4 = self._encode_key(frame)
-        readout = read_memory(key, memory_keys, memory_values)  # N, Cv, h, w
+        readout = read_memory(key, memory_keys, memory_values,
+                              batched=self.batched_memory_read)  # N, Cv, h, w
         object_logits, features = self._decode(readout, f16, f8, f4)
         logits = soft_aggregate(resize(object_logits, frame.shape[-2:]))  # 1, N+1, H, W
         probs = torch.softmax(logits, dim=1)[:, 1:]  # 1, N, H, W

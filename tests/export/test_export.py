@@ -39,6 +39,16 @@ def test_tflite_io_is_nhwc_without_edge_transposes(tiny_export, name, max_transp
     assert frame["shape"] == [1, h, w, 3] and frame["layout"] == "NHWC"
 
 
+def test_mobilevos_memory_read_converts_to_batch_matmul(tiny_export):
+    """The TFLite export's query-key products are BATCH_MATMUL (XNNPACK), not FULLY_CONNECTED
+    with computed weights (TFLite's own kernel)."""
+    result = tiny_export("mobilevos")
+    tflite = next(a for a in mf.load(result.manifest_path)["artifacts"]
+                  if a["format"] == "tflite")
+    assert "FULLY_CONNECTED" not in tflite["op_counts"]
+    assert tflite["op_counts"]["BATCH_MATMUL"] == 2  # products and value readout of `step`
+
+
 def test_signatures_match_interpreter(tiny_export):
     from ai_edge_litert.interpreter import Interpreter
 

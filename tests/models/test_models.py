@@ -68,7 +68,8 @@ def test_mobilevos_memory_read_is_the_plain_softmax_readout(h: int, w: int) -> N
     q, m = qk.reshape(-1, 8), mk.reshape(-1, 8)
     affinity = torch.softmax((2 * q @ m.T - (m * m).sum(1)) / 8 ** 0.5, dim=1)
     want = (affinity @ mv[:, 0].reshape(-1, 4)).reshape(1, h, w, 4).permute(0, 3, 1, 2)
-    torch.testing.assert_close(mobilevos.read_memory(qk, mk, mv), want)
+    for batched in (False, True):
+        torch.testing.assert_close(mobilevos.read_memory(qk, mk, mv, batched), want)
 
 
 def test_normalize_maps_raw_rgb() -> None:
