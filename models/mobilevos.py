@@ -107,7 +107,7 @@ def read_memory(qk: Tensor, mk: Tensor, mv: Tensor, batched: bool = False) -> Te
         mk: Memory keys [Q, h, w, Ck].
         mv: Memory values [Q, N, h, w, Cv].
         batched: the query-key products as a batch of two (`_query_key_products`; the TFLite
-            export's form), else one matrix product.
+            export's form) where h·w is even, else one matrix product.
 
     Returns:
         Readout [N, Cv, h, w].
@@ -116,7 +116,7 @@ def read_memory(qk: Tensor, mk: Tensor, mv: Tensor, batched: bool = False) -> Te
     n, cv = mv.shape[1], mv.shape[-1]
     q = qk.reshape(h * w, ck)  # hw, Ck
     m = mk.reshape(-1, ck)  # Qhw, Ck
-    products = _query_key_products(q, m) if batched else F.linear(q, m)  # hw, Qhw
+    products = _query_key_products(q, m) if batched and h * w % 2 == 0 else F.linear(q, m)
     logits = (2 * products - (m * m).sum(1)) / math.sqrt(ck)
     affinity = torch.softmax(logits, dim=1)  # hw, Qhw
     outs = [affinity @ mv[:, i].reshape(-1, cv) for i in range(n)]  # N x (hw, Cv)
@@ -132,12 +132,10 @@ def _query_key_products(q: Tensor, m: Tensor) -> Tensor:
     stays BATCH_MATMUL, which XNNPACK runs. Spelled as an einsum: the matmul forms with a
     transposed operand converted to a TRANSPOSE or, with repeated keys, to wrong products
     (litert-torch 0.10, checked on the read-out alone). The halves are contiguous rows, so the
-    result reshapes back without a copy. Odd hw keeps the single product. Only the TFLite export
+    result reshapes back without a copy (hw must be even). Only the TFLite export
     uses it (`MobileVOS.batched_memory_read`): ONNX Runtime runs an Einsum far slower than the
     MatMul of the plain product (14.4 ms at 480x864)."""
     hw, ck = q.shape
-    if hw % 2:
-        return F.linear(q, m)
     keys = m.unsqueeze(0).repeat(2, 1, 1)  # 2, Qhw, Ck: the same keys for both halves
     return torch.einsum("bqc,bmc->bqm", q.reshape(2, hw // 2, ck), keys).reshape(hw, -1)
 
